@@ -1,0 +1,2 @@
+def task(params, rng):
+    return rng.normal()

@@ -1,0 +1,27 @@
+"""mpibatch: run one Python function over a grid of tasks on N MPI ranks.
+
+The public API is three names: :func:`run`, :class:`Grid` and :func:`open`.
+They are imported lazily so that ``import mpibatch`` (and the ``mpibatch``
+command) can set the ``*_NUM_THREADS`` variables before numpy loads.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["run", "Grid", "open", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "run":
+        from .engine import run
+
+        return run
+    if name == "Grid":
+        from .grid import Grid
+
+        return Grid
+    if name == "open":
+        from .store import open_results
+
+        return open_results
+    raise AttributeError(f"module 'mpibatch' has no attribute {name!r}")

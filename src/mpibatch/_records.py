@@ -1,0 +1,159 @@
+"""What a task returned, as typed columns that travel between ranks as one byte buffer.
+
+A *schema* is the ordered list of result fields ``(key, dtype, shape)``, set by the
+first task that succeeds. A :class:`Columns` object lays out ``rows`` rows of every
+field (plus the per-task start, elapsed and status) in one contiguous ``uint8``
+buffer, so a round of results is sent with one buffer-based MPI call and unpacked
+on rank 0 as zero-copy views. No per-task pickling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ResultError
+
+BARE = "value"  # key used when a task returns a bare scalar or array
+META = (("start", np.dtype("f8"), ()), ("elapsed", np.dtype("f8"), ()))
+_ALIGN = 8
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+
+Schema = tuple  # tuple[Field, ...]
+
+
+def _as_array(key: str, value: object, task_id: int) -> np.ndarray:
+    if hasattr(value, "__cuda_array_interface__") or hasattr(value, "detach"):
+        value = _to_host(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise ResultError(
+            f"task {task_id} returned {key!r} = a ragged sequence; expected numbers or an array "
+            f"of one shape ({exc})"
+        ) from None
+    if arr.dtype.kind not in "biufc":
+        raise ResultError(
+            f"task {task_id} returned {key!r} of type {type(value).__name__} "
+            f"(dtype {arr.dtype}); expected a number or a numeric array - return numbers, "
+            "and keep labels in the grid"
+        )
+    return arr
+
+
+def _to_host(value: object) -> object:
+    """CuPy arrays and torch tensors to numpy, without importing either library."""
+    if hasattr(value, "get") and hasattr(value, "__cuda_array_interface__"):
+        return value.get()
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+def _items(out: object, task_id: int) -> list[tuple[str, object]]:
+    if isinstance(out, dict):
+        bad = [k for k in out if not isinstance(k, str) or not k or "/" in k]
+        if bad:
+            raise ResultError(
+                f"task {task_id} returned a dict with key {bad[0]!r}; expected non-empty "
+                "string keys without '/'"
+            )
+        return list(out.items())
+    return [(BARE, out)]
+
+
+def infer_schema(out: object, task_id: int) -> Schema:
+    """The schema of one task's return value (raises ResultError if it cannot be stored)."""
+    fields = []
+    for key, value in _items(out, task_id):
+        arr = _as_array(key, value, task_id)
+        fields.append(Field(key, arr.dtype, arr.shape))
+    return tuple(fields)
+
+
+def describe(schema: Schema) -> str:
+    return ", ".join(f"{f.key}: {f.dtype}{list(f.shape) if f.shape else ''}" for f in schema)
+
+
+def _layout(schema: Schema, rows: int) -> tuple[list[tuple[str, np.dtype, tuple, int]], int]:
+    specs = [(name, dt, shp) for name, dt, shp in META]
+    specs += [(f.key, f.dtype, f.shape) for f in schema]
+    specs.append(("status", np.dtype("i1"), ()))
+    out, offset = [], 0
+    for name, dt, shp in specs:
+        out.append((name, dt, shp, offset))
+        size = rows * dt.itemsize * int(np.prod(shp, dtype=np.int64))
+        offset += -(-size // _ALIGN) * _ALIGN
+    return out, offset
+
+
+def record_bytes(schema: Schema) -> int:
+    """Bytes one row takes in a round buffer (before alignment padding)."""
+    return 17 + sum(f.dtype.itemsize * int(np.prod(f.shape, dtype=np.int64)) for f in schema)
+
+
+class Columns:
+    """``rows`` rows of meta and result columns, as views into one byte buffer."""
+
+    def __init__(self, schema: Schema, rows: int, buffer: np.ndarray | None = None) -> None:
+        layout, nbytes = _layout(schema, rows)
+        self.schema, self.rows, self.nbytes = schema, rows, nbytes
+        self.buffer = np.zeros(nbytes, np.uint8) if buffer is None else buffer[:nbytes]
+        self.arrays: dict[str, np.ndarray] = {}
+        for name, dt, shp, off in layout:
+            count = rows * int(np.prod(shp, dtype=np.int64))
+            view = self.buffer[off : off + count * dt.itemsize].view(dt)
+            self.arrays[name] = view.reshape((rows, *shp))
+        self.start = self.arrays["start"]
+        self.elapsed = self.arrays["elapsed"]
+        self.status = self.arrays["status"]
+        self.results = {f.key: self.arrays[f.key] for f in schema}
+        if buffer is None:  # a fresh buffer: results not yet computed read as NaN
+            for f in schema:
+                if f.dtype.kind in "fc":
+                    self.results[f.key][...] = np.nan
+
+
+class Packer:
+    """Puts one task's return value into row ``row`` of a :class:`Columns`, checking it."""
+
+    def __init__(self, schema: Schema, schema_task: int) -> None:
+        self.schema, self.schema_task = schema, schema_task
+        self.bare = len(schema) == 1 and schema[0].key == BARE
+        self.keys = [f.key for f in schema]
+
+    def put(self, cols: Columns, row: int, out: object, task_id: int) -> None:
+        if self.bare and not isinstance(out, dict):
+            self._put(cols.results[BARE], self.schema[0], row, out, task_id)
+            return
+        if not isinstance(out, dict) or list(out) != self.keys:
+            got = list(out) if isinstance(out, dict) else type(out).__name__
+            raise ResultError(
+                f"task {task_id} returned keys {got}; expected {self.keys} as task "
+                f"{self.schema_task} did - every task must return the same keys"
+            )
+        results = cols.results
+        for f in self.schema:
+            self._put(results[f.key], f, row, out[f.key], task_id)
+
+    def _put(self, col: np.ndarray, f: Field, row: int, value: object, task_id: int) -> None:
+        tp = type(value)
+        if f.shape == () and (tp is float or tp is np.float64) and f.dtype.kind == "f":
+            col[row] = value
+            return
+        arr = _as_array(f.key, value, task_id)
+        if arr.shape != f.shape or not np.can_cast(arr.dtype, f.dtype, "safe"):
+            raise ResultError(
+                f"task {task_id} returned {f.key!r} with shape {arr.shape} dtype {arr.dtype}; "
+                f"expected shape {f.shape} dtype {f.dtype} as task {self.schema_task} returned "
+                "- every task must return the same shapes and dtypes"
+            )
+        col[row] = arr

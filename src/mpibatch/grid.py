@@ -1,0 +1,369 @@
+"""The task grid: named axes (product or zipped), times replicates, flattened to task ids.
+
+Task ``i`` is the row-major index into the product of the dims in the order given, with the
+replicate index ``rep`` innermost. numpy is imported only where arrays are built, so that
+``import mpibatch.grid`` does not load numpy before the thread limits are set.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import math
+import numbers
+import operator
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .errors import GridError
+
+_MAX_TASKS = 2**62  # task ids and /params columns are int64
+_DTYPE = {"int": "int64", "float": "float64", "str": "U"}
+_SPEC_EG = "e.g. --grid n=1,2,4 or --grid alpha+l1=0.1/1,0.2/2"
+_RANGE_EG = (
+    "use LO:HI[:STEP] (ints, HI exclusive), LO:HI:Nlin or LO:HI:Nlog, e.g. --grid lr=1e-5:1e-3:5log"
+)
+
+
+def _fail(where: str, expected: str, got: Any, fix: str) -> GridError:
+    return GridError(f"{where}: expected {expected}, got {got}; {fix}")
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_reps(reps: Any) -> int:
+    if isinstance(reps, bool) or not isinstance(reps, numbers.Integral) or reps < 1:
+        raise _fail("reps", "an integer >= 1", _short(reps), "pass --reps 1 or more")
+    return int(reps)
+
+
+def _check_name(name: Any, seen: set[str]) -> str:
+    where = f"grid axis {_short(name)}"
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise _fail(where, "a Python identifier as name", _short(name), "e.g. lr or n_hidden")
+    if name == "rep":
+        raise _fail(where, "a name other than 'rep'", "'rep'", "rep is the replicate index")
+    if name in seen:
+        raise _fail(where, "each axis name once", "it twice", "give it one list of values")
+    seen.add(name)
+    return name
+
+
+def _as_list(where: str, values: Any, example: str) -> list:
+    if isinstance(values, (list, tuple, range)):
+        out = list(values)
+    elif getattr(values, "ndim", None) == 1 and hasattr(values, "tolist"):
+        out = values.tolist()  # a 1-D numpy array
+    else:
+        got = f"{_short(values)} ({type(values).__name__})"
+        raise _fail(where, "a list of values", got, f"give a list, e.g. {example}")
+    if not out:
+        raise _fail(
+            where, "a non-empty list of values", "[]", f"give at least one value ({example})"
+        )
+    return out
+
+
+def _normalize(name: str, values: list) -> tuple[str, list]:
+    """Check one axis's values; return its kind and the values as plain int/float/str."""
+    if all(isinstance(v, str) for v in values):
+        return "str", [str(v) for v in values]
+    where = f"grid axis {name!r}"
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Real)]
+    strs = [v for v in bad if isinstance(v, str)]
+    if bad and len(strs) == len(bad):
+        num = next(v for v in values if not isinstance(v, str))
+        got = f"a mix ({_short(num)} and {_short(strs[0])})"
+        raise _fail(where, "all numbers or all strings", got, "make every value one kind")
+    if bad:
+        v = next(v for v in bad if not isinstance(v, str))
+        got = f"{_short(v)} ({type(v).__name__})"
+        raise _fail(where, "ints, floats or strings", got, "use 0/1 for booleans, str otherwise")
+    if all(isinstance(v, numbers.Integral) for v in values):
+        ints = [int(v) for v in values]
+        for v in ints:
+            if not -(2**63) <= v < 2**63:
+                raise _fail(where, "integers that fit in int64", v, "use smaller ints or strings")
+        return "int", ints
+    return "float", [float(v) for v in values]
+
+
+class _Dim:
+    """One product dimension: a single axis, or several zipped axes of equal length."""
+
+    def __init__(self, names: tuple[str, ...], cols: list[list]):
+        self.names = names
+        pairs = [_normalize(n, c) for n, c in zip(names, cols, strict=True)]
+        self.kinds, self.cols = tuple(k for k, _ in pairs), tuple(c for _, c in pairs)
+        self.size = len(cols[0])
+        self.frags = [dict(zip(names, row, strict=True)) for row in zip(*self.cols, strict=True)]
+
+
+def _make_dim(key: Any, values: Any, seen: set[str]) -> _Dim:
+    if isinstance(key, str):
+        names = (_check_name(key, seen),)
+        return _Dim(names, [_as_list(f"grid axis {key!r}", values, f"--grid {key}=1,2")])
+    if not isinstance(key, tuple) or not key:
+        got, eg = _short(key), "e.g. {'lr': [0.1, 0.2]} or Grid.zip(alpha=[0.1, 0.2], l1=[1, 2])"
+        raise _fail("grid axes", "an axis name or a tuple of names as key", got, eg)
+    names = tuple(_check_name(n, seen) for n in key)
+    where, eg = f"zipped axes {'+'.join(names)}", f"Grid.zip({'=[...], '.join(names)}=[...])"
+    rows = _as_list(where, values, eg)
+    for row in rows:
+        if not isinstance(row, (tuple, list)) or len(row) != len(names):
+            raise _fail(where, f"items of {len(names)} values", _short(row), f"use {eg}")
+    return _Dim(names, [list(col) for col in zip(*rows, strict=True)])
+
+
+def _axes(dims: Any) -> dict:
+    """``(names, columns)`` pairs -> the ``axes`` mapping that :class:`Grid` takes."""
+    out: dict = {}
+    for names, cols in dims:
+        if len(names) == 1:
+            out[names[0]] = cols[0]
+        else:
+            out[tuple(names)] = list(zip(*cols, strict=True))
+    return out
+
+
+def _scalar(text: str) -> int | float | str:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _is_range(item: str) -> bool:
+    return ":" in item and not isinstance(_scalar(item.split(":")[0].strip()), str)
+
+
+def _parse_range(spec: str, item: str) -> list:
+    parts, where = [p.strip() for p in item.split(":")], f"grid spec {spec!r}"
+    try:
+        if len(parts) == 3 and parts[2][-3:] in ("lin", "log"):
+            lo, hi, n, how = float(parts[0]), float(parts[1]), int(parts[2][:-3]), parts[2][-3:]
+            if n < 1 or (how == "log" and not lo * hi > 0):
+                raise ValueError
+            import numpy as np
+
+            out = (np.linspace if how == "lin" else np.geomspace)(lo, hi, n).tolist()
+            out[0], out[-1] = lo, (hi if n > 1 else lo)  # exact ends
+            return out
+        if len(parts) in (2, 3) and range(*map(int, parts)):
+            return list(range(*map(int, parts)))
+    except ValueError:
+        pass
+    raise _fail(where, "a valid non-empty range", repr(item), _RANGE_EG)
+
+
+def _parse_spec(spec: Any) -> tuple[str | tuple[str, ...], list]:
+    if not isinstance(spec, str) or "=" not in spec:
+        raise _fail(f"grid spec {_short(spec)}", "NAME=V1,V2,...", "no '='", _SPEC_EG)
+    where = f"grid spec {spec!r}"
+    lhs, rhs = spec.split("=", 1)
+    names = tuple(n.strip() for n in lhs.split("+"))
+    items = [it.strip() for it in rhs.split(",")]
+    if not all(names):
+        raise _fail(where, "an axis name before '='", "an empty one", _SPEC_EG)
+    if not all(items):
+        raise _fail(where, "a value between commas and after '='", "an empty one", _SPEC_EG)
+    if len(names) == 1:
+        out: list = []
+        for it in items:
+            out.extend(_parse_range(spec, it) if _is_range(it) else [_scalar(it)])
+        return names[0], out
+    rows = [tuple(p.strip() for p in it.split("/")) for it in items]
+    for it, row in zip(items, rows, strict=True):
+        if len(row) != len(names) or any(map(_is_range, row)):
+            raise _fail(where, f"{len(names)} values joined by '/' (no ranges)", repr(it), _SPEC_EG)
+    return names, [tuple(map(_scalar, row)) for row in rows]
+
+
+class Grid:
+    """An ordered list of dims (single axes or zipped groups) times ``reps`` replicates."""
+
+    def __init__(self, axes: Mapping | None = None, reps: int = 1) -> None:
+        self._reps = _check_reps(reps)
+        if not isinstance(axes, (Mapping, type(None))):
+            eg = "e.g. {'lr': [0.1, 0.2]}"
+            raise _fail("grid", "a dict of axis name -> values", type(axes).__name__, eg)
+        seen: set[str] = set()
+        self._dims = tuple(_make_dim(k, v, seen) for k, v in (axes or {}).items())
+        self.names: tuple[str, ...] = tuple(n for d in self._dims for n in d.names)
+        self.sizes: tuple[int, ...] = tuple(d.size for d in self._dims)
+        self._cells = math.prod(self.sizes)
+        self._arrays: dict[str, Any] = {}
+        if self.n_tasks > _MAX_TASKS:
+            raise _fail("grid", "at most 2**62 tasks", self.n_tasks, "use fewer values or reps")
+
+    @staticmethod
+    def zip(**axes: Any) -> dict:
+        """``Grid.zip(alpha=[..], l1=[..])`` -> ``{("alpha", "l1"): [(a0, l0), ...]}``."""
+        cols = {n: _as_list(f"zipped axis {n!r}", v, f"{n}=[1, 2]") for n, v in axes.items()}
+        lengths = {n: len(c) for n, c in cols.items()}
+        if not cols or len(set(lengths.values())) > 1:
+            fix = "give each zipped axis the same number of values, e.g. a=[1, 2], b=[3, 4]"
+            raise _fail("Grid.zip", "axes of equal length", lengths or "none", fix)
+        return {tuple(cols): list(zip(*cols.values(), strict=True))}
+
+    @classmethod
+    def from_spec(cls, specs: list[str], reps: int = 1) -> Grid:
+        """Build a grid from ``--grid`` strings such as ``n=1:4,10`` or ``a+b=1/x,2/y``."""
+        axes: dict = {}
+        given: dict[str, str] = {}
+        for spec in [specs] if isinstance(specs, str) else specs:
+            key, values = _parse_spec(spec)
+            for name in key if isinstance(key, tuple) else (key,):
+                if name in given:
+                    got = f"it in {given[name]!r} and {spec!r}"
+                    raise _fail(f"grid axis {name!r}", "once", got, "give each axis once")
+                given[name] = spec
+            axes[key] = values
+        return cls(axes, reps)
+
+    @classmethod
+    def coerce(cls, obj: Any, reps: int | None = None) -> Grid:
+        """None -> empty grid; dict -> Grid; Grid -> itself (a copy if given reps other than 1)."""
+        if isinstance(obj, Grid):
+            if reps is None or reps == 1 or reps == obj.reps:
+                return obj
+            return cls(_axes((d.names, d.cols) for d in obj._dims), reps)
+        if obj is None or isinstance(obj, Mapping):
+            return cls(obj, 1 if reps is None else reps)
+        eg = "e.g. grid={'lr': [0.1, 0.2]}"
+        raise _fail("grid", "a dict of axis name -> values, a Grid or None", type(obj).__name__, eg)
+
+    @property
+    def reps(self) -> int:
+        return self._reps
+
+    @property
+    def n_tasks(self) -> int:
+        return self._cells * self._reps
+
+    def _span(self, start: Any, stop: Any) -> tuple[int, int]:
+        try:
+            start, stop = operator.index(start), operator.index(stop)
+        except TypeError:
+            start = stop = -1
+        if not 0 <= start <= stop <= self.n_tasks:
+            got = f"start={start}, stop={stop}"
+            raise _fail(
+                "task range", f"0 <= start <= stop <= {self.n_tasks}", got, "clip it to the grid"
+            )
+        return start, stop
+
+    def params(self, i: int) -> dict:
+        """The arguments of task ``i``: ``{axis: value, ..., "rep": r}``."""
+        if not isinstance(i, numbers.Integral) or not 0 <= i < self.n_tasks:
+            fix = f"task ids run from 0 to n_tasks - 1 = {self.n_tasks - 1}"
+            raise _fail("task id", f"an integer in [0, {self.n_tasks})", _short(i), fix)
+        cell, rep = divmod(int(i), self._reps)
+        out = dict.fromkeys(self.names)
+        for d in reversed(self._dims):
+            cell, j = divmod(cell, d.size)
+            out.update(d.frags[j])
+        out["rep"] = rep
+        return out
+
+    def iter_params(self, start: int, stop: int) -> Iterator[dict]:
+        """A fresh ``params(i)`` dict for each ``i`` in ``range(start, stop)``, by odometer."""
+        start, stop = self._span(start, stop)
+        return self._odometer(start, stop) if start < stop else iter(())
+
+    def _odometer(self, start: int, stop: int) -> Iterator[dict]:
+        reps, dims = self._reps, self._dims
+        first, r = divmod(start, reps)
+        last, last_r = divmod(stop, reps)  # the final cell yields reps 0..last_r-1
+        digits, rest = [], first
+        for d in reversed(dims):
+            rest, j = divmod(rest, d.size)
+            digits.insert(0, j)
+        cur = dict.fromkeys(self.names)
+        for d, j in zip(dims, digits, strict=True):
+            cur.update(d.frags[j])
+        cur["rep"] = 0
+        for cell in range(first, last + (last_r > 0)):
+            copy = cur.copy
+            for rr in range(r, reps if cell < last else last_r):
+                p = copy()
+                p["rep"] = rr
+                yield p
+            r, k = 0, len(dims) - 1
+            while k >= 0:  # advance the odometer by one cell
+                digits[k] = (digits[k] + 1) % dims[k].size
+                cur.update(dims[k].frags[digits[k]])
+                k = k - 1 if digits[k] == 0 else -1
+
+    def columns(self, start: int, stop: int) -> dict[str, Any]:
+        """Per-task numpy columns for ids ``start..stop-1``, ``rep`` included."""
+        import numpy as np
+
+        start, stop = self._span(start, stop)
+        cells, rep = np.divmod(np.arange(start, stop, dtype=np.int64), self._reps)
+        idx = np.unravel_index(cells, self.sizes) if self._dims else ()
+        out = {}
+        for d, j in zip(self._dims, idx, strict=True):
+            for name, kind, col in zip(d.names, d.kinds, d.cols, strict=True):
+                if name not in self._arrays:
+                    self._arrays[name] = np.array(col, dtype=_DTYPE[kind])
+                out[name] = self._arrays[name][j]
+        out["rep"] = rep
+        return out
+
+    def axis_values(self) -> dict[str, list]:
+        """Each axis's values as given (a zipped axis lists its column, repeats included)."""
+        return {n: list(c) for d in self._dims for n, c in zip(d.names, d.cols, strict=True)}
+
+    def to_json(self) -> str:
+        """A lossless JSON form: dims in order, zipped groups, value kinds, reps."""
+        dims = [{"names": d.names, "kinds": d.kinds, "values": d.cols} for d in self._dims]
+        return json.dumps({"format": "mpibatch.grid/1", "reps": self._reps, "dims": dims})
+
+    @classmethod
+    def from_json(cls, s: str) -> Grid:
+        """Rebuild a grid from :meth:`to_json` output."""
+        try:
+            data = json.loads(s)
+            grid = cls(_axes((d["names"], d["values"]) for d in data["dims"]), data["reps"])
+            ok = [tuple(d["kinds"]) for d in data["dims"]] == [d.kinds for d in grid._dims]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            ok = False
+        if not ok:
+            raise _fail("stored grid", "JSON from Grid.to_json", _short(s), "re-create the grid")
+        return grid
+
+    def to_specs(self) -> list[str]:
+        """``--grid`` strings that rebuild the axes (``NAME=V1,V2`` or ``A+B=a1/b1,a2/b2``)."""
+        return [
+            "+".join(d.names)
+            + "="
+            + ",".join(
+                "/".join(map(repr, row)).replace("'", "") for row in zip(*d.cols, strict=True)
+            )
+            for d in self._dims
+        ]
+
+    def describe(self) -> str:
+        """One line, e.g. ``3 x 2 (n, stat) x 100 reps = 600 tasks``."""
+        parts = [f"{self._reps} rep{'s' * (self._reps != 1)}"]
+        if self._dims:
+            labels = ", ".join("+".join(d.names) for d in self._dims)
+            parts.insert(0, f"{' x '.join(map(str, self.sizes))} ({labels})")
+        return f"{' x '.join(parts)} = {self.n_tasks} task{'s' * (self.n_tasks != 1)}"
+
+    def _key(self) -> tuple:
+        return self._reps, [(d.names, d.kinds, json.dumps(d.cols)) for d in self._dims]
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if isinstance(other, Grid) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Grid {self.describe()}>"

@@ -1,0 +1,131 @@
+"""Human-readable text about a plan or a results file (``--dry-run``, ``info``, ``errors``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .grid import Grid
+from .store import Results
+
+_SHOW = 5
+
+
+def _params_text(params: dict) -> str:
+    return " ".join(f"{k}={v!r}" for k, v in params.items())
+
+
+def format_plan(plan, task_file: str, function: str) -> str:
+    grid = Grid.from_json(plan.grid_json)
+    ids = plan.id_range
+    lines = [
+        f"task file: {task_file} (function {function})",
+        f"grid: {grid.describe()}",
+        f"running tasks {ids.start}:{ids.stop} ({len(ids)} tasks); seed {plan.seed}, "
+        f"streams {plan.streams}, schedule {plan.schedule}, {plan.threads} thread(s) per rank",
+    ]
+    for name, values in grid.axis_values().items():
+        lines.append(
+            f"  axis {name}: {len(values)} values {values[:8]}{' ...' if len(values) > 8 else ''}"
+        )
+    shown = list(ids[:_SHOW]) + ([None] if len(ids) > 2 * _SHOW else [])
+    shown += [i for i in ids[-_SHOW:] if i not in ids[:_SHOW]]
+    lines.append("tasks:")
+    for i in shown:
+        lines.append("  ..." if i is None else f"  {i:>8}  {_params_text(grid.params(i))}")
+    return "\n".join(lines)
+
+
+def _rank_lines(res: Results) -> list[str]:
+    hosts = res.ranks.get("host")
+    if hosts is None:
+        return []
+    per_host: dict[str, list[int]] = {}
+    for r, h in enumerate(hosts):
+        per_host.setdefault(h, []).append(r)
+    out = [f"ranks: {len(hosts)} on {len(per_host)} host(s)"]
+    for h, ranks in per_host.items():
+        out.append(f"  {h}: ranks {_ranges(ranks)}")
+    blas = res.ranks.get("blas")
+    if blas is not None and len(blas):
+        libs = json.loads(blas[0])
+        desc = ", ".join(f"{d.get('internal_api')} {d.get('num_threads')} thread(s)" for d in libs)
+        out.append(f"  BLAS on rank 0: {desc or 'none loaded'}")
+    return out
+
+
+def _ranges(xs: list[int]) -> str:
+    return f"{xs[0]}-{xs[-1]}" if xs == list(range(xs[0], xs[-1] + 1)) and len(xs) > 1 else str(xs)
+
+
+def _efficiency_lines(res: Results) -> list[str]:
+    wall = res.attrs.get("wall_seconds")
+    ran = res.status > 0
+    busy = float(np.nansum(res.elapsed[ran]))
+    n_ranks = int(res.attrs.get("n_ranks", 1))
+    out = [f"task time: {busy:.3f} s summed over tasks"]
+    if wall:
+        eff = busy / max(1e-12, n_ranks * wall)
+        out.insert(0, f"wall time: {wall:.3f} s on {n_ranks} ranks")
+        out.append(f"parallel efficiency: {eff:.1%} (task time / (ranks x wall))")
+    else:
+        out.insert(0, "wall time: unknown (the run did not finish)")
+    return out
+
+
+def _slowest_lines(res: Results) -> list[str]:
+    ran = np.flatnonzero(res.status > 0)
+    if ran.size == 0:
+        return []
+    order = ran[np.argsort(res.elapsed[ran])[::-1][:_SHOW]]
+    out = ["slowest tasks:"]
+    for row in order:
+        params = {k: v[row] for k, v in res.params.items()}
+        out.append(
+            f"  task {res.task_id[row]:>8}  {res.elapsed[row]:.4f} s  rank {res.rank[row]}"
+            f"  {_params_text({k: _py(v) for k, v in params.items()})}"
+        )
+    return out
+
+
+def _py(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def format_info(res: Results) -> str:
+    a = res.attrs
+    done, failed, pending = res.count("done"), res.count("failed"), res.count("pending")
+    outputs = ", ".join(f"{k} {v.dtype}{list(v.shape[1:])}" for k, v in res.results.items())
+    lines = [
+        f"file: {res.path}",
+        f"tasks: {res.n_tasks} ({a.get('tasks', '')} of {a.get('function', '?')} in "
+        f"{a.get('task_file', '?')})",
+        f"  done {done}, failed {failed}, pending {pending}",
+        f"results: {outputs or 'none yet'}",
+        f"seed {a.get('seed')}, streams {a.get('streams')}, schedule {a.get('schedule')}, "
+        f"started {a.get('start_time')}, ended {a.get('end_time', 'not yet')}",
+    ]
+    lines += _rank_lines(res) + _efficiency_lines(res) + _slowest_lines(res)
+    if failed:
+        lines.append(f"failed tasks: mpibatch errors {res.path}")
+    lines.append(f"reproduce: {a.get('command', '?')}")
+    return "\n".join(lines)
+
+
+def format_errors(res: Results, full: bool = False) -> str:
+    errs = res.errors
+    if not errs:
+        return f"{res.path}: no failed tasks"
+    row_of = {int(t): r for r, t in enumerate(res.task_id)}
+    lines = [f"{len(errs['task'])} failed task(s) in {res.path}:"]
+    for k, tid in enumerate(errs["task"]):
+        row = row_of.get(int(tid))
+        params = {n: _py(v[row]) for n, v in res.params.items()} if row is not None else {}
+        lines.append(
+            f"  task {tid} (rank {errs['rank'][k]} on {errs['host'][k]}) "
+            f"{_params_text(params)}: {errs['type'][k]}: {errs['message'][k]}"
+        )
+        if full:
+            lines.append("    " + errs["traceback"][k].rstrip().replace("\n", "\n    "))
+    return "\n".join(lines)
