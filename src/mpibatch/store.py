@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,13 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
             f"output directory '{parent}' does not exist; create it (mkdir -p {parent}) "
             "or choose another --out"
         )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory '{parent}' is not writable; choose another --out")
+    try:  # a real probe: access() says yes to root on read-only file systems
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".mpibatch-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"output directory '{parent}' is not writable ({exc.strerror}); choose another --out"
+        ) from None
     if p.is_dir():
         raise OutputError(
             f"output path '{p}' is a directory; expected a file name like {p}/results.h5"
