@@ -1,0 +1,58 @@
+"""The Python API in this process (a single MPI rank)."""
+
+import numpy as np
+import pytest
+
+import mpibatch
+from mpibatch.errors import UsageError
+from mpibatch.streams import task_generator
+
+
+def task(params, rng):
+    return rng.normal(params["mu"])
+
+
+def test_run_returns_a_summary_and_open_reads_it(tmp_path):
+    out = tmp_path / "r.h5"
+    s = mpibatch.run(task, {"mu": [0.0, 5.0]}, reps=3, seed=8, out=out)
+    assert (s.n_tasks, s.done, s.failed, s.pending, s.n_ranks) == (6, 6, 0, 0, 1)
+    assert "6 tasks: 6 done" in str(s)
+    res = mpibatch.open(out)
+    assert res.results["value"][4] == task_generator(8, 4).normal(5.0)
+    assert res.params["mu"].tolist() == [0.0] * 3 + [5.0] * 3
+    assert res.attrs["function"].endswith(":task")
+
+
+def test_dry_run_returns_the_plan_without_writing(tmp_path):
+    plan = mpibatch.run(task, {"mu": [1.0]}, reps=4, seed=1, out=tmp_path / "x.h5", dry_run=True)
+    assert plan.id_range == range(4) and plan.seed == 1
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_seed_comes_from_the_environment_then_is_drawn_and_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPIBATCH_SEED", "77")
+    mpibatch.run(task, {"mu": [1.0]}, out=tmp_path / "a.h5")
+    assert mpibatch.open(tmp_path / "a.h5").attrs["seed"] == 77
+    monkeypatch.delenv("MPIBATCH_SEED")
+    mpibatch.run(task, {"mu": [1.0]}, out=tmp_path / "b.h5")
+    seed = mpibatch.open(tmp_path / "b.h5").attrs["seed"]
+    assert isinstance(seed, int) and seed >= 0
+
+
+def test_bad_arguments_raise_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="expected an output file path"):
+        mpibatch.run(task, {"mu": [1.0]})
+    with pytest.raises(UsageError, match="expected a function or a task file path"):
+        mpibatch.run(42, out=tmp_path / "x.h5")
+    with pytest.raises(UsageError, match="reps"):
+        mpibatch.run(task, {"mu": [1.0]}, reps=0, out=tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_pandas_frame_has_params_and_scalar_results(tmp_path):
+    pd = pytest.importorskip("pandas")
+    mpibatch.run(task, {"mu": [0.0, 1.0]}, reps=2, seed=3, out=tmp_path / "p.h5")
+    df = mpibatch.open(tmp_path / "p.h5").to_pandas()
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns[:3]) == ["mu", "rep", "value"] and len(df) == 4
+    assert np.isfinite(df["value"]).all()

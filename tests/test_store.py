@@ -1,0 +1,82 @@
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from mpibatch._records import Columns, Packer, infer_schema
+from mpibatch.errors import OutputError
+from mpibatch.grid import Grid
+from mpibatch.store import Store, check_output, open_results
+from mpibatch.worker import TaskFailure
+
+
+def _store(tmp_path, ids=range(0, 6)):
+    grid = Grid({"n": [10, 20, 30], "label": ["é", "long label"]}, reps=1)
+    return Store.create(tmp_path / "s.h5", grid, ids, {"seed": 4, "note": None}), grid
+
+
+def test_create_writes_params_and_pending_tasks(tmp_path):
+    store, grid = _store(tmp_path)
+    store.close({"end_time": "x"})
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert f["tasks/id"][()].tolist() == list(range(6))
+        assert (f["tasks/status"][()] == 0).all() and (f["tasks/rank"][()] == -1).all()
+        assert np.isnan(f["tasks/start"][()]).all()
+        assert f["params/n"][()].tolist() == [10, 10, 20, 20, 30, 30]
+        assert f["params/label"].asstr()[()].tolist() == ["é", "long label"] * 3
+        assert list(f["params"]) == ["n", "label", "rep"]  # grid order, not alphabetical
+        assert f.attrs["seed"] == 4 and "note" not in f.attrs
+
+
+def test_rows_written_by_slice_read_back_through_open(tmp_path):
+    store, _ = _store(tmp_path, ids=range(2, 6))
+    schema = infer_schema({"m": 0.5, "v": np.zeros(2)}, 2)
+    store.add_results(schema)
+    cols, packer = Columns(schema, 2), Packer(schema, 2)
+    for row in range(2):
+        packer.put(cols, row, {"m": row + 0.5, "v": np.array([row, 1.0])}, row)
+        cols.status[row], cols.start[row], cols.elapsed[row] = 1, 0.1, 0.2
+    store.write_rows(1, cols, rank=3)
+    store.write_failures([TaskFailure(5, 1, "h", "KeyError", "k", "tb")])
+    store.write_ranks([{"host": "h", "local_rank": 0, "blas": []}])
+    store.close({"wall_seconds": 1.0})
+    res = open_results(tmp_path / "s.h5")
+    assert res.task_id.tolist() == [2, 3, 4, 5]
+    assert res.status.tolist() == [0, 1, 1, 0]
+    assert res.rank.tolist() == [-1, 3, 3, -1]
+    assert np.isnan(res.results["m"][0]) and res.results["m"][1:3].tolist() == [0.5, 1.5]
+    assert res.errors["task"].tolist() == [5] and res.errors["type"][0] == "KeyError"
+    assert res.count("done") == 2 and res.count("pending") == 2
+    assert "4 tasks, 2 done" in repr(res)
+
+
+def test_create_removes_the_file_if_it_fails(tmp_path, monkeypatch):
+    def boom(self, grid):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Store, "_write_params", boom)
+    with pytest.raises(RuntimeError):
+        _store(tmp_path)
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_check_output_errors(tmp_path):
+    assert check_output(tmp_path / "new.h5", overwrite=False) == tmp_path / "new.h5"
+    (tmp_path / "old.h5").write_text("x")
+    with pytest.raises(OutputError, match="already exists; pass --overwrite"):
+        check_output(tmp_path / "old.h5", overwrite=False)
+    check_output(tmp_path / "old.h5", overwrite=True)
+    with pytest.raises(OutputError, match="does not exist; create it"):
+        check_output(tmp_path / "no" / "x.h5", overwrite=False)
+    with pytest.raises(OutputError, match="is a directory"):
+        check_output(tmp_path, overwrite=True)
+
+
+def test_to_pandas_names_the_extra_when_pandas_is_missing(tmp_path, monkeypatch):
+    store, _ = _store(tmp_path)
+    store.close({})
+    res = open_results(tmp_path / "s.h5")
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match=r"mpibatch\[pandas\]"):
+        res.to_pandas()
