@@ -258,6 +258,10 @@ def table_cells(rows: list[Row], ntasks: int) -> list[list[str]]:
     return cells
 
 
+def md_escape(text: str) -> str:
+    return text.replace("*", r"\*").replace("|", r"\|")
+
+
 HEADER = ["system", "seconds", "tasks/s", "x best peer", "x hand-written", "results"]
 
 
@@ -268,7 +272,7 @@ def format_table(rows: list[Row], ntasks: int, markdown: bool) -> str:
             "| " + " | ".join(HEADER) + " |",
             "|" + "|".join([":---"] + ["---:"] * 4 + [":---"]) + "|",
         ]
-        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        lines += ["| " + " | ".join(md_escape(x) for x in c) + " |" for c in cells]
         return "\n".join(lines)
     widths = [max(len(c[k]) for c in [HEADER, *cells]) for k in range(len(HEADER))]
 
@@ -347,7 +351,7 @@ def main(argv=None) -> None:
     print(format_table(rows, args.tasks, args.markdown))
     print()
     for note in footnotes(args):
-        print(note)
+        print(md_escape(note) if args.markdown else note)
     print(TARGETS)
     print(verdict(rows))
 

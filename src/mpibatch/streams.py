@@ -13,6 +13,8 @@ reuses one bit generator and sets its state directly (bit-identical, ~1.3 µs).
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
 from .errors import UsageError
@@ -51,15 +53,58 @@ def task_generator(seed: int, i: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(seed).jumped(i))
 
 
+def _fast_writer(bitgen: np.random.PCG64):
+    """A function writing ``bitgen``'s 128-bit LCG state in place, or None.
+
+    numpy's ``state`` setter parses a dict and costs ~1 µs; writing the 16 bytes of
+    the state (and clearing the cached 32-bit half) costs ~0.2 µs. The memory layout
+    is numpy's private business, so the writer is used only after it is shown here,
+    through the public getter, to set exactly the state and nothing else.
+    """
+    try:
+        addr = bitgen.ctypes.state_address
+        inner = ctypes.c_void_p.from_address(addr).value
+        state = memoryview((ctypes.c_char * 16).from_address(inner)).cast("B")
+        flags = memoryview((ctypes.c_char * 8).from_address(addr + ctypes.sizeof(ctypes.c_void_p)))
+        flags = flags.cast("B")
+    except (AttributeError, TypeError, ValueError):
+        return None
+    zero = bytes(8)
+
+    def write(s: int) -> None:
+        state[:] = s.to_bytes(16, "little")
+        flags[:] = zero
+
+    return write if _writer_is_exact(bitgen, write) else None
+
+
+def _writer_is_exact(bitgen: np.random.PCG64, write) -> bool:
+    before = bitgen.state
+    probe = dict(before, has_uint32=1, uinteger=12345)
+    for s in (0, 1, (1 << 128) - 1, 0x0123456789ABCDEF_FEDCBA9876543210, JUMP):
+        bitgen.state = probe
+        write(s)
+        got = bitgen.state
+        if (got["state"]["state"], got["state"]["inc"]) != (s, before["state"]["inc"]) or (
+            got["has_uint32"],
+            got["uinteger"],
+        ) != (0, 0):
+            bitgen.state = before
+            return False
+    bitgen.state = before
+    return True
+
+
 class TaskStreams:
     """Per-task streams, derived cheaply and bit-identically to :func:`task_generator`.
 
     ``for_task(i)`` returns the same Generator object each call, re-positioned at the
     start of task ``i``'s stream. Consecutive ids use one affine step of the LCG state
-    (``s -> A*s + C``) instead of a full ``advance``.
+    (``s -> A*s + C``) instead of a full ``advance``; the state is written in place
+    when :func:`_fast_writer` proves it can be (``fast=False`` forces numpy's setter).
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, fast: bool = True) -> None:
         base = np.random.PCG64(seed).state
         self._base = base["state"]["state"]
         self._inc = base["state"]["inc"]
@@ -72,15 +117,24 @@ class TaskStreams:
             "has_uint32": 0,
             "uinteger": 0,
         }
+        self._bitgen.state = self._state
+        self._write = _fast_writer(self._bitgen) if fast else None
         c = self._jump_once(0)
         self._a = (self._jump_once(1) - c) & _MASK
         self._c = c
         self._next_id = -1
         self._next_state = 0
 
+    @property
+    def fast(self) -> bool:
+        return self._write is not None
+
     def _set(self, s: int) -> None:
-        self._inner["state"] = s
-        self._bitgen.state = self._state
+        if self._write is not None:
+            self._write(s)
+        else:
+            self._inner["state"] = s
+            self._bitgen.state = self._state
 
     def _jump_once(self, s: int) -> int:
         self._set(s)
