@@ -1,0 +1,71 @@
+"""Cost of deriving one task's stream, Generator(PCG64(seed).jumped(i)), three ways.
+
+    python benchmarks/streams.py [--tasks N]
+
+Prints microseconds per task (best of 5 passes over N consecutive task ids) for numpy's
+own expression, a derivation that reuses one bit generator through numpy's ``state``
+setter, and mpibatch's TaskStreams (which writes the state in place when it can), after
+checking all three give bit-identical draws. Target from the core-engine issue: <= 2.5 µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from mpibatch.streams import TaskStreams, task_generator
+
+
+def _best(fn, n: int, repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(n)
+        times.append(time.perf_counter() - t)
+    return min(times) / n * 1e6
+
+
+def _numpy(n: int, seed: int = 1) -> None:
+    for i in range(n):
+        np.random.Generator(np.random.PCG64(seed).jumped(i))
+
+
+def _loop(streams: TaskStreams):
+    def run(n: int) -> None:
+        for_task = streams.for_task
+        for i in range(n):
+            for_task(i)
+
+    return run
+
+
+def _check(n: int = 300) -> None:
+    ids = list(range(n)) + [2**40 + 1, 2**63 - 1]
+    for fast in (True, False):
+        s = TaskStreams(1, fast=fast)
+        for i in ids:
+            assert s.for_task(i).random() == task_generator(1, i).random(), (fast, i)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=200_000)
+    n = ap.parse_args().tasks
+    _check()
+    rows = [
+        ("numpy: Generator(PCG64(seed).jumped(i))", _best(_numpy, max(1, n // 10))),
+        ("one bit generator, numpy state setter", _best(_loop(TaskStreams(1, fast=False)), n)),
+        ("mpibatch TaskStreams (state written in place)", _best(_loop(TaskStreams(1)), n)),
+    ]
+    ref = rows[0][1]
+    print(f"stream derivation, {n:,} consecutive task ids; all three bit-identical (checked)")
+    print(f"{'derivation':48s} {'us/task':>8s} {'speed-up':>9s}")
+    for name, us in rows:
+        print(f"{name:48s} {us:8.2f} {ref / us:8.1f}x")
+    print("target: <= 2.5 us per task")
+
+
+if __name__ == "__main__":
+    main()
