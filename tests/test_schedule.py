@@ -2,9 +2,14 @@ import pytest
 
 from mpibatch.errors import UsageError
 from mpibatch.schedule import (
+    AutoQueue,
+    GuidedQueue,
+    StaticQueue,
+    block_rows,
     check_schedule,
+    choose,
+    make_queue,
     parse_task_slice,
-    round_rows,
     static_blocks,
 )
 
@@ -20,13 +25,59 @@ def test_static_blocks_cover_the_range_contiguously_and_balanced(n, p):
     assert max(sizes) - min(sizes) <= 1
 
 
-def test_round_rows_bound_root_memory_once_the_schema_is_known():
-    assert round_rows(0, record_bytes=100, n_ranks=4, budget_bytes=4000) == 10
-    assert round_rows(5, record_bytes=10**9, n_ranks=4, budget_bytes=10) == 1
+def _drain(queue, n_ranks, cap):
+    got, rank = [], 0
+    while (blk := queue.next(rank % n_ranks, cap)) is not None or queue.remaining:
+        if blk:
+            got.append((rank % n_ranks, blk))
+        rank += 1
+    return got
 
 
-def test_round_rows_double_while_the_schema_is_unknown():
-    assert [round_rows(k, None, 4, 10**9, unknown_cap=8) for k in range(6)] == [1, 2, 4, 8, 8, 8]
+def test_static_queue_chunks_each_ranks_own_block():
+    q = StaticQueue(0, 10, 3)  # blocks (0,4) (4,7) (7,10)
+    assert q.next(1, 2) == (4, 6) and q.next(1, 2) == (6, 7) and q.next(1, 2) is None
+    got = _drain(q, 3, 3)
+    assert sorted(b for _, b in got) == [(0, 3), (3, 4), (7, 10)]
+    assert all(r == (0 if b[0] < 4 else 2) for r, b in got)
+    assert q.remaining == 0
+
+
+def test_guided_blocks_shrink_and_cover_everything_once():
+    q = GuidedQueue(0, 1000, 4)
+    sizes = [b - a for _, (a, b) in _drain(q, 4, 10**9)]
+    assert sum(sizes) == 1000 and sizes[0] == 125  # ceil(1000 / 8)
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
+
+
+def test_guided_respects_block_size_and_cap():
+    assert GuidedQueue(0, 10, 2, block_size=3).next(0, 100) == (0, 3)
+    assert GuidedQueue(0, 1000, 2).next(0, 7) == (0, 7)
+
+
+def test_choose_static_for_uniform_dynamic_for_skewed():
+    kind, why = choose([0.01, 0.0101, 0.0099, 0.01], n_left=100, n_ranks=2)
+    assert kind == "static" and "uniform" in why and "probe of 4 tasks" in why
+    kind, why = choose([0.001, 0.5, 0.002, 0.01], n_left=100, n_ranks=2)
+    assert kind == "dynamic" and "skewed" in why
+    assert choose([0.01, 0.01], n_left=2, n_ranks=4)[0] == "dynamic"
+
+
+def test_auto_queue_probes_single_tasks_then_hands_over():
+    q = AutoQueue(0, 100, 2)
+    assert [q.next(r, 50) for r in (0, 1, 0, 1)] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert q.name == "auto"
+    q.observe([0.01] * 4)
+    assert q.name == "static" and "uniform" in q.reason
+    assert q.next(0, 1000) == (4, 52) and q.next(1, 1000) == (52, 100)
+    assert make_queue("dynamic", 0, 5, 2).name == "dynamic"
+
+
+def test_block_rows_bounds_memory_and_time():
+    assert block_rows(None, 4, 10**9, None, 1.0) == 1  # nothing known yet
+    assert block_rows(100, 4, 4000, 1e-6, 1.0) == 10  # memory-bound: 4 ranks x 10 rows x 100 B
+    assert block_rows(8, 4, 10**9, 0.1, 1.0) == 10  # time-bound: ~1 s of 0.1 s tasks
+    assert block_rows(10**9, 4, 10, 0.1, 1.0) == 1
 
 
 def test_task_slice():
@@ -41,5 +92,5 @@ def test_task_slice():
 
 def test_unknown_schedule():
     assert check_schedule("static") == "static"
-    with pytest.raises(UsageError, match="expected one of"):
+    with pytest.raises(UsageError, match="expected one of auto, static, dynamic"):
         check_schedule("fancy")

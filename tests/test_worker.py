@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from mpibatch._records import Columns, Packer, infer_schema
 from mpibatch.errors import TaskFileError
 from mpibatch.grid import Grid
 from mpibatch.streams import TaskStreams, task_generator
@@ -37,32 +36,49 @@ def _runner(fn, grid):
 
 def test_runner_fills_rows_and_records_failures_with_rank_and_host():
     def fn(params, rng, ctx):
-        if params["rep"] == 2:
+        if params["rep"] in (1, 3):
             raise KeyError("boom")
         return {"x": rng.random(), "tid": ctx.task_id}
 
-    grid = Grid(None, reps=5)
-    schema = infer_schema({"x": 0.0, "tid": 0}, 0)
-    cols = Columns(schema, 4)
-    done = _runner(fn, grid).run(range(1, 5), cols, Packer(schema, 0))
-    assert done.ran == 4 and cols.status.tolist() == [1, 2, 1, 1]
-    assert cols.results["tid"].tolist() == [1, 0, 3, 4]
-    assert cols.results["x"][0] == task_generator(11, 1).random()
-    (fail,) = done.failures
-    assert (fail.task_id, fail.type, fail.rank, fail.host) == (2, "KeyError", 1, "nodeA")
-    assert fail.traceback.startswith("rank 1 on nodeA, task 2:")
+    runner = _runner(fn, Grid(None, reps=6))
+    cols, done = runner.run(range(1, 5))
+    assert done.ran == 4 and cols.status.tolist() == [2, 1, 2, 1]
+    assert cols.results["tid"].tolist() == [0, 2, 0, 4]  # the first row failed: no value
+    assert cols.results["x"][1] == task_generator(11, 2).random()
+    assert runner.packer.schema_task == 2  # the first task that succeeded set the schema
+    fail = done.failures[0]
+    assert (fail.task_id, fail.type, fail.rank, fail.host) == (1, "KeyError", 1, "nodeA")
+    assert fail.traceback.startswith("rank 1 on nodeA, task 1:")
     assert (cols.elapsed >= 0).all()
+
+
+def test_runner_bare_floats_take_the_fast_path_and_keep_failures_nan():
+    def fn(params, rng):
+        if params["rep"] == 2:
+            raise ValueError("no")
+        return rng.normal()
+
+    runner = _runner(fn, Grid(None, reps=5))
+    cols, done = runner.run(range(0, 5))
+    vals = cols.results["value"]
+    assert np.isnan(vals[2]) and cols.status.tolist() == [1, 1, 2, 1, 1]
+    assert vals[4] == task_generator(11, 4).normal()
 
 
 def test_runner_stops_at_a_result_that_changes_shape():
     def fn(params, rng):
         return np.zeros(3 if params["rep"] == 2 else 2)
 
-    schema = infer_schema(np.zeros(2), 0)
-    cols = Columns(schema, 4)
-    done = _runner(fn, Grid(None, reps=4)).run(range(0, 4), cols, Packer(schema, 0))
+    cols, done = _runner(fn, Grid(None, reps=4)).run(range(0, 4))
     assert done.fatal is not None and "task 2" in str(done.fatal)
     assert cols.status.tolist() == [1, 1, 0, 0]
+
+
+def test_runner_polls_between_tasks():
+    calls = []
+    runner = _runner(lambda p, r: 1.0, Grid(None, reps=50))
+    runner.run(range(0, 50), poll=lambda: calls.append(1), poll_every=0.0)
+    assert len(calls) == 50
 
 
 def test_blas_limits_is_a_context_manager_that_restores():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -60,30 +61,78 @@ def allgather_small(comm: MPI.Comm, obj: object) -> list:
     return comm.allgather(obj)
 
 
-def scatter_blocks_root(comm: MPI.Comm, blocks: list[tuple[int, int]]) -> tuple[int, int]:
-    send = np.asarray(blocks, dtype=np.int64).reshape(-1, 2)
-    recv = np.empty(2, dtype=np.int64)
-    comm.Scatter(send, recv, root=ROOT)
-    return int(recv[0]), int(recv[1])
+# ---- blocks and reports: rank 0 hands out row ranges, ranks send back filled columns ----
+# tags: a block descriptor (int64[2], (-1, -1) = none), a report header (int64[5]),
+# its pickled extras (failures, schema; only when flagged) and its raw result bytes.
+BLOCK, REPORT, EXTRAS, DATA = 11, 12, 13, 14
+HAS_EXTRAS = 1
+_BACKOFF = 0.001  # seconds: longest nap while waiting, so idle ranks leave cores to busy ones
 
 
-def scatter_blocks_worker(comm: MPI.Comm) -> tuple[int, int]:
-    recv = np.empty(2, dtype=np.int64)
-    comm.Scatter(None, recv, root=ROOT)
-    return int(recv[0]), int(recv[1])
+def _nap(delay: float) -> float:
+    time.sleep(delay)
+    return min(_BACKOFF, delay * 2 + 1e-5)
 
 
-def gather_rows_root(comm: MPI.Comm, buffer: np.ndarray, nbytes: list[int]) -> np.ndarray:
-    """Receive every rank's round buffer; ``nbytes[r]`` is rank r's buffer size."""
-    counts = np.asarray(nbytes, dtype=np.int64)
-    displs = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    recv = np.empty(int(counts.sum()), dtype=np.uint8)
-    comm.Gatherv(buffer, [recv, counts, displs, MPI.BYTE], root=ROOT)
-    return recv
+def send_block_root(comm: MPI.Comm, dest: int, block: tuple[int, int] | None) -> None:
+    comm.Send(np.asarray(block if block else (-1, -1), dtype=np.int64), dest=dest, tag=BLOCK)
 
 
-def gather_rows_worker(comm: MPI.Comm, buffer: np.ndarray) -> None:
-    comm.Gatherv(buffer, None, root=ROOT)
+def block_waiting_worker(comm: MPI.Comm) -> bool:
+    return comm.Iprobe(source=ROOT, tag=BLOCK)
+
+
+def recv_block_worker(comm: MPI.Comm) -> tuple[int, int] | None:
+    delay = 0.0
+    while not comm.Iprobe(source=ROOT, tag=BLOCK):
+        delay = _nap(delay)
+    buf = np.empty(2, dtype=np.int64)
+    comm.Recv(buf, source=ROOT, tag=BLOCK)
+    return None if buf[0] < 0 else (int(buf[0]), int(buf[1]))
+
+
+def send_report_worker(comm: MPI.Comm, header: list[int], data: np.ndarray, extras) -> MPI.Request:
+    """Header and extras now (small); the data without blocking: returns its request."""
+    head = np.asarray(header + [HAS_EXTRAS if extras is not None else 0], dtype=np.int64)
+    comm.Send(head, dest=ROOT, tag=REPORT)
+    if extras is not None:
+        comm.send(extras, dest=ROOT, tag=EXTRAS)
+    return comm.Isend(data, dest=ROOT, tag=DATA) if data.nbytes else MPI.REQUEST_NULL
+
+
+def report_waiting_root(comm: MPI.Comm) -> int | None:
+    """The rank whose report header is waiting, or None."""
+    status = MPI.Status()
+    return status.Get_source() if comm.Iprobe(MPI.ANY_SOURCE, REPORT, status) else None
+
+
+def recv_report_root(comm: MPI.Comm, source: int):
+    """Header and extras of ``source``'s report; the data arrives into a buffer later.
+
+    Returns (header, extras, buffer, request): test or wait on ``request`` before reading.
+    """
+    head = np.empty(5, dtype=np.int64)
+    comm.Recv(head, source=source, tag=REPORT)
+    extras = comm.recv(source=source, tag=EXTRAS) if head[4] & HAS_EXTRAS else None
+    buf = np.empty(int(head[2]), dtype=np.uint8)  # header: pos, rows, nbytes, failures, flags
+    req = comm.Irecv(buf, source=source, tag=DATA) if buf.nbytes else MPI.REQUEST_NULL
+    return [int(x) for x in head[:4]], extras, buf, req
+
+
+def done(request: MPI.Request) -> bool:
+    return request.Test()
+
+
+def wait(request: MPI.Request) -> None:
+    """Wait for a request without spinning a core."""
+    delay = 0.0
+    while not request.Test():
+        delay = _nap(delay)
+
+
+def barrier(comm: MPI.Comm) -> None:
+    """A barrier that naps instead of spinning while others are still busy."""
+    wait(comm.Ibarrier())
 
 
 def abort(comm: MPI.Comm | None = None, code: int = 1) -> None:

@@ -11,7 +11,8 @@ from .errors import UsageError
 DEFAULTS: dict[str, Any] = {
     "seed": None,
     "streams": "task",
-    "schedule": "static",
+    "schedule": "auto",
+    "flush_seconds": 30.0,
     "threads_per_rank": 1,
     "gather_mb": 64,
     "quiet": False,
@@ -27,6 +28,15 @@ def _as_int(name: str, text: str) -> int:
         ) from None
 
 
+def _as_number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(
+            f"MPIBATCH_{name.upper()}: expected a number, got {text!r}; fix or unset it"
+        ) from None
+
+
 def _as_bool(name: str, text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "on")
 
@@ -35,6 +45,7 @@ _PARSE: dict[str, Callable[[str, str], Any]] = {
     "seed": _as_int,
     "threads_per_rank": _as_int,
     "gather_mb": _as_int,
+    "flush_seconds": lambda name, text: _as_number(name, text),
     "quiet": _as_bool,
 }
 

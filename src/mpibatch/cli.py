@@ -82,7 +82,26 @@ def _add_run(sub) -> None:
     )
     p.add_argument("--out", help="output HDF5 file (default: FILE's name with .h5)")
     p.add_argument("--streams", choices=None, help="task (default; invariant to -np) or rank")
-    p.add_argument("--schedule", help="static (default)")
+    p.add_argument(
+        "--schedule",
+        help="auto (default: probes task times, then picks), "
+        "static (contiguous blocks per rank) or dynamic (blocks on demand)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=int,
+        help="fix the tasks per dynamic block (default: guided, shrinking as work runs out)",
+    )
+    p.add_argument(
+        "--dedicated-root",
+        action="store_true",
+        help="rank 0 only dispatches and writes (default: it runs tasks too)",
+    )
+    p.add_argument(
+        "--flush-seconds",
+        type=float,
+        help="flush the results file at least this often (default 30)",
+    )
     p.add_argument("--threads-per-rank", type=int, help="BLAS/OpenMP threads per rank (default 1)")
     p.add_argument("--tasks", metavar="START:STOP", help="run only this slice of task ids")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -110,6 +129,9 @@ def cmd_run(args) -> int:
         out=out,
         streams=args.streams,
         schedule=args.schedule,
+        block_size=args.block_size,
+        dedicated_root=args.dedicated_root,
+        flush_seconds=args.flush_seconds,
         threads_per_rank=args.threads_per_rank,
         tasks=args.tasks,
         overwrite=args.overwrite,

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__, _comm, _config, schedule, streams
-from ._records import Columns, Packer, infer_schema, record_bytes
-from .errors import MpibatchError, ResultError, UsageError
+from . import __version__, _comm, _config, _dispatch, schedule, streams
+from .errors import MpibatchError, UsageError
 from .grid import Grid
 from .store import Store, check_output
 from .worker import Runner, blas_info, blas_limits, file_hash, load_task_file, wants_context
@@ -35,6 +34,10 @@ class Plan:
     gather_bytes: int
     quiet: bool
     t0: float
+    block_size: int | None = None
+    dedicated_root: bool = False
+    flush_seconds: float = 30.0
+    block_seconds: float = 1.0
     out: str = ""
     attrs: dict = field(default_factory=dict)
 
@@ -80,6 +83,9 @@ def run(
     out: str | None = None,
     streams: str | None = None,
     schedule: str | None = None,
+    block_size: int | None = None,
+    dedicated_root: bool = False,
+    flush_seconds: float | None = None,
     threads_per_rank: int | None = None,
     tasks: str | None = None,
     overwrite: bool = False,
@@ -93,22 +99,11 @@ def run(
 
     Call it on every rank. ``task`` is a function or the path of a task file defining
     ``function``. Returns a :class:`Summary` on rank 0 and None elsewhere (with
-    ``dry_run`` the :class:`Plan`, and nothing is run or written).
+    ``dry_run`` the :class:`Plan`, and nothing is run or written). The keywords are
+    the ``mpibatch run`` flags; see ``mpibatch run --help``.
     """
+    opts = {k: v for k, v in locals().items() if k not in ("task", "grid", "function", "comm")}
     comm = _comm.world(comm)
-    opts = {
-        "reps": reps,
-        "seed": seed,
-        "out": out,
-        "streams": streams,
-        "schedule": schedule,
-        "threads": threads_per_rank,
-        "tasks": tasks,
-        "overwrite": overwrite,
-        "quiet": quiet,
-        "dry_run": dry_run,
-        "argv": argv,
-    }
     try:
         return _run(comm, task, function, grid, opts)
     except MpibatchError:
@@ -124,7 +119,7 @@ def _run(comm, task, function: str, grid, opts: dict):
         fn, module, source = _load(task, function)
         if rank == 0:
             grid = _resolve_grid(grid, module, opts["reps"])
-            plan = _make_plan(grid, opts)
+            plan = _make_plan(grid, opts, size)
             plan.attrs.update(_attrs(plan, source, size, opts["argv"]))
             if not opts["dry_run"]:
                 store = Store.create(Path(plan.out), grid, plan.id_range, plan.attrs)
@@ -173,14 +168,26 @@ def _resolve_grid(grid, module, reps) -> Grid:
     return Grid.coerce(grid, reps)
 
 
-def _make_plan(grid: Grid, opts: dict) -> Plan:
+def _make_plan(grid: Grid, opts: dict, size: int) -> Plan:
     seed = _config.resolve("seed", opts["seed"])
     seed = streams.fresh_seed() if seed is None else streams.check_seed(seed)
     threads = _config.positive_int(
         "threads_per_rank",
-        _config.resolve("threads_per_rank", opts["threads"]),
+        _config.resolve("threads_per_rank", opts["threads_per_rank"]),
         "--threads-per-rank",
     )
+    if opts["dedicated_root"] and size < 2:
+        raise UsageError(
+            f"--dedicated-root: expected at least 2 ranks, got {size}; launch with "
+            "mpiexec -n 2 or more, or drop --dedicated-root"
+        )
+    if opts["block_size"] is not None:
+        _config.positive_int("block_size", opts["block_size"], "--block-size")
+    flush = float(_config.resolve("flush_seconds", opts["flush_seconds"]))
+    if not flush > 0:
+        raise UsageError(
+            f"flush_seconds: expected a number > 0, got {flush}; e.g. --flush-seconds 30"
+        )
     gather_mb = _config.positive_int("MPIBATCH_GATHER_MB", _config.resolve("gather_mb"), "")
     ids = schedule.parse_task_slice(opts["tasks"], grid.n_tasks)
     out = opts["out"]
@@ -198,6 +205,10 @@ def _make_plan(grid: Grid, opts: dict) -> Plan:
         gather_bytes=gather_mb << 20,
         quiet=bool(_config.resolve("quiet", opts["quiet"])),
         t0=time.time(),
+        block_size=opts["block_size"],
+        dedicated_root=bool(opts["dedicated_root"]),
+        flush_seconds=flush,
+        block_seconds=min(1.0, flush / 4),
         out=str(out or ""),
     )
 
@@ -261,120 +272,46 @@ def _iso(t: float) -> str:
 
 def _execute(comm, fn, plan: Plan, store: Store | None) -> Summary | None:
     rank, size = comm.Get_rank(), comm.Get_size()
-    host = _comm.host()
     local, _ = _comm.local_rank(comm)
+    info = {"rank": rank, "size": size, "host": _comm.host(), "local_rank": local}
     grid = Grid.from_json(plan.grid_json)
-    info = {"rank": rank, "size": size, "host": host, "local_rank": local}
+    summary, fatal = None, None
     with blas_limits(plan.threads):
         infos = _comm.gather_small(comm, {**info, "blas": blas_info()})
-        if rank == 0:
-            store.write_ranks(infos)
-            block = _comm.scatter_blocks_root(
-                comm, schedule.static_blocks(len(plan.id_range), size)
-            )
-        else:
-            block = _comm.scatter_blocks_worker(comm)
         offset = time.time() - time.perf_counter() - plan.t0
         runner = Runner(fn, grid, streams.make_streams(plan.streams, plan.seed, rank), info, offset)
-        counts = _Rounds(comm, runner, plan, store).run(block)
-    if rank != 0:
-        return None
-    wall = time.time() - plan.t0
-    store.close({"end_time": _iso(time.time()), "wall_seconds": wall})
-    return Summary(plan.out, len(plan.id_range), counts[0], counts[1], size, wall, counts[2])
-
-
-class _Rounds:
-    """Static schedule: every rank runs its block in rounds; each round is gathered to rank 0."""
-
-    def __init__(self, comm, runner: Runner, plan: Plan, store: Store | None) -> None:
-        self.comm, self.runner, self.plan, self.store = comm, runner, plan, store
-        self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.packer: Packer | None = None
-        self.ids0 = plan.ids[0]
-        self.counts = [0, 0, 0.0]  # done, failed, task seconds (rank 0)
-
-    def run(self, block: tuple[int, int]) -> list:
-        pos, stop = block
-        k = 0
-        while True:
-            n = min(self._round_rows(k), stop - pos)
-            cols, done = self._compute(pos, n)
-            more = self._gather(pos, cols, done, pos + n < stop)
-            pos, k = pos + n, k + 1
-            if not more:
-                return self.counts
-
-    def _round_rows(self, k: int) -> int:
-        rec = record_bytes(self.packer.schema) if self.packer else None
-        return schedule.round_rows(k, rec, self.size, self.plan.gather_bytes)
-
-    def _compute(self, pos: int, n: int):
-        ids = range(self.ids0 + pos, self.ids0 + pos + n)
-        schema = self.packer.schema if self.packer else ()
-        cols = Columns(schema, n)
-        done = self.runner.run(ids, cols, self.packer)
-        if self.packer is None:
-            cols = self._settle_schema(cols, done)
-        return cols, done
-
-    def _settle_schema(self, cols: Columns, done) -> Columns:
-        """Agree on the schema from the lowest task id that succeeded, then pack raw outputs."""
-        mine = None
-        if done.raw:
-            row, i, out = done.raw[0]
-            try:
-                mine = (i, infer_schema(out, i))
-            except ResultError as exc:
-                done.fatal, done.raw = exc, []
-                cols.status[row:] = 0
-        found = [c for c in _comm.allgather_small(self.comm, mine) if c is not None]
-        if not found:
-            return cols
-        tid, schema = min(found, key=lambda c: c[0])
-        self.packer = Packer(schema, tid)
-        if self.rank == 0:
-            self.store.add_results(schema)
-        full = Columns(schema, cols.rows)
-        for name in ("start", "elapsed", "status"):
-            full.arrays[name][...] = cols.arrays[name]
-        for row, i, out in done.raw:
-            try:
-                self.packer.put(full, row, out, i)
-            except ResultError as exc:
-                done.fatal = exc
-                full.status[row:] = 0
-                break
-        return full
-
-    def _gather(self, pos: int, cols: Columns, done, more: bool) -> bool:
-        fatal = str(done.fatal) if done.fatal else None
-        meta = (pos, cols.rows, cols.nbytes, len(done.failures), fatal, more)
-        metas = _comm.allgather_small(self.comm, meta)
-        if self.rank == 0:
-            recv = _comm.gather_rows_root(self.comm, cols.buffer, [m[2] for m in metas])
-            self._write(recv, metas)
+        if rank == 0:
+            store.write_ranks(infos)
+            summary, fatal = _serve(comm, plan, store, runner)
         else:
-            _comm.gather_rows_worker(self.comm, cols.buffer)
-        if any(m[3] for m in metas):
-            failures = _comm.gather_small(self.comm, done.failures)
-            if self.rank == 0:
-                self.store.write_failures([f for fs in failures for f in fs])
-        fatals = [m[4] for m in metas if m[4]]
-        if fatals:
-            if self.rank == 0:
-                self.store.close({"end_time": _iso(time.time())})
-            raise ResultError(fatals[0])
-        return any(m[5] for m in metas)
+            _dispatch.work(comm, runner, plan.ids[0])
+    _dispatch.finish(comm, fatal)
+    return summary
 
-    def _write(self, recv, metas) -> None:
-        offset = 0
-        schema = self.packer.schema if self.packer else ()
-        for r, (pos, rows, nbytes, *_rest) in enumerate(metas):
-            cols = Columns(schema, rows, recv[offset : offset + nbytes])
-            offset += nbytes
-            self.store.write_rows(pos, cols, r)
-            self.counts[0] += int((cols.status == 1).sum())
-            self.counts[1] += int((cols.status == 2).sum())
-            self.counts[2] += float(cols.elapsed[cols.status > 0].sum())
-        self.store.flush()
+
+def _serve(comm, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str | None]:
+    """Rank 0: run the loop, close the file with the run's accounting, summarise."""
+    from .progress import Progress
+
+    size, n = comm.Get_size(), len(plan.id_range)
+    slots = size - 1 if plan.dedicated_root else size
+    queue = schedule.make_queue(plan.schedule, 0, n, slots, plan.block_size)
+    progress = Progress(n, quiet=plan.quiet)
+    root = _dispatch.Root(comm, plan, store, runner, queue, progress)
+    try:
+        root.run()
+    finally:
+        progress.close()
+    wall = time.time() - plan.t0
+    reason = getattr(queue, "reason", "") or f"requested with --schedule {plan.schedule}"
+    store.close(
+        {
+            "end_time": _iso(time.time()),
+            "wall_seconds": wall,
+            "schedule_used": queue.name,
+            "schedule_reason": reason,
+            "dispatch_seconds": root.dispatch_seconds,
+            "n_blocks": root.n_blocks,
+        }
+    )
+    return Summary(plan.out, n, root.done, root.failed, size, wall, root.busy), root.fatal

@@ -1,31 +1,41 @@
-"""Which rank runs which tasks, and in what rounds results come home.
+"""Which rank runs which tasks: pure policies on row ranges, no MPI, no I/O.
 
-Pure functions on task ranges: no MPI, no I/O. A *block* is a half-open range of
-row positions ``(start, stop)``; rows map to task ids through the run's id range.
+A *block* is a half-open range of rows ``(start, stop)`` of the run; rank 0 hands
+blocks out through a queue and every schedule uses the same transport:
+
+- ``static``: contiguous blocks, balanced to within one task, one per rank, cut into
+  chunks so results stream home while the block runs.
+- ``dynamic``: one shared queue; block sizes shrink as work runs out (guided
+  self-scheduling: remaining / (2 x ranks)), or stay fixed with ``block_size``.
+- ``auto``: hands out single tasks first (a probe of task times), then picks static
+  for uniform task times and dynamic for skewed ones, and says why.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 
 from .errors import UsageError
 
-SCHEDULES = ("static",)
+SCHEDULES = ("auto", "static", "dynamic")
+UNIFORM_CV = 0.25  # auto: task-time coefficient of variation below which static is chosen
 
 
 def check_schedule(schedule: object) -> str:
     if schedule not in SCHEDULES:
         raise UsageError(
             f"schedule: expected one of {', '.join(SCHEDULES)}, got {schedule!r}; "
-            "use --schedule static"
+            "use --schedule auto (default), static or dynamic"
         )
     return str(schedule)
 
 
-def static_blocks(n: int, n_ranks: int) -> list[tuple[int, int]]:
-    """Split ``range(n)`` into ``n_ranks`` contiguous blocks whose sizes differ by at most one."""
+def static_blocks(n: int, n_ranks: int, start: int = 0) -> list[tuple[int, int]]:
+    """Split ``range(start, start + n)`` into ``n_ranks`` contiguous blocks, sizes within one."""
     q, r = divmod(n, n_ranks)
-    blocks, start = [], 0
+    blocks = []
     for k in range(n_ranks):
         stop = start + q + (1 if k < r else 0)
         blocks.append((start, stop))
@@ -33,19 +43,133 @@ def static_blocks(n: int, n_ranks: int) -> list[tuple[int, int]]:
     return blocks
 
 
-def round_rows(
-    k: int, record_bytes: int | None, n_ranks: int, budget_bytes: int, unknown_cap: int = 1024
-) -> int:
-    """Rows each rank runs in round ``k`` before the round is gathered to rank 0.
+class StaticQueue:
+    """Each rank works through its own contiguous block, in chunks of at most ``cap`` rows."""
 
-    While no task has succeeded yet (``record_bytes`` None) rounds grow 1, 2, 4, ...
-    up to ``unknown_cap``, so ranks agree on the shape of the results early. Then each
-    round is as large as rank 0's memory budget allows: ``n_ranks`` rows of
-    ``record_bytes`` each must fit in ``budget_bytes``.
+    name = "static"
+
+    def __init__(self, start: int, stop: int, n_ranks: int) -> None:
+        self.blocks = static_blocks(stop - start, n_ranks, start)
+        self.pos = [a for a, _ in self.blocks]
+
+    def next(self, rank: int, cap: int) -> tuple[int, int] | None:
+        a, end = self.pos[rank], self.blocks[rank][1]
+        if a >= end:
+            return None
+        b = min(end, a + max(1, cap))
+        self.pos[rank] = b
+        return a, b
+
+    @property
+    def remaining(self) -> int:
+        return sum(end - a for a, (_, end) in zip(self.pos, self.blocks, strict=True))
+
+
+class GuidedQueue:
+    """One shared queue: blocks of ``ceil(remaining / (2 * ranks))`` rows, or ``block_size``."""
+
+    name = "dynamic"
+
+    def __init__(self, start: int, stop: int, n_ranks: int, block_size: int | None = None) -> None:
+        self.pos, self.stop, self.n_ranks, self.block_size = start, stop, n_ranks, block_size
+
+    def next(self, rank: int, cap: int) -> tuple[int, int] | None:
+        left = self.stop - self.pos
+        if left <= 0:
+            return None
+        size = self.block_size or math.ceil(left / (2 * self.n_ranks))
+        a = self.pos
+        self.pos = min(self.stop, a + max(1, min(size, cap)))
+        return a, self.pos
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.stop - self.pos)
+
+
+def choose(times: Sequence[float], n_left: int, n_ranks: int) -> tuple[str, str]:
+    """Static or dynamic, and why, from a probe of task times (seconds)."""
+    n = len(times)
+    mean = sum(times) / n if n else 0.0
+    sd = math.sqrt(sum((t - mean) ** 2 for t in times) / (n - 1)) if n > 1 else 0.0
+    cv = sd / mean if mean > 0 else 0.0
+    head = f"probe of {n} tasks: mean {mean * 1e3:.3g} ms, cv {cv:.2f}"
+    if n_left <= n_ranks:
+        return "dynamic", f"{head}; {n_left} tasks left for {n_ranks} ranks -> dynamic"
+    if cv < UNIFORM_CV:
+        return "static", f"{head} < {UNIFORM_CV} (uniform task times) -> static"
+    return "dynamic", f"{head} >= {UNIFORM_CV} (skewed task times) -> dynamic"
+
+
+class AutoQueue:
+    """Probe with single tasks from the front, then hand over to a static or guided queue."""
+
+    def __init__(self, start: int, stop: int, n_ranks: int, block_size: int | None = None) -> None:
+        self.front, self.stop, self.n_ranks, self.block_size = start, stop, n_ranks, block_size
+        self.probe_size = min(stop - start, 2 * n_ranks)
+        self.times: list[float] = []
+        self.inner: StaticQueue | GuidedQueue | None = None
+        self.reason = ""
+
+    @property
+    def name(self) -> str:
+        return self.inner.name if self.inner else "auto"
+
+    def observe(self, times: Sequence[float]) -> None:
+        """Task times (seconds) of finished tasks; decides once the probe is in."""
+        if self.inner is not None:
+            return
+        self.times.extend(times)
+        if len(self.times) >= self.probe_size:
+            self._decide()
+
+    def _decide(self) -> None:
+        kind, self.reason = choose(self.times, self.stop - self.front, self.n_ranks)
+        if kind == "static":
+            self.inner = StaticQueue(self.front, self.stop, self.n_ranks)
+        else:
+            self.inner = GuidedQueue(self.front, self.stop, self.n_ranks, self.block_size)
+
+    def next(self, rank: int, cap: int) -> tuple[int, int] | None:
+        if self.inner is not None:
+            return self.inner.next(rank, cap)
+        if self.front >= self.stop:
+            return None
+        self.front += 1
+        return self.front - 1, self.front
+
+    @property
+    def remaining(self) -> int:
+        return self.inner.remaining if self.inner else self.stop - self.front
+
+
+def make_queue(kind: str, start: int, stop: int, n_ranks: int, block_size: int | None = None):
+    if kind == "static":
+        return StaticQueue(start, stop, n_ranks)
+    if kind == "dynamic":
+        return GuidedQueue(start, stop, n_ranks, block_size)
+    return AutoQueue(start, stop, n_ranks, block_size)
+
+
+def block_rows(
+    record_bytes: int | None,
+    n_ranks: int,
+    budget_bytes: int,
+    mean_task_seconds: float | None,
+    block_seconds: float,
+) -> int:
+    """The most rows one block may have.
+
+    Memory: every rank may have a block in flight to rank 0 at once, so ``n_ranks``
+    blocks of ``record_bytes`` rows must fit in ``budget_bytes``. Time: a block should
+    take about ``block_seconds``, so results stream home and the tail stays balanced.
+    Until a task has finished (nothing is known) blocks have one row.
     """
-    if record_bytes is None:
-        return min(1 << min(k, 30), unknown_cap)
-    return max(1, budget_bytes // max(1, record_bytes * n_ranks))
+    if record_bytes is None or mean_task_seconds is None:
+        return 1
+    by_memory = budget_bytes // max(1, record_bytes * n_ranks)
+    by_time = block_seconds / max(mean_task_seconds, 1e-7)
+    return int(max(1, min(by_memory, by_time)))
 
 
 _SLICE = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*$")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._records import BARE, Columns, Packer
+from ._records import BARE, Columns, Packer, infer_schema
 from .errors import ResultError, TaskFileError
 
 BLAS_VARS = (
@@ -56,9 +56,8 @@ class TaskFailure:
 
 @dataclass
 class RowsDone:
-    """What a stretch of rows produced: raw outputs (before the schema is known) and failures."""
+    """What a block produced besides its columns: failures, rows run, a fatal result error."""
 
-    raw: list = field(default_factory=list)
     failures: list = field(default_factory=list)
     ran: int = 0
     fatal: ResultError | None = None
@@ -130,6 +129,7 @@ class Runner:
         self.info = info
         self.clock_offset = clock_offset
         self.with_context = wants_context(fn)
+        self.packer: Packer | None = None  # set by the first task that succeeds here
 
     def _context(self, i: int, params: dict) -> TaskContext:
         info = self.info
@@ -141,18 +141,23 @@ class Runner:
         msg = str(exc).splitlines()[0] if str(exc) else ""
         return TaskFailure(i, self.rank, self.host, type(exc).__name__, msg, head + tb)
 
-    def run(self, ids: range, cols: Columns, packer: Packer | None) -> RowsDone:
-        """Run task ``ids`` (consecutive) into rows 0.. of ``cols``.
+    def run(
+        self, ids: range, poll: Callable[[], None] | None = None, poll_every: float = 0.002
+    ) -> tuple[Columns, RowsDone]:
+        """Run task ``ids`` (consecutive) and return their filled columns.
 
-        With ``packer`` None the outputs are kept raw in ``done.raw`` as (row, id, out).
-        A ResultError from the packer stops the loop and lands in ``done.fatal``; that
-        row stays pending, the rows before it are valid. Bare float results (the
-        commonest tiny task) skip the packer and go through a plain list.
+        The first task that succeeds on this rank sets the rank's schema. A result
+        that does not fit it stops the block: ``done.fatal`` says why, that row stays
+        pending, the rows before it are valid. ``poll`` (rank 0: serve other ranks)
+        is called between tasks at most every ``poll_every`` seconds. Bare float results
+        (the commonest tiny task) skip the packer and go through a plain list.
         """
         done, starts, ends, floats = RowsDone(), [], [], []
-        fast = packer is not None and packer.scalar_float
+        cols = Columns(self.packer.schema if self.packer else (), len(ids))
+        fast = self.packer is not None and self.packer.scalar_float
         fn, ctx, for_task = self.fn, self.with_context, self.streams.for_task
         clock = time.perf_counter
+        next_poll = clock() + poll_every if poll else float("inf")
         for row, (i, params) in enumerate(
             zip(ids, self.grid.iter_params(ids.start, ids.stop), strict=True)
         ):
@@ -170,27 +175,33 @@ class Runner:
             starts.append(t)
             if fast and type(out) in _FLOATS:
                 floats.append(out)
-            elif not self._slow_put(cols, packer, row, out, i, done, floats):
-                starts.pop()
-                ends.pop()
-                break
+            else:
+                cols = self._put(cols, row, out, i, done, floats)
+                if done.fatal is not None:
+                    starts.pop()
+                    ends.pop()
+                    break
+                fast = self.packer.scalar_float
+            if ends[-1] >= next_poll:
+                poll()
+                next_poll = clock() + poll_every
         _finish(cols, starts, ends, floats if fast else None, self.clock_offset)
         cols.status[[f.task_id - ids.start for f in done.failures]] = 2
         done.ran = len(starts)
-        return done
+        return cols, done
 
-    @staticmethod
-    def _slow_put(cols, packer, row, out, i, done, floats) -> bool:
-        if packer is None:
-            done.raw.append((row, i, out))
-            return True
+    def _put(self, cols: Columns, row: int, out, i: int, done: RowsDone, floats: list) -> Columns:
+        """Check and store one result (setting the schema on the first); returns the columns."""
         try:
-            packer.put(cols, row, out, i)
+            if self.packer is None:
+                self.packer = Packer(infer_schema(out, i), i)
+                cols = Columns(self.packer.schema, cols.rows)
+            self.packer.put(cols, row, out, i)
         except ResultError as exc:
             done.fatal = exc
-            return False
-        floats.append(float(cols.results[packer.keys[0]][row]) if packer.scalar_float else 0.0)
-        return True
+            return cols
+        floats.append(float(cols.results[BARE][row]) if self.packer.scalar_float else 0.0)
+        return cols
 
 
 def _finish(cols: Columns, starts: list, ends: list, floats: list | None, offset: float) -> None:

@@ -1,0 +1,224 @@
+"""The message loop of a run: rank 0 hands out blocks and stores what comes back.
+
+Every schedule uses the same loop; only the queue differs (see schedule.py). Each
+rank holds up to two blocks (the one it runs and the next), so it rarely waits for
+rank 0. Rank 0 runs blocks too and serves the others between its own tasks, unless
+it is a dedicated root. Results travel as raw column buffers; rank 0 writes each
+report into the HDF5 file as it lands, so its memory does not grow with the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+from . import _comm
+from ._records import Columns, describe, record_bytes
+from .errors import ResultError
+from .schedule import block_rows
+from .worker import RowsDone, Runner
+
+AHEAD = 2  # blocks a rank holds: the one it runs and the next
+
+
+class Root:
+    """Rank 0: the queue, the store, the progress line and the accounting."""
+
+    def __init__(self, comm, plan, store, runner: Runner, queue, progress) -> None:
+        self.comm, self.plan, self.store, self.runner = comm, plan, store, runner
+        self.queue, self.progress = queue, progress
+        self.size = comm.Get_size()
+        self.owed = [0] * self.size  # blocks handed to each rank, not yet reported
+        self.schemas: dict[int, tuple] = {}
+        self.canonical: tuple | None = None
+        self.canonical_task = -1
+        self.pending: list = []  # reports whose data is still arriving
+        self.done = self.failed = 0
+        self.busy = 0.0
+        self.fatal: str | None = None
+        self.stopping = False
+        self.n_blocks, self.dispatch_seconds = 0, 0.0
+        self.last_flush = time.monotonic()
+
+    # ---- handing out blocks ----
+    def _slot(self, rank: int) -> int:
+        return rank - 1 if self.plan.dedicated_root else rank
+
+    def _cap(self) -> int:
+        rec = record_bytes(self.canonical) if self.canonical is not None else None
+        mean = self.busy / (self.done + self.failed) if self.done + self.failed else None
+        if self.canonical is None and self.done == 0 and self.failed:
+            rec = record_bytes(())  # everything failed so far: rows are small
+        return block_rows(rec, self.size, self.plan.gather_bytes, mean, self.plan.block_seconds)
+
+    def _next(self, rank: int) -> tuple[int, int] | None:
+        block = None if self.stopping else self.queue.next(self._slot(rank), self._cap())
+        if block is not None:
+            self.owed[rank] += 1
+            self.n_blocks += 1
+        return block
+
+    def run(self) -> None:
+        """Serve every rank and run rank 0's own blocks until all blocks are reported."""
+        for rank in range(1, self.size):
+            for _ in range(AHEAD):
+                _comm.send_block_root(self.comm, rank, self._next(rank))
+        poll = self.poll if self.size > 1 else None
+        while True:
+            block = None if self.plan.dedicated_root else self._next(0)
+            if block is not None:
+                ids = range(self.plan.ids[0] + block[0], self.plan.ids[0] + block[1])
+                cols, done = self.runner.run(ids, poll=poll)
+                self.owed[0] -= 1
+                self._ingest(0, block[0], cols, done.failures, self._own_extras(done))
+            elif not any(self.owed):
+                break
+            else:
+                self._wait_one()
+        self._drain(wait=True)
+        self.progress.update(self.done, self.failed)
+
+    # ---- reports from other ranks ----
+    def poll(self) -> None:
+        """Serve every report that is waiting (called between rank 0's own tasks)."""
+        while (source := _comm.report_waiting_root(self.comm)) is not None:
+            self._handle(source)
+        if self.pending:
+            self._drain()
+
+    def _wait_one(self) -> None:
+        delay = 0.0
+        while (source := _comm.report_waiting_root(self.comm)) is None:
+            if self.pending and self._drain():
+                return
+            delay = _comm._nap(delay)
+        self._handle(source)
+
+    def _handle(self, source: int) -> None:
+        t = time.perf_counter()
+        header, extras, buf, req = _comm.recv_report_root(self.comm, source)
+        self.owed[source] -= 1
+        if extras and extras.get("fatal"):
+            self._stop_with(extras["fatal"])
+        _comm.send_block_root(self.comm, source, self._next(source))
+        self.pending.append((source, header, extras, buf, req))
+        self.dispatch_seconds += time.perf_counter() - t
+
+    def _drain(self, wait: bool = False) -> bool:
+        """Store every report whose data has arrived; True if any was stored."""
+        t, stored, keep = time.perf_counter(), False, []
+        for item in self.pending:
+            source, header, extras, buf, req = item
+            if wait:
+                _comm.wait(req)
+            elif not _comm.done(req):
+                keep.append(item)
+                continue
+            pos, rows = header[0], header[1]
+            schema = self._schema_of(source, extras)
+            cols = Columns(schema, rows, buf)
+            self._ingest(source, pos, cols, (extras or {}).get("failures", []), extras)
+            stored = True
+        self.pending = keep
+        self.dispatch_seconds += time.perf_counter() - t
+        return stored
+
+    # ---- storing ----
+    def _own_extras(self, done: RowsDone) -> dict:
+        packer = self.runner.packer
+        extras = {"fatal": str(done.fatal)} if done.fatal else {}
+        if packer is not None:
+            extras.update(schema=packer.schema, schema_task=packer.schema_task)
+        return extras
+
+    def _schema_of(self, rank: int, extras) -> tuple:
+        if extras and "schema" in extras:
+            self.schemas[rank] = extras["schema"]
+        return self.schemas.get(rank, ())
+
+    def _ingest(self, rank: int, pos: int, cols: Columns, failures: list, extras) -> None:
+        if extras and extras.get("fatal"):
+            self._stop_with(extras["fatal"])
+        if cols.schema and not self._fits(cols.schema, (extras or {}).get("schema_task", -1)):
+            cols = Columns((), cols.rows)  # keep nothing of a report that does not fit
+        self.store.write_rows(pos, cols, rank)
+        self.store.write_failures(failures)
+        ran = cols.status > 0
+        self.done += int(np.count_nonzero(cols.status == 1))
+        self.failed += int(np.count_nonzero(cols.status == 2))
+        self.busy += float(cols.elapsed[ran].sum())
+        if hasattr(self.queue, "observe"):
+            self.queue.observe(cols.elapsed[ran].tolist())
+        self.progress.update(self.done, self.failed)
+        if time.monotonic() - self.last_flush >= self.plan.flush_seconds:
+            self.store.flush()
+            self.last_flush = time.monotonic()
+
+    def _fits(self, schema: tuple, task: int) -> bool:
+        """Check a rank's schema against the run's (the first one seen); create datasets."""
+        if self.canonical is None:
+            self.canonical, self.canonical_task = schema, task
+            self.store.add_results(schema)
+            return True
+        same = [(f.key, f.shape) for f in schema] == [(f.key, f.shape) for f in self.canonical]
+        if same and all(
+            np.can_cast(a.dtype, b.dtype, "safe")
+            for a, b in zip(schema, self.canonical, strict=True)
+        ):
+            return True
+        self._stop_with(
+            f"task {task} returned {{{describe(schema)}}}; expected {{{describe(self.canonical)}}} "
+            f"as task {self.canonical_task} returned - every task must return the same keys, "
+            "shapes and dtypes"
+        )
+        return False
+
+    def _stop_with(self, message: str) -> None:
+        self.fatal = self.fatal or message
+        self.stopping = True
+
+
+def work(comm, runner: Runner, ids0: int) -> None:
+    """Any rank but 0: run the blocks rank 0 sends, report each, until it sends no more."""
+    hand: deque = deque()
+    expected, inflight, fatal, schema_sent = AHEAD, [], False, False
+    poll = lambda: [_comm.done(r) for r, _ in inflight]  # noqa: E731  (drives sends on)
+    while True:
+        while expected and (not hand or _comm.block_waiting_worker(comm)):
+            block = _comm.recv_block_worker(comm)
+            expected -= 1
+            if block is not None:
+                hand.append(block)
+        if not hand:
+            break
+        a, b = hand.popleft()
+        if fatal:  # after a bad result, report the blocks in hand as not run
+            cols, done = Columns((), 0), RowsDone()
+        else:
+            cols, done = runner.run(range(ids0 + a, ids0 + b), poll=poll)
+        fatal = fatal or done.fatal is not None
+        extras = {}
+        if done.failures:
+            extras["failures"] = done.failures
+        if done.fatal is not None:
+            extras["fatal"] = str(done.fatal)
+        if cols.schema and not schema_sent:
+            extras.update(schema=cols.schema, schema_task=runner.packer.schema_task)
+            schema_sent = True
+        inflight = [(r, c) for r, c in inflight if not _comm.done(r)]
+        header = [a, cols.rows, cols.nbytes, len(done.failures)]
+        req = _comm.send_report_worker(comm, header, cols.buffer, extras or None)
+        inflight.append((req, cols))  # the buffer must live until the send completes
+        expected += 1
+    for req, _ in inflight:
+        _comm.wait(req)
+
+
+def finish(comm, fatal: str | None) -> None:
+    """Every rank: meet (napping, not spinning), then raise rank 0's fatal error everywhere."""
+    _comm.barrier(comm)
+    fatal = _comm.share(comm, fatal)
+    if fatal:
+        raise ResultError(fatal)
