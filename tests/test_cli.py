@@ -19,8 +19,17 @@ def test_run_help_describes_the_flags(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "--help"])
     out = capsys.readouterr().out
-    for flag in ("--grid", "--reps", "--seed", "--streams", "--threads-per-rank", "--tasks",
-                 "--dry-run", "--overwrite", "Nlog"):
+    for flag in (
+        "--grid",
+        "--reps",
+        "--seed",
+        "--streams",
+        "--threads-per-rank",
+        "--tasks",
+        "--dry-run",
+        "--overwrite",
+        "Nlog",
+    ):
         assert flag in out
 
 

@@ -15,6 +15,10 @@ def test_ruff_is_clean():
     exe = str(ruff) if ruff.exists() else shutil.which("ruff")
     if exe is None:
         pytest.fail("ruff is not installed: pip install '.[test]'")
-    r = subprocess.run([exe, "check", "src", "tests", "benchmarks", "examples"], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [exe, "check", "src", "tests", "benchmarks", "examples"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr

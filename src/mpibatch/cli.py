@@ -170,6 +170,16 @@ def cmd_errors(args) -> int:
     return EXIT_OK
 
 
+def cmd_plot(args) -> int:
+    from .store import open_results
+    from .timeline import plot
+
+    out = args.output or os.path.splitext(args.file)[0] + ".timeline.png"
+    plot(open_results(args.file), out)
+    say(f"wrote {out}")
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpibatch",
@@ -188,6 +198,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--traceback", action="store_true", help="print full tracebacks")
     p.set_defaults(func=cmd_errors, debug=False)
+    p = sub.add_parser(
+        "plot", help="draw a per-rank timeline of tasks and a histogram of task times"
+    )
+    p.add_argument("file")
+    p.add_argument("-o", "--output", help="PNG to write (default: FILE.timeline.png)")
+    p.set_defaults(func=cmd_plot, debug=False)
     return parser
 
 
@@ -200,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         say(f"mpibatch: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ImportError as exc:  # an optional extra is missing: the message names it
+        say(f"mpibatch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (FileNotFoundError, OSError) as exc:
         if args.debug or args.command == "run":
             raise

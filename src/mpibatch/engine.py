@@ -312,6 +312,7 @@ def _serve(comm, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str
             "schedule_reason": reason,
             "dispatch_seconds": root.dispatch_seconds,
             "n_blocks": root.n_blocks,
+            "dedicated_root": plan.dedicated_root,
         }
     )
     return Summary(plan.out, n, root.done, root.failed, size, wall, root.busy), root.fatal

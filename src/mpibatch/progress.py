@@ -162,7 +162,8 @@ class Progress:
     def log_line(self, elapsed: float, final: bool = False) -> str:
         """The log line, without its timestamp: counts, percent, rate, failures, ETA."""
         frac, rate, eta = self._numbers(elapsed)
+        tail = self._tail(elapsed, final, eta)
         return (
             f"{self.done + self.failed:,}/{self.total:,} tasks ({frac:.1%}), "
-            f"{format_rate(rate)} tasks/s, {self.failed:,} failed, {self._tail(elapsed, final, eta)}"
+            f"{format_rate(rate)} tasks/s, {self.failed:,} failed, {tail}"
         )

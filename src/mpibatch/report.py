@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from . import timeline
 from .grid import Grid
 from .store import Results
 
@@ -106,7 +107,10 @@ def format_info(res: Results) -> str:
         f"seed {a.get('seed')}, streams {a.get('streams')}, schedule {a.get('schedule')}, "
         f"started {a.get('start_time')}, ended {a.get('end_time', 'not yet')}",
     ]
-    lines += _rank_lines(res) + _efficiency_lines(res) + _slowest_lines(res)
+    if a.get("schedule_used"):
+        lines.append(f"schedule used: {a['schedule_used']} ({a.get('schedule_reason', '')})")
+    lines += _rank_lines(res) + _efficiency_lines(res)
+    lines += timeline.format_stats(timeline.stats(res)) + _slowest_lines(res)
     if failed:
         lines.append(f"failed tasks: mpibatch errors {res.path}")
     lines.append(f"reproduce: {a.get('command', '?')}")

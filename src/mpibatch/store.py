@@ -203,7 +203,7 @@ class Results:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:  # readable while a run writes it
             self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
             self.task_id = f["tasks/id"][()]
             self.status = f["tasks/status"][()]

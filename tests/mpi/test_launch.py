@@ -139,3 +139,34 @@ def test_attributes_record_what_reproduces_the_run(tmp_path):
     assert a["seed"] == 5 and a["n_ranks"] == 2 and "MPICH" in a["mpi_library"]
     assert len(a["task_file_sha256"]) == 64
     assert np.isfinite(a["wall_seconds"])
+
+
+def test_info_reports_balance_and_plot_draws_the_timeline(tmp_path):
+    out = tmp_path / "t.h5"
+    r = mpibatch(2, "run", TASKS / "mixed.py", "--reps", 5, "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    info = mpibatch(None, "info", out).stdout
+    for words in ("load imbalance:", "idle:", "dispatch:", "schedule used:"):
+        assert words in info, words
+    r = mpibatch(None, "plot", out, "-o", tmp_path / "t.png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_more_ranks_than_tasks(tmp_path):
+    out = tmp_path / "few.h5"
+    r = mpibatch(
+        4,
+        "run",
+        TASKS / "mixed.py",
+        "--grid",
+        "mu=1",
+        "--grid",
+        "kind=a",
+        "--reps",
+        2,
+        "--out",
+        out,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "2 tasks: 2 done" in r.stdout

@@ -1,0 +1,120 @@
+"""Helpers shared by benchmarks/skew.py, gather.py and dispatch.py.
+
+Commands are timed whole: ``time.perf_counter()`` around ``subprocess.run``, from the launcher
+starting to its exit. ``mpiexec`` and ``mpibatch`` are the ones next to ``sys.executable`` (the
+project's virtual environment). A command that fails gives ``"failed: <last stderr line>"``
+instead of a time, so a table row can say why and the benchmark goes on.
+"""
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+BINDIR = Path(sys.executable).parent
+
+
+def last_stderr_line(stderr: str) -> str:
+    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    return lines[-1][:160] if lines else "(no stderr)"
+
+
+def run_command(cmd: list[str], timeout: float, env: dict | None = None):
+    """Time a whole command; return (seconds, "") or (None, "failed: <last stderr line>")."""
+    full_env = None if env is None else {**os.environ, **env}
+    t0 = time.perf_counter()
+    try:
+        subprocess.run(
+            cmd, check=True, capture_output=True, text=True, timeout=timeout, env=full_env
+        )
+    except FileNotFoundError as exc:
+        return None, f"failed: {exc}"
+    except subprocess.TimeoutExpired:
+        return None, f"failed: timed out after {timeout:.0f} s"
+    except subprocess.CalledProcessError as exc:
+        return None, f"failed: {last_stderr_line(exc.stderr)}"
+    return time.perf_counter() - t0, ""
+
+
+def mpiexec(nranks: int) -> list[str]:
+    return [str(BINDIR / "mpiexec"), "-n", str(nranks)]
+
+
+def mpibatch_run(nranks: int, task_file: Path, ntasks: int, seed: int, out: Path) -> list[str]:
+    """``mpiexec -n NP mpibatch run TASK_FILE --reps N --seed S --out OUT --overwrite --quiet``."""
+    return mpiexec(nranks) + [
+        str(BINDIR / "mpibatch"),
+        "run",
+        str(task_file),
+        "--reps",
+        str(ntasks),
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--overwrite",
+        "--quiet",
+    ]
+
+
+def file_attrs(path: Path) -> dict:
+    """The root attributes of an HDF5 file as plain Python values ({} if unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    except OSError:
+        return {}
+
+
+def schedule_supported() -> bool:
+    """Whether this mpibatch's ``run --help`` lists the dynamic-schedule flags."""
+    try:
+        r = subprocess.run(
+            [str(BINDIR / "mpibatch"), "run", "--help"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--block-size" in r.stdout and "dynamic" in r.stdout
+
+
+def machine_line() -> str:
+    import mpi4py
+
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"nproc {ncpu}, Python {platform.python_version()}, numpy {np.__version__}, "
+        f"mpi4py {mpi4py.__version__}, h5py {h5py.__version__}"
+    )
+
+
+def md_escape(text: str) -> str:
+    return text.replace("*", r"\*").replace("|", r"\|")
+
+
+def format_table(header: list[str], cells: list[list[str]], markdown: bool) -> str:
+    """Columns 0 and -1 left-aligned text, the rest right-aligned numbers."""
+    if markdown:
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join([":---"] + ["---:"] * (len(header) - 2) + [":---"]) + "|",
+        ]
+        lines += ["| " + " | ".join(md_escape(x) for x in c) + " |" for c in cells]
+        return "\n".join(lines)
+    widths = [max(len(c[k]) for c in [header, *cells]) for k in range(len(header))]
+
+    def fmt(c: list[str]) -> str:
+        head = c[0].ljust(widths[0])
+        mid = "  ".join(x.rjust(w) for x, w in zip(c[1:-1], widths[1:-1], strict=True))
+        return f"{head}  {mid}   {c[-1]}"
+
+    return "\n".join(fmt(c) for c in [header, *cells])
+
+
+def note(text: str, markdown: bool) -> str:
+    return md_escape(text) if markdown else text

@@ -1,0 +1,362 @@
+"""Bytes per second of results landed in the HDF5 file, and rank 0's peak memory.
+
+Run from the repository root, with the project's virtual environment active::
+
+    python benchmarks/gather.py [--gb 4] [--np 2] [--schedules auto,static,dynamic]
+                                [--repeat 3] [--dir /tmp] [--markdown]
+
+Tasks (``benchmarks/_gather_task.py``) each return 1 MiB (131,072 float64, all equal to the task
+id), so ``--gb G`` runs 1024 * G tasks and lands G GiB of results; the work per task is ~0.1 ms.
+
+Rows:
+
+1. local limit: this process alone writes the same (N, 131072) float64 array with h5py into a
+   dataset chunked as mpibatch chunks results (rows of ~1 MiB: here one row per chunk), in
+   blocks of ``--block-mb`` (default 64, mpibatch's MPIBATCH_GATHER_MB), filling each block
+   first; timed from opening the file to closing it.
+2. ``mpiexec -n NP python benchmarks/_rss_probe.py ... run _gather_task.py --schedule S``
+   for each schedule: the mpibatch console entry point unchanged, plus an exit hook that reads
+   each rank's ``VmHWM`` (peak RSS) from ``/proc/self/status`` after mpibatch and MPI_Finalize
+   are done. That is exact and needs no change to mpibatch. As a cross-check the parent also
+   polls ``/proc/<pid>/status`` of the rank-0 Python process every 10 ms while the command runs
+   (found among mpiexec's descendants by ``PMI_RANK=0`` in ``/proc/<pid>/environ``); polling
+   can only miss a peak reached in the last few ms, so it should be at most the exit value.
+
+Rates: whole command (time.perf_counter around it), net of start-up (start-up = the same
+command with one task per rank), and by the file's own ``wall_seconds`` attribute. The
+``--repeat`` runs are interleaved; times are best-of (minimum), peak RSS is the worst (maximum).
+Every file is read back and checked (every row equals its task id, all tasks done) on the first
+run. Writes land in the page cache, for the limit and mpibatch alike. Files go in a temporary
+directory under ``--dir`` that is deleted at the end.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from _bench import (
+    HERE,
+    format_table,
+    last_stderr_line,
+    machine_line,
+    mpiexec,
+    note,
+    schedule_supported,
+)
+from _gather_task import ROW
+
+MIB = 1 << 20
+RSS_LIMIT_BYTES = 10**9
+TARGETS = "targets: net rate >= 70% of the local limit; at 4 GiB rank 0's peak RSS < 1 GB (1e9 B)"
+HEADER = [
+    "system",
+    "seconds",
+    "GiB/s",
+    "start-up s",
+    "net GiB/s",
+    "net x limit",
+    "wall_seconds GiB/s",
+    "rank 0 peak RSS MiB",
+    "results",
+]
+
+
+@dataclass
+class Row:
+    name: str
+    seconds: list = field(default_factory=list)
+    startup: list = field(default_factory=list)
+    wall_attr: list = field(default_factory=list)
+    rss_kib: list = field(default_factory=list)  # rank 0 VmHWM at exit, per run
+    polled_kib: list = field(default_factory=list)  # largest VmHWM polled from outside
+    rank1_kib: list = field(default_factory=list)
+    results: str = ""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--gb", type=float, default=4.0, help="GiB of results (1024 tasks per GiB)")
+    p.add_argument("--np", type=int, default=2, help="MPI ranks")
+    p.add_argument("--schedules", default="auto,static,dynamic", help="comma-separated")
+    p.add_argument("--block-mb", type=int, default=64, help="rows per write of the local limit")
+    p.add_argument("--repeat", type=int, default=3, help="runs per command; best-of is shown")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dir", default=None, help="where the temporary directory goes")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per command")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    args = p.parse_args(argv)
+    args.ntasks = max(args.np, round(args.gb * 1024))
+    args.schedules = args.schedules.split(",")
+    if args.np < 1 or args.repeat < 1 or args.block_mb < 1:
+        p.error("--np, --repeat and --block-mb must be positive")
+    return args
+
+
+def chunk_rows(ntasks: int) -> int:
+    """Rows per chunk as mpibatch's store chooses them: ~1 MiB chunks along rows."""
+    return max(1, min(ntasks, MIB // (ROW * 8)))
+
+
+def write_local(path: Path, ntasks: int, block_rows: int) -> float:
+    buf = np.empty((block_rows, ROW))
+    t0 = time.perf_counter()
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset(
+            "value", shape=(ntasks, ROW), dtype="f8", chunks=(chunk_rows(ntasks), ROW)
+        )
+        for a in range(0, ntasks, block_rows):
+            b = min(ntasks, a + block_rows)
+            buf[: b - a] = np.arange(a, b, dtype=np.float64)[:, None]
+            ds[a:b] = buf[: b - a]
+    return time.perf_counter() - t0
+
+
+def check_rows(ds: h5py.Dataset, ntasks: int) -> str:
+    if ds.shape != (ntasks, ROW) or ds.dtype != np.float64:
+        return f"DIFFERENT (shape {ds.shape}, dtype {ds.dtype})"
+    for a in range(0, ntasks, 64):
+        b = min(ntasks, a + 64)
+        if not (ds[a:b] == np.arange(a, b, dtype=np.float64)[:, None]).all():
+            return f"DIFFERENT (rows {a}..{b - 1})"
+    return f"ok, chunks {ds.chunks}"
+
+
+def check_file(path: Path, ntasks: int) -> str:
+    try:
+        with h5py.File(path, "r") as f:
+            if "results" not in f:
+                return check_rows(f["value"], ntasks)
+            status = f["tasks/status"][()]
+            if not (status == 1).all():
+                return f"DIFFERENT ({int((status == 1).sum())} of {ntasks} tasks done)"
+            keys = list(f["results"])
+            return check_rows(f["results"][keys[0]], ntasks) if len(keys) == 1 else "no key"
+    except (OSError, KeyError) as exc:
+        return f"DIFFERENT (cannot read output: {exc})"
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def rank0_pid(root: int) -> int | None:
+    for pid in descendants(root):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"PMI_RANK=0" in env:
+            return pid
+    return None
+
+
+def vm_hwm_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")), None)
+    except OSError:
+        return None
+
+
+def run_polled(cmd: list[str], timeout: float) -> tuple[float | None, str, int | None]:
+    """Time a whole command while polling rank 0's VmHWM; (seconds, error, largest KiB seen)."""
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        peak, pid = None, None
+        while proc.poll() is None:
+            if time.perf_counter() - t0 > timeout:
+                proc.kill()
+                proc.wait()
+                return None, f"failed: timed out after {timeout:.0f} s", peak
+            pid = pid or rank0_pid(proc.pid)
+            kib = vm_hwm_kib(pid) if pid else None
+            peak = max(peak or 0, kib) if kib else peak
+            time.sleep(0.01)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            return None, f"failed: {last_stderr_line(err.read())}", peak
+    return seconds, "", peak
+
+
+def mpibatch_cmd(args, schedule: str, ntasks: int, out: Path, rss_dir: Path) -> list[str]:
+    return mpiexec(args.np) + [
+        sys.executable,
+        str(HERE / "_rss_probe.py"),
+        str(rss_dir),
+        "run",
+        str(HERE / "_gather_task.py"),
+        "--reps",
+        str(ntasks),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(out),
+        "--overwrite",
+        "--quiet",
+        "--schedule",
+        schedule,
+    ]
+
+
+def read_kib(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_mpibatch_once(args, row: Row, schedule: str, tmp: Path, first: bool) -> bool:
+    """One full run (checked on the first) and one start-up run; False if a command failed."""
+    out, rss_dir = tmp / "mpibatch.h5", tmp / "rss"
+    for ntasks in (args.ntasks, args.np):
+        shutil.rmtree(rss_dir, ignore_errors=True)
+        rss_dir.mkdir()
+        out.unlink(missing_ok=True)
+        seconds, error, polled = run_polled(
+            mpibatch_cmd(args, schedule, ntasks, out, rss_dir), args.timeout
+        )
+        if seconds is None:
+            row.results = error
+            return False
+        if ntasks == args.np:
+            row.startup.append(seconds)
+            continue
+        row.seconds.append(seconds)
+        row.polled_kib.append(polled)
+        row.rss_kib.append(read_kib(rss_dir / "rank0.kib"))
+        row.rank1_kib.append(read_kib(rss_dir / "rank1.kib"))
+        with h5py.File(out, "r") as f:
+            row.wall_attr.append(float(f.attrs.get("wall_seconds", np.nan)))
+            used = f.attrs.get("schedule_used", schedule)
+        if first:
+            row.results = f"{check_file(out, args.ntasks)}; used {used}"
+    out.unlink(missing_ok=True)
+    return True
+
+
+def measure(args, tmp: Path) -> list[Row]:
+    limit = Row("local limit: 1 process, h5py")
+    rows = [Row(f"mpibatch np={args.np} --schedule {s}") for s in args.schedules]
+    failed = set()
+    for rep in range(args.repeat):
+        path = tmp / "local.h5"
+        limit.seconds.append(write_local(path, args.ntasks, args.block_mb))
+        if rep == 0:
+            limit.results = check_file(path, args.ntasks)
+        path.unlink()
+        for row, schedule in zip(rows, args.schedules, strict=True):
+            if schedule not in failed and not run_mpibatch_once(args, row, schedule, tmp, rep == 0):
+                failed.add(schedule)
+            print(f"  ... {row.name}: {row.seconds[-1:]}", file=sys.stderr)
+    return [limit, *rows]
+
+
+def fmt_rss(row: Row) -> str:
+    exits = [k for k in row.rss_kib if k is not None]
+    polled = [k for k in row.polled_kib if k is not None]
+    if not exits and not polled:
+        return "-"
+    text = f"{max(exits) / 1024:.0f}" if exits else "?"
+    return text + (f" (polled {max(polled) / 1024:.0f})" if polled else "")
+
+
+def cells(rows: list[Row], gib: float) -> list[list[str]]:
+    limit_rate = gib / min(rows[0].seconds)
+    out = []
+    for r in rows:
+        if not r.seconds or (r is not rows[0] and not r.startup):
+            out.append([r.name] + ["-"] * 7 + [r.results])
+            continue
+        best = min(r.seconds)
+        nums = [f"{best:.2f}", f"{gib / best:.2f}"]
+        if r is rows[0]:
+            nums += ["-", f"{gib / best:.2f}", "1.00", "-", "-"]
+        else:
+            net = best - min(r.startup)
+            wall = min(r.wall_attr)
+            nums += [f"{min(r.startup):.2f}", f"{gib / net:.2f}", f"{gib / net / limit_rate:.2f}"]
+            nums += [f"{gib / wall:.2f}" if wall == wall else "-", fmt_rss(r)]
+        out.append([r.name, *nums, r.results])
+    return out
+
+
+def verdict(rows: list[Row], gib: float) -> list[str]:
+    limit_rate = gib / min(rows[0].seconds)
+    lines = []
+    for r in rows[1:]:
+        if not r.seconds or not r.startup or not r.results.startswith("ok"):
+            lines.append(f"  {r.name}: not measured or wrong results")
+            continue
+        frac = gib / (min(r.seconds) - min(r.startup)) / limit_rate
+        rss = [k * 1024 for k in r.rss_kib + r.polled_kib if k is not None]
+        peak = max(rss) if rss else None
+        rss_ok = peak is not None and peak < RSS_LIMIT_BYTES
+        rss_txt = f"{peak / 1e9:.3f} GB" if peak else "unknown"
+        ok = frac >= 0.70 and (rss_ok or gib < 4)
+        lines.append(
+            f"  {r.name}: {100 * frac:.0f}% of the limit, rank 0 peak RSS {rss_txt}"
+            f"{'' if gib >= 4 else ' (RSS target applies at 4 GiB)'} -> "
+            f"{'met' if ok else 'NOT met'}"
+        )
+    return lines
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    gib = args.ntasks / 1024
+    base = Path(args.dir or tempfile.gettempdir())
+    free = shutil.disk_usage(base).free
+    print(
+        f"gather: {args.ntasks:,} tasks x 1 MiB = {gib:g} GiB of results, np={args.np}, best of "
+        f"{args.repeat}, {machine_line()}; {free / 2**30:.0f} GiB free in {base}",
+        flush=True,
+    )
+    if free < 2 * gib * 2**30 + 2**30:
+        sys.exit(f"not enough free disk in {base} for two {gib:g} GiB files; use --dir or --gb")
+    if not schedule_supported():
+        print("note: this mpibatch has no --schedule dynamic/--block-size yet; rows will fail")
+    with tempfile.TemporaryDirectory(prefix="mpibatch-gather-", dir=base) as tmpdir:
+        rows = measure(args, Path(tmpdir))
+    print()
+    print(format_table(HEADER, cells(rows, gib), args.markdown))
+    print()
+    polled_note = "; in brackets: the largest VmHWM polled from outside during the run"
+    print(note("rank 0 peak RSS: VmHWM at exit, worst of the runs" + polled_note, args.markdown))
+    print(note(f"rank 1 peak RSS (at exit, worst): {rank1_text(rows)}", args.markdown))
+    print(TARGETS)
+    print("\n".join(verdict(rows, gib)))
+
+
+def rank1_text(rows: list[Row]) -> str:
+    parts = []
+    for r in rows[1:]:
+        kib = [k for k in r.rank1_kib if k is not None]
+        parts.append(f"{r.name.split()[-1]} {max(kib) / 1024:.0f} MiB" if kib else "-")
+    return ", ".join(parts)
+
+
+if __name__ == "__main__":
+    main()
