@@ -33,6 +33,7 @@ from .errors import OutputError
 STATUS = {0: "pending", 1: "done", 2: "failed"}
 _PARAM_CHUNK = 1 << 20
 _STR = h5py.string_dtype("utf-8")
+_ATTR = {"task": "task_id"}
 _ERROR_FIELDS = (
     ("task", "i8"),
     ("rank", "i4"),
@@ -71,20 +72,30 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return p
 
 
-def _chunks(shape: tuple, itemsize: int) -> tuple:
-    row = itemsize * int(np.prod(shape[1:], dtype=np.int64))
-    rows = max(1, min(shape[0], (1 << 20) // max(1, row)))
-    return (rows, *shape[1:])
+def _create_file(path: Path) -> h5py.File:
+    """A new HDF5 file whose raw writes reach the OS in program order (no sieve buffer)."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_sieve_buf_size(0)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    fid = h5py.h5f.create(os.fsencode(str(path)), h5py.h5f.ACC_TRUNC, fapl=fapl)
+    return h5py.File(fid)
 
 
 def _dataset(group: h5py.Group, name: str, shape: tuple, dtype, fill=None) -> h5py.Dataset:
-    dtype = np.dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
+    """A contiguous dataset whose space is allocated now, so writes never change metadata.
+
+    With ``fill`` the space is filled at creation; without, it is left as the file
+    system gives it (zeros), which keeps creating gigabytes of results instant.
+    """
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     return group.create_dataset(
         name,
         shape=shape,
         dtype=dtype,
-        chunks=_chunks(shape, dtype.itemsize) if shape[0] else None,
+        dcpl=dcpl,
         fillvalue=fill,
+        fill_time="alloc" if fill is not None else "never",
     )
 
 
@@ -100,13 +111,14 @@ class Store:
 
     def __init__(self, f: h5py.File, ids: range) -> None:
         self.f, self.ids = f, ids
+        self.path = Path(f.filename)
         self.n = len(ids)
         self.schema: Schema | None = None
 
     @classmethod
     def create(cls, path: Path, grid, ids: range, attrs: dict[str, Any]) -> Store:
         """A new file with every task pending; removed again if it cannot be completed."""
-        f = h5py.File(path, "w")
+        f = _create_file(path)
         try:
             return cls._fill(cls(f, ids), grid, attrs)
         except BaseException:
@@ -147,11 +159,12 @@ class Store:
                 )
 
     def add_results(self, schema: Schema) -> None:
+        """Create the result datasets (once, from the first schema) and write the metadata."""
         self.schema = schema
         group = self.f["results"]
         for fld in schema:
-            fill = np.nan if fld.dtype.kind in "fc" else 0
-            _dataset(group, fld.key, (self.n, *fld.shape), fld.dtype, fill)
+            _dataset(group, fld.key, (self.n, *fld.shape), fld.dtype)
+        self.f.flush()
 
     def write_rows(self, row: int, cols: Columns, rank: int) -> None:
         """Write ``cols`` (a rank's round) at rows ``row .. row + cols.rows``."""
@@ -160,27 +173,32 @@ class Store:
             return
         sl = slice(row, row + k)
         tasks = self.f["tasks"]
-        tasks["status"][sl] = cols.status
+        for key, arr in cols.results.items():  # results first, status last: a kill in
+            self.f["results"][key][sl] = arr  # between leaves rows pending, never "done, no data"
         tasks["start"][sl] = cols.start
         tasks["elapsed"][sl] = cols.elapsed
-        ranks = np.where(cols.status > 0, rank, -1).astype(np.int32)
-        tasks["rank"][sl] = ranks
-        for key, arr in cols.results.items():
-            self.f["results"][key][sl] = arr
+        tasks["rank"][sl] = np.where(cols.status > 0, rank, -1).astype(np.int32)
+        tasks["status"][sl] = cols.status
 
     def write_failures(self, failures: list) -> None:
+        """Append failures to the sidecar file (moved into /errors when the file closes)."""
         if not failures:
             return
-        group = self.f.require_group("errors")
-        m = len(failures)
-        for name, dtype in _ERROR_FIELDS:
-            if name not in group:
-                group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
-            ds = group[name]
-            old = ds.shape[0]
-            ds.resize((old + m,))
-            key = "task_id" if name == "task" else name
-            ds[old:] = [getattr(fl, key) for fl in failures]
+        lines = "".join(
+            json.dumps({name: getattr(fl, _ATTR.get(name, name)) for name, _ in _ERROR_FIELDS})
+            + "\n"
+            for fl in failures
+        )
+        with open(failures_path(self.path), "a", encoding="utf-8") as fh:
+            fh.write(lines)
+
+    def _move_failures(self) -> None:
+        side = failures_path(self.path)
+        errors = read_failures(side)
+        if errors and "errors" not in self.f:
+            group = self.f.create_group("errors")
+            for name, dtype in _ERROR_FIELDS:
+                group.create_dataset(name, data=[e[name] for e in errors], dtype=dtype)
 
     def write_ranks(self, infos: list[dict]) -> None:
         group = self.f.create_group("ranks")
@@ -189,13 +207,16 @@ class Store:
         group.create_dataset("blas", data=[json.dumps(i["blas"]) for i in infos], dtype=_STR)
         hosts = sorted({i["host"] for i in infos})
         self.f.attrs["hosts"] = json.dumps(hosts)
+        self.f.flush()
 
     def flush(self) -> None:
         self.f.flush()
 
     def close(self, attrs: dict[str, Any]) -> None:
+        self._move_failures()
         self.f.attrs.update(attrs)
         self.f.close()
+        failures_path(self.path).unlink(missing_ok=True)
 
 
 class Results:
@@ -214,6 +235,16 @@ class Results:
             self.results = {k: ds[()] for k, ds in f["results"].items()} if "results" in f else {}
             self.errors = {k: _read(ds) for k, ds in f["errors"].items()} if "errors" in f else {}
             self.ranks = {k: _read(ds) for k, ds in f["ranks"].items()} if "ranks" in f else {}
+        if not self.errors:  # a run that has not closed its file keeps failures beside it
+            found = read_failures(failures_path(path))
+            if found:
+                self.errors = {
+                    name: np.asarray([e[name] for e in found], dtype=object)
+                    for name, _ in _ERROR_FIELDS
+                }
+        for arr in self.results.values():  # rows without a result read as NaN
+            if arr.dtype.kind in "fc":
+                arr[self.status != 1] = np.nan
 
     @property
     def n_tasks(self) -> int:
@@ -242,6 +273,24 @@ class Results:
             f"<mpibatch results {self.path!r}: {self.n_tasks} tasks, {self.count('done')} done, "
             f"{self.count('failed')} failed; results {sorted(self.results)}>"
         )
+
+
+def failures_path(path: str | os.PathLike) -> Path:
+    """The sidecar where a running study's failures wait until its file closes."""
+    return Path(str(path) + ".failures")
+
+
+def read_failures(path: Path) -> list[dict]:
+    """Failures recorded in a sidecar; a line torn by a kill is skipped."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 def _read(ds: h5py.Dataset) -> np.ndarray:
