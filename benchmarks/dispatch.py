@@ -101,7 +101,7 @@ def measure(args, row: Row, tmp: Path) -> Row:
             cmd = mpibatch_run(args.np, task, ntasks, args.seed, out) + row.flags
             seconds, error = run_command(cmd, args.timeout)
             if seconds is None:
-                row.results = error
+                row.results, row.seconds = error, None  # a failed run voids the row
                 return row
             if ntasks == args.np:
                 row.startup = min(row.startup or seconds, seconds)
@@ -116,7 +116,7 @@ def rates(row: Row) -> dict:
     """requests/s (net of start-up), blocks per wall_seconds, and capacity, where known."""
     a, out = row.attrs, {}
     blocks = a.get("n_blocks")
-    if row.seconds is None or not blocks:
+    if row.seconds is None or row.startup is None or not blocks:
         return out
     net = row.seconds - row.startup
     out["requests"] = blocks / net if net > 0 else None
@@ -130,7 +130,7 @@ def rates(row: Row) -> dict:
 def cells(rows: list[Row]) -> list[list[str]]:
     out = []
     for r in rows:
-        if r.seconds is None:
+        if r.seconds is None or r.startup is None:
             out.append([r.name] + ["-"] * 7 + [r.results])
             continue
         x, a = rates(r), r.attrs

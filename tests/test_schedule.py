@@ -4,6 +4,7 @@ from mpibatch.errors import UsageError
 from mpibatch.schedule import (
     AutoQueue,
     GuidedQueue,
+    Segments,
     StaticQueue,
     block_rows,
     check_schedule,
@@ -35,7 +36,7 @@ def _drain(queue, n_ranks, cap):
 
 
 def test_static_queue_chunks_each_ranks_own_block():
-    q = StaticQueue(0, 10, 3)  # blocks (0,4) (4,7) (7,10)
+    q = StaticQueue(0, 10, 3, Segments([(0, 10)]))  # blocks (0,4) (4,7) (7,10)
     assert q.next(1, 2) == (4, 6) and q.next(1, 2) == (6, 7) and q.next(1, 2) is None
     got = _drain(q, 3, 3)
     assert sorted(b for _, b in got) == [(0, 3), (3, 4), (7, 10)]
@@ -44,15 +45,15 @@ def test_static_queue_chunks_each_ranks_own_block():
 
 
 def test_guided_blocks_shrink_and_cover_everything_once():
-    q = GuidedQueue(0, 1000, 4)
+    q = GuidedQueue(0, 1000, 4, Segments([(0, 1000)]))
     sizes = [b - a for _, (a, b) in _drain(q, 4, 10**9)]
     assert sum(sizes) == 1000 and sizes[0] == 125  # ceil(1000 / 8)
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
 
 
 def test_guided_respects_block_size_and_cap():
-    assert GuidedQueue(0, 10, 2, block_size=3).next(0, 100) == (0, 3)
-    assert GuidedQueue(0, 1000, 2).next(0, 7) == (0, 7)
+    assert GuidedQueue(0, 10, 2, Segments([(0, 10)]), block_size=3).next(0, 100) == (0, 3)
+    assert GuidedQueue(0, 1000, 2, Segments([(0, 1000)])).next(0, 7) == (0, 7)
 
 
 def test_choose_static_for_uniform_dynamic_for_skewed():
@@ -64,13 +65,31 @@ def test_choose_static_for_uniform_dynamic_for_skewed():
 
 
 def test_auto_queue_probes_single_tasks_then_hands_over():
-    q = AutoQueue(0, 100, 2)
+    q = AutoQueue(0, 100, 2, Segments([(0, 100)]))
     assert [q.next(r, 50) for r in (0, 1, 0, 1)] == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert q.name == "auto"
     q.observe([0.01] * 4)
     assert q.name == "static" and "uniform" in q.reason
     assert q.next(0, 1000) == (4, 52) and q.next(1, 1000) == (52, 100)
-    assert make_queue("dynamic", 0, 5, 2).name == "dynamic"
+    assert make_queue("dynamic", [(0, 5)], 2).name == "dynamic"
+
+
+def test_segments_map_an_index_onto_pending_rows_cut_at_segment_ends():
+    segs = Segments([(2, 5), (5, 5), (9, 12)])  # 3 + 3 rows; the empty one is dropped
+    assert segs.total == 6
+    assert segs.rows(0, 6) == ((2, 5), 3) and segs.rows(3, 6) == ((9, 12), 6)
+    assert segs.rows(4, 5) == ((10, 11), 5)
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic", "auto"])
+def test_every_queue_covers_exactly_the_pending_rows(kind):
+    segments = [(0, 3), (7, 8), (10, 40), (45, 46)]
+    q = make_queue(kind, segments, 3)
+    if kind == "auto":
+        q.observe([0.1] * 6)
+    got = sorted(b for _, b in _drain(q, 3, 4))
+    rows = [r for a, b in got for r in range(a, b)]
+    assert rows == [r for a, b in segments for r in range(a, b)]
 
 
 def test_block_rows_bounds_memory_and_time():

@@ -38,16 +38,26 @@ def test_rows_written_by_slice_read_back_through_open(tmp_path):
         packer.put(cols, row, {"m": row + 0.5, "v": np.array([row, 1.0])}, row)
         cols.status[row], cols.start[row], cols.elapsed[row] = 1, 0.1, 0.2
     store.write_rows(1, cols, rank=3)
-    store.write_failures([TaskFailure(5, 1, "h", "KeyError", "k", "tb")])
+    failed = Columns(schema, 1)
+    failed.status[0] = 2
+    store.write_rows(3, failed, rank=1)  # task 5 failed; task 4 failed once, then passed
+    store.write_failures(
+        [
+            TaskFailure(5, 1, "h", "KeyError", "k", "tb"),
+            TaskFailure(4, 1, "h", "OSError", "flaky", "tb"),
+        ]
+    )
+    assert (tmp_path / "s.h5.failures").exists()  # waits beside the file until it closes
     store.write_ranks([{"host": "h", "local_rank": 0, "blas": []}])
     store.close({"wall_seconds": 1.0})
     res = open_results(tmp_path / "s.h5")
     assert res.task_id.tolist() == [2, 3, 4, 5]
-    assert res.status.tolist() == [0, 1, 1, 0]
-    assert res.rank.tolist() == [-1, 3, 3, -1]
+    assert res.status.tolist() == [0, 1, 1, 2]
+    assert res.rank.tolist() == [-1, 3, 3, 1]
+    assert not (tmp_path / "s.h5.failures").exists()
     assert np.isnan(res.results["m"][0]) and res.results["m"][1:3].tolist() == [0.5, 1.5]
     assert res.errors["task"].tolist() == [5] and res.errors["type"][0] == "KeyError"
-    assert res.count("done") == 2 and res.count("pending") == 2
+    assert res.count("done") == 2 and res.count("pending") == 1
     assert "4 tasks, 2 done" in repr(res)
 
 

@@ -64,7 +64,7 @@ def allgather_small(comm: MPI.Comm, obj: object) -> list:
 # ---- blocks and reports: rank 0 hands out row ranges, ranks send back filled columns ----
 # tags: a block descriptor (int64[2], (-1, -1) = none), a report header (int64[5]),
 # its pickled extras (failures, schema; only when flagged) and its raw result bytes.
-BLOCK, REPORT, EXTRAS, DATA = 11, 12, 13, 14
+BLOCK, REPORT, EXTRAS, DATA, STOP = 11, 12, 13, 14, 15
 HAS_EXTRAS = 1
 _BACKOFF = 0.001  # seconds: longest nap while waiting, so idle ranks leave cores to busy ones
 
@@ -76,6 +76,19 @@ def _nap(delay: float) -> float:
 
 def send_block_root(comm: MPI.Comm, dest: int, block: tuple[int, int] | None) -> None:
     comm.Send(np.asarray(block if block else (-1, -1), dtype=np.int64), dest=dest, tag=BLOCK)
+
+
+def send_stop_root(comm: MPI.Comm, dest: int) -> None:
+    """Tell a rank to stop after its current task (a stop request, the time limit)."""
+    comm.Send(np.zeros(1, dtype=np.int64), dest=dest, tag=STOP)
+
+
+def stop_waiting_worker(comm: MPI.Comm) -> bool:
+    """True (and the message consumed) if rank 0 asked this rank to stop."""
+    if not comm.Iprobe(source=ROOT, tag=STOP):
+        return False
+    comm.Recv(np.empty(1, dtype=np.int64), source=ROOT, tag=STOP)
+    return True
 
 
 def block_waiting_worker(comm: MPI.Comm) -> bool:

@@ -13,6 +13,7 @@ DEFAULTS: dict[str, Any] = {
     "streams": "task",
     "schedule": "auto",
     "flush_seconds": 30.0,
+    "grace": 30.0,
     "threads_per_rank": 1,
     "gather_mb": 64,
     "quiet": False,
@@ -46,6 +47,7 @@ _PARSE: dict[str, Callable[[str, str], Any]] = {
     "threads_per_rank": _as_int,
     "gather_mb": _as_int,
     "flush_seconds": lambda name, text: _as_number(name, text),
+    "grace": lambda name, text: _as_number(name, text),
     "quiet": _as_bool,
 }
 
@@ -64,3 +66,19 @@ def positive_int(name: str, value: Any, flag: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError(f"{name}: expected an integer >= 1, got {value!r}; pass {flag} 1 or more")
     return value
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``SECONDS``, ``MM:SS``, ``HH:MM:SS`` or Slurm's ``D-HH:MM:SS``."""
+    try:
+        days, _, clock = text.strip().rpartition("-")
+        parts = [float(p) for p in clock.split(":")]
+        if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
+            raise ValueError
+        seconds = sum(p * 60**k for k, p in enumerate(reversed(parts)))
+        return seconds + 86400 * (int(days) if days else 0)
+    except ValueError:
+        raise UsageError(
+            f"time limit: expected HH:MM:SS (or D-HH:MM:SS, or seconds), got {text!r}; "
+            "e.g. --time-limit 01:30:00"
+        ) from None

@@ -21,6 +21,7 @@ from .schedule import block_rows
 from .worker import RowsDone, Runner
 
 AHEAD = 2  # blocks a rank holds: the one it runs and the next
+STOP_MARGIN = 2.0  # seconds kept, before a time limit, to gather and close the file
 
 
 class Root:
@@ -32,13 +33,15 @@ class Root:
         self.size = comm.Get_size()
         self.owed = [0] * self.size  # blocks handed to each rank, not yet reported
         self.schemas: dict[int, tuple] = {}
-        self.canonical: tuple | None = None
+        self.canonical: tuple | None = store.schema  # set already when resuming
         self.canonical_task = -1
         self.pending: list = []  # reports whose data is still arriving
         self.done = self.failed = 0
         self.busy = 0.0
         self.fatal: str | None = None
+        self.stopped: str | None = None  # why the run stops early (a signal, a limit)
         self.stopping = False
+        self.stop_at = plan.deadline - plan.grace - 2 * STOP_MARGIN if plan.deadline else None
         self.n_blocks, self.dispatch_seconds = 0, 0.0
         self.last_flush = time.monotonic()
 
@@ -51,9 +54,13 @@ class Root:
         mean = self.busy / (self.done + self.failed) if self.done + self.failed else None
         if self.canonical is None and self.done == 0 and self.failed:
             rec = record_bytes(())  # everything failed so far: rows are small
-        return block_rows(rec, self.size, self.plan.gather_bytes, mean, self.plan.block_seconds)
+        seconds = self.plan.block_seconds
+        if self.stop_at is not None:  # no block that cannot finish before the time limit
+            seconds = min(seconds, max(0.0, self.stop_at - time.time()))
+        return block_rows(rec, self.size, self.plan.gather_bytes, mean, seconds)
 
     def _next(self, rank: int) -> tuple[int, int] | None:
+        self._check_stop()
         block = None if self.stopping else self.queue.next(self._slot(rank), self._cap())
         if block is not None:
             self.owed[rank] += 1
@@ -80,9 +87,29 @@ class Root:
         self._drain(wait=True)
         self.progress.update(self.done, self.failed)
 
+    # ---- stopping early ----
+    def _check_stop(self) -> None:
+        if self.stopping:
+            return
+        stopper = self.runner.stopper
+        if stopper.requested:
+            self.request_stop(stopper.reason)
+        elif self.stop_at is not None and time.time() >= self.stop_at:
+            self.request_stop("the time limit is near")
+
+    def request_stop(self, reason: str) -> None:
+        """Hand out no more blocks; every rank finishes its task (within the grace period)."""
+        if self.stopping:
+            return
+        self.stopping, self.stopped = True, reason
+        for rank in range(1, self.size):
+            _comm.send_stop_root(self.comm, rank)
+        self.runner.stopper.request(reason)
+
     # ---- reports from other ranks ----
     def poll(self) -> None:
         """Serve every report that is waiting (called between rank 0's own tasks)."""
+        self._check_stop()
         while (source := _comm.report_waiting_root(self.comm)) is not None:
             self._handle(source)
         if self.pending:
@@ -93,6 +120,7 @@ class Root:
         while (source := _comm.report_waiting_root(self.comm)) is None:
             if self.pending and self._drain():
                 return
+            self._check_stop()
             delay = _comm._nap(delay)
         self._handle(source)
 
@@ -102,6 +130,8 @@ class Root:
         self.owed[source] -= 1
         if extras and extras.get("fatal"):
             self._stop_with(extras["fatal"])
+        if extras and extras.get("stop"):
+            self.request_stop(f"{extras['stop']} on rank {source}")
         _comm.send_block_root(self.comm, source, self._next(source))
         self.pending.append((source, header, extras, buf, req))
         self.dispatch_seconds += time.perf_counter() - t
@@ -152,6 +182,9 @@ class Root:
         if hasattr(self.queue, "observe"):
             self.queue.observe(cols.elapsed[ran].tolist())
         self.progress.update(self.done, self.failed)
+        limit = self.plan.max_failures
+        if limit and self.failed >= limit and not self.stopping:
+            self.request_stop(f"{self.failed} tasks failed (--max-failures {limit})")
         if time.monotonic() - self.last_flush >= self.plan.flush_seconds:
             self.store.flush()
             self.last_flush = time.monotonic()
@@ -168,10 +201,14 @@ class Root:
             for a, b in zip(schema, self.canonical, strict=True)
         ):
             return True
+        where = (
+            f"task {self.canonical_task} returned"
+            if self.canonical_task >= 0
+            else "the results already in the file have"
+        )
         self._stop_with(
             f"task {task} returned {{{describe(schema)}}}; expected {{{describe(self.canonical)}}} "
-            f"as task {self.canonical_task} returned - every task must return the same keys, "
-            "shapes and dtypes"
+            f"as {where} - every task must return the same keys, shapes and dtypes"
         )
         return False
 
@@ -184,7 +221,14 @@ def work(comm, runner: Runner, ids0: int) -> None:
     """Any rank but 0: run the blocks rank 0 sends, report each, until it sends no more."""
     hand: deque = deque()
     expected, inflight, fatal, schema_sent = AHEAD, [], False, False
-    poll = lambda: [_comm.done(r) for r, _ in inflight]  # noqa: E731  (drives sends on)
+    stopper = runner.stopper
+
+    def poll() -> None:
+        for req, _ in inflight:  # drives the sends on
+            _comm.done(req)
+        if _comm.stop_waiting_worker(comm):
+            stopper.request("asked by rank 0")
+
     while True:
         while expected and (not hand or _comm.block_waiting_worker(comm)):
             block = _comm.recv_block_worker(comm)
@@ -194,7 +238,8 @@ def work(comm, runner: Runner, ids0: int) -> None:
         if not hand:
             break
         a, b = hand.popleft()
-        if fatal:  # after a bad result, report the blocks in hand as not run
+        poll()
+        if fatal or stopper.requested:  # report the blocks in hand as not run
             cols, done = Columns((), 0), RowsDone()
         else:
             cols, done = runner.run(range(ids0 + a, ids0 + b), poll=poll)
@@ -204,6 +249,8 @@ def work(comm, runner: Runner, ids0: int) -> None:
             extras["failures"] = done.failures
         if done.fatal is not None:
             extras["fatal"] = str(done.fatal)
+        if stopper.requested and not stopper.reason.startswith("asked"):
+            extras["stop"] = stopper.reason  # a signal reached this rank: stop them all
         if cols.schema and not schema_sent:
             extras.update(schema=cols.schema, schema_task=runner.packer.schema_task)
             schema_sent = True
@@ -214,6 +261,8 @@ def work(comm, runner: Runner, ids0: int) -> None:
         expected += 1
     for req, _ in inflight:
         _comm.wait(req)
+    while _comm.stop_waiting_worker(comm):
+        pass  # a stop that came after the last block
 
 
 def finish(comm, fatal: str | None) -> None:

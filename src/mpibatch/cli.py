@@ -1,7 +1,8 @@
 """The ``mpibatch`` command. Turns errors into one line and an exit code.
 
 Exit codes: 0 all tasks done; 1 some tasks failed; 2 bad input or results that
-cannot be stored; 130 interrupted.
+cannot be stored; 3 stopped early on purpose (a signal, the time limit), resumable
+with --resume; 4 a task never returned and its rank ended the run; 130 interrupted.
 
 This module imports neither numpy nor MPI at the top: ``run`` sets the BLAS thread
 variables first, so every rank starts with single-threaded BLAS.
@@ -16,7 +17,7 @@ import sys
 from . import __version__
 from .errors import MpibatchError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -55,59 +56,83 @@ def _set_thread_env(threads: int | None) -> None:
         os.environ[var] = value
 
 
+_RUN_FLAGS = {  # flag -> (argparse options, help); grouped as --help shows them
+    "tasks": {
+        "--function": ({"default": "task"}, "name of the task function (default: task)"),
+        "--grid": (
+            {"action": "append", "default": [], "metavar": "NAME=V1,V2,..."},
+            "a grid axis (repeatable); ranges LO:HI[:STEP], LO:HI:Nlin, LO:HI:Nlog; "
+            "zipped axes A+B=a1/b1,a2/b2. Overrides the file's grid()",
+        ),
+        "--reps": ({"type": int}, "replicates per grid point (default 1)"),
+        "--seed": ({"type": int}, "root seed (default: MPIBATCH_SEED, else drawn and recorded)"),
+        "--streams": ({}, "task (default; results invariant to -np) or rank"),
+        "--tasks": ({"metavar": "START:STOP"}, "run only this slice of task ids"),
+    },
+    "scheduling": {
+        "--schedule": (
+            {},
+            "auto (default: probes task times, then picks), static "
+            "(contiguous blocks per rank) or dynamic (blocks on demand)",
+        ),
+        "--block-size": ({"type": int}, "fix the tasks per dynamic block (default: guided)"),
+        "--dedicated-root": (
+            {"action": "store_true"},
+            "rank 0 only dispatches and writes (default: it runs tasks too)",
+        ),
+        "--threads-per-rank": ({"type": int}, "BLAS/OpenMP threads per rank (default 1)"),
+    },
+    "output": {
+        "--out": ({}, "output HDF5 file (default: FILE's name with .h5)"),
+        "--overwrite": ({"action": "store_true"}, "replace an existing output file"),
+        "--resume": (
+            {"action": "store_true"},
+            "run the pending and failed tasks of an existing --out file",
+        ),
+        "--force": ({"action": "store_true"}, "resume even though the task file was edited"),
+        "--flush-seconds": ({"type": float}, "flush the file at least this often (default 30)"),
+    },
+    "failures and limits": {
+        "--retries": ({"type": int}, "run a failed task again up to this many times"),
+        "--max-failures": ({"type": int}, "stop cleanly once this many tasks failed"),
+        "--task-timeout": (
+            {"type": float, "metavar": "SECONDS"},
+            "a task running longer fails (and the run goes on)",
+        ),
+        "--time-limit": (
+            {"metavar": "HH:MM:SS"},
+            "stop early, resumably, before this much wall time has passed",
+        ),
+        "--grace": (
+            {"type": float, "metavar": "SECONDS"},
+            "on a stop (SIGTERM, SIGUSR1, time limit) running tasks get this long "
+            "to finish (default 30)",
+        ),
+    },
+    "messages": {
+        "--dry-run": ({"action": "store_true"}, "print the tasks and exit"),
+        "--quiet": ({"action": "store_true"}, "print nothing but errors"),
+        "--debug": ({"action": "store_true"}, "show tracebacks of mpibatch errors"),
+    },
+}
+
+
 def _add_run(sub) -> None:
     p = sub.add_parser(
         "run",
         help="run a task file over a grid of tasks on every MPI rank",
-        description="Run FILE's task(params, rng[, ctx]) over every task of the "
-        "grid, on all ranks of mpiexec (or as a single rank without it).",
+        description="Run FILE's task(params, rng[, ctx]) over every task of the grid, on all "
+        "ranks of mpiexec (or as a single rank without it).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "file", help="Python file defining task(params, rng[, ctx]) and optionally grid()"
     )
-    p.add_argument("--function", default="task", help="name of the task function (default: task)")
-    p.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="NAME=V1,V2,...",
-        help="a grid axis (repeatable); ranges LO:HI[:STEP], LO:HI:Nlin, LO:HI:Nlog; "
-        "zipped axes A+B=a1/b1,a2/b2. Overrides the file's grid()",
-    )
-    p.add_argument("--reps", type=int, help="replicates per grid point (default 1)")
-    p.add_argument(
-        "--seed", type=int, help="root seed (default: MPIBATCH_SEED, else drawn and recorded)"
-    )
-    p.add_argument("--out", help="output HDF5 file (default: FILE's name with .h5)")
-    p.add_argument("--streams", choices=None, help="task (default; invariant to -np) or rank")
-    p.add_argument(
-        "--schedule",
-        help="auto (default: probes task times, then picks), "
-        "static (contiguous blocks per rank) or dynamic (blocks on demand)",
-    )
-    p.add_argument(
-        "--block-size",
-        type=int,
-        help="fix the tasks per dynamic block (default: guided, shrinking as work runs out)",
-    )
-    p.add_argument(
-        "--dedicated-root",
-        action="store_true",
-        help="rank 0 only dispatches and writes (default: it runs tasks too)",
-    )
-    p.add_argument(
-        "--flush-seconds",
-        type=float,
-        help="flush the results file at least this often (default 30)",
-    )
-    p.add_argument("--threads-per-rank", type=int, help="BLAS/OpenMP threads per rank (default 1)")
-    p.add_argument("--tasks", metavar="START:STOP", help="run only this slice of task ids")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--dry-run", action="store_true", help="print the tasks and exit")
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of mpibatch errors")
+    for title, flags in _RUN_FLAGS.items():
+        group = p.add_argument_group(title)
+        for flag, (options, text) in flags.items():
+            group.add_argument(flag, help=text, **options)
     p.set_defaults(func=cmd_run)
 
 
@@ -121,24 +146,16 @@ def cmd_run(args) -> int:
         from .grid import Grid
 
         grid = Grid.from_spec(args.grid, args.reps if args.reps is not None else 1)
+    names = [f[2:].replace("-", "_") for flags in _RUN_FLAGS.values() for f in flags]
+    skip = ("grid", "out", "quiet", "debug")
+    kwargs = {n: getattr(args, n) for n in names if n not in skip}
     result = run(
         args.file,
         grid,
-        reps=args.reps,
-        seed=args.seed,
         out=out,
-        streams=args.streams,
-        schedule=args.schedule,
-        block_size=args.block_size,
-        dedicated_root=args.dedicated_root,
-        flush_seconds=args.flush_seconds,
-        threads_per_rank=args.threads_per_rank,
-        tasks=args.tasks,
-        overwrite=args.overwrite,
         quiet=args.quiet or None,
-        function=args.function,
-        dry_run=args.dry_run,
         argv=["mpibatch", *sys.argv[1:]],
+        **kwargs,
     )
     if result is None:
         return EXIT_OK
@@ -147,10 +164,22 @@ def cmd_run(args) -> int:
 
         say(format_plan(result, args.file, args.function))
         return EXIT_OK
-    if not args.quiet:
+    return _report_run(result, args.quiet)
+
+
+def _report_run(result, quiet: bool) -> int:
+    if not quiet:
         say(str(result))
         if result.failed:
             say(f"{result.failed} tasks failed; their tracebacks: mpibatch errors {result.path}")
+    if result.stopped:
+        say(
+            f"mpibatch: stopped early ({result.stopped}); {result.pending} tasks left. "
+            f"Resume with:\n  {result.resume_command}",
+            file=sys.stderr,
+        )
+        if "--max-failures" not in result.stopped:
+            return EXIT_STOPPED
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
@@ -180,6 +209,13 @@ def cmd_plot(args) -> int:
     return EXIT_OK
 
 
+def cmd_rerun(args) -> int:
+    _set_thread_env(None)
+    from .rerun import rerun
+
+    return rerun(args.file, args.task, pdb=args.pdb, force=args.force)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpibatch",
@@ -204,6 +240,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("-o", "--output", help="PNG to write (default: FILE.timeline.png)")
     p.set_defaults(func=cmd_plot, debug=False)
+    p = sub.add_parser(
+        "rerun",
+        help="run one task again in this process and compare it with the stored result",
+        description="Run task N of FILE alone in this process, with exactly its params and "
+        "random stream (to debug it with --pdb or print statements), then compare the result "
+        "with the stored one. Exit 0 if it matches, 1 if it differs or raised.",
+    )
+    p.add_argument("file", help="results file written by mpibatch run")
+    p.add_argument("--task", type=int, required=True, metavar="N", help="id of the task to run")
+    p.add_argument(
+        "--pdb", action="store_true", help="stop in the debugger at the task's first line"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="run the task file even if it changed since the run"
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks of mpibatch errors")
+    p.set_defaults(func=cmd_rerun)
     return parser
 
 

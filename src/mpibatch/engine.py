@@ -1,4 +1,4 @@
-"""Orchestration only: plan on rank 0 -> share -> scatter blocks -> rounds -> store.
+"""Orchestration only: plan on rank 0 -> share -> serve blocks / run blocks -> close the file.
 
 Every rank calls :func:`run` (SPMD). Errors that every rank agrees on are raised
 on every rank; anything unexpected aborts the whole job instead of hanging it.
@@ -7,48 +7,23 @@ on every rank; anything unexpected aborts the whole job instead of hanging it.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, _comm, _config, _dispatch, schedule, streams
-from .errors import MpibatchError, UsageError
+from . import _comm, _dispatch, _plan, _resume, schedule, streams
+from ._plan import Plan
+from ._stop import Stopper
+from .errors import MpibatchError
 from .grid import Grid
-from .store import Store, check_output
-from .worker import Runner, blas_info, blas_limits, file_hash, load_task_file, wants_context
-
-
-@dataclass
-class Plan:
-    """Everything rank 0 decides before the first task; shared with every rank."""
-
-    grid_json: str
-    seed: int
-    streams: str
-    schedule: str
-    ids: tuple[int, int]
-    threads: int
-    gather_bytes: int
-    quiet: bool
-    t0: float
-    block_size: int | None = None
-    dedicated_root: bool = False
-    flush_seconds: float = 30.0
-    block_seconds: float = 1.0
-    out: str = ""
-    attrs: dict = field(default_factory=dict)
-
-    @property
-    def id_range(self) -> range:
-        return range(*self.ids)
+from .store import Store, read_attrs
+from .worker import Runner, blas_info, blas_limits
 
 
 @dataclass
 class Summary:
-    """What :func:`run` returns on rank 0."""
+    """What :func:`run` returns on rank 0: the state of the file after this run."""
 
     path: str
     n_tasks: int
@@ -57,6 +32,9 @@ class Summary:
     n_ranks: int
     wall_seconds: float
     task_seconds: float
+    ran: int = 0  # tasks run by this session
+    stopped: str | None = None  # why the run stopped early, if it did
+    resume_command: str = ""
 
     @property
     def pending(self) -> int:
@@ -88,6 +66,13 @@ def run(
     flush_seconds: float | None = None,
     threads_per_rank: int | None = None,
     tasks: str | None = None,
+    retries: int | None = None,
+    max_failures: int | None = None,
+    task_timeout: float | None = None,
+    grace: float | None = None,
+    time_limit: str | float | None = None,
+    resume: bool = False,
+    force: bool = False,
     overwrite: bool = False,
     quiet: bool | None = None,
     function: str = "task",
@@ -116,13 +101,10 @@ def _run(comm, task, function: str, grid, opts: dict):
     rank, size = comm.Get_rank(), comm.Get_size()
     error, fn, plan, store = None, None, None, None
     try:
-        fn, module, source = _load(task, function)
+        fn, module, source = _plan.load(task, function)
         if rank == 0:
-            grid = _resolve_grid(grid, module, opts["reps"])
-            plan = _make_plan(grid, opts, size)
-            plan.attrs.update(_attrs(plan, source, size, opts["argv"]))
-            if not opts["dry_run"]:
-                store = Store.create(Path(plan.out), grid, plan.id_range, plan.attrs)
+            grid = _plan.resolve_grid(grid, module, opts["reps"])
+            plan, store = _prepare(grid, opts, size, source)
     except MpibatchError as exc:
         error = exc
     _comm.agree(comm, error)
@@ -132,154 +114,39 @@ def _run(comm, task, function: str, grid, opts: dict):
     return _execute(comm, fn, plan, store)
 
 
-def _load(task, function):
-    if isinstance(task, (str, Path)):
-        fn, module = load_task_file(task, function)
-        return (
-            fn,
-            module,
-            {
-                "task_file": str(Path(task).resolve()),
-                "function": function,
-                "task_file_sha256": file_hash(task),
-            },
-        )
-    if not callable(task):
-        raise UsageError(f"task: expected a function or a task file path, got {task!r}")
-    wants_context(task)
-    module = sys.modules.get(getattr(task, "__module__", ""), None)
-    src = getattr(module, "__file__", None)
-    return (
-        task,
-        None,
-        {
-            "task_file": str(Path(src).resolve()) if src else "",
-            "function": f"{task.__module__}:{getattr(task, '__qualname__', task)}",
-            "task_file_sha256": file_hash(src) if src and Path(src).is_file() else "",
-        },
-    )
-
-
-def _resolve_grid(grid, module, reps) -> Grid:
-    if grid is None and module is not None and callable(getattr(module, "grid", None)):
-        grid = module.grid()
-    if reps is not None:
-        _config.positive_int("reps", reps, "--reps")
-    return Grid.coerce(grid, reps)
-
-
-def _make_plan(grid: Grid, opts: dict, size: int) -> Plan:
-    seed = _config.resolve("seed", opts["seed"])
-    seed = streams.fresh_seed() if seed is None else streams.check_seed(seed)
-    threads = _config.positive_int(
-        "threads_per_rank",
-        _config.resolve("threads_per_rank", opts["threads_per_rank"]),
-        "--threads-per-rank",
-    )
-    if opts["dedicated_root"] and size < 2:
-        raise UsageError(
-            f"--dedicated-root: expected at least 2 ranks, got {size}; launch with "
-            "mpiexec -n 2 or more, or drop --dedicated-root"
-        )
-    if opts["block_size"] is not None:
-        _config.positive_int("block_size", opts["block_size"], "--block-size")
-    flush = float(_config.resolve("flush_seconds", opts["flush_seconds"]))
-    if not flush > 0:
-        raise UsageError(
-            f"flush_seconds: expected a number > 0, got {flush}; e.g. --flush-seconds 30"
-        )
-    gather_mb = _config.positive_int("MPIBATCH_GATHER_MB", _config.resolve("gather_mb"), "")
-    ids = schedule.parse_task_slice(opts["tasks"], grid.n_tasks)
-    out = opts["out"]
-    if not opts["dry_run"]:
-        if out is None:
-            raise UsageError("out: expected an output file path, got None; pass out='results.h5'")
-        check_output(out, opts["overwrite"])
-    return Plan(
-        grid_json=grid.to_json(),
-        seed=seed,
-        streams=streams.check_streams(_config.resolve("streams", opts["streams"])),
-        schedule=schedule.check_schedule(_config.resolve("schedule", opts["schedule"])),
-        ids=(ids.start, ids.stop),
-        threads=threads,
-        gather_bytes=gather_mb << 20,
-        quiet=bool(_config.resolve("quiet", opts["quiet"])),
-        t0=time.time(),
-        block_size=opts["block_size"],
-        dedicated_root=bool(opts["dedicated_root"]),
-        flush_seconds=flush,
-        block_seconds=min(1.0, flush / 4),
-        out=str(out or ""),
-    )
-
-
-def _attrs(plan: Plan, source: dict, size: int, argv) -> dict:
-    import h5py
-    import mpi4py
-    import numpy
-
-    ids = plan.id_range
-    return {
-        **source,
-        "seed": plan.seed,
-        "streams": plan.streams,
-        "schedule": plan.schedule,
-        "n_ranks": size,
-        "threads_per_rank": plan.threads,
-        "grid": plan.grid_json,
-        "tasks": f"{ids.start}:{ids.stop}",
-        "argv": json.dumps(argv or sys.argv),
-        "command": _command(plan, source, size),
-        "start_time": _iso(plan.t0),
-        "mpibatch_version": __version__,
-        "python_version": sys.version.split()[0],
-        "numpy_version": numpy.__version__,
-        "mpi4py_version": mpi4py.__version__,
-        "h5py_version": h5py.__version__,
-        "hdf5_version": h5py.version.hdf5_version,
-        "mpi_library": _comm.library_version(),
-    }
-
-
-def _command(plan: Plan, source: dict, size: int) -> str:
-    """A command line that reproduces the run (the grid spelled out as --grid flags)."""
-    grid = Grid.from_json(plan.grid_json)
-    fn = source["function"].split(":")[-1]
-    parts = ["mpiexec", "-n", str(size), "mpibatch", "run", source["task_file"] or "TASK_FILE"]
-    if fn != "task":
-        parts += ["--function", fn]
-    parts += [f"--grid={spec}" for spec in grid.to_specs()]
-    ids = plan.id_range
-    parts += [
-        "--reps",
-        str(grid.reps),
-        "--seed",
-        str(plan.seed),
-        "--streams",
-        plan.streams,
-        "--schedule",
-        plan.schedule,
-    ]
-    if (ids.start, ids.stop) != (0, grid.n_tasks):
-        parts += ["--tasks", f"{ids.start}:{ids.stop}"]
-    parts += ["--out", plan.out]
-    return " ".join(parts)
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+def _prepare(grid: Grid, opts: dict, size: int, source: dict) -> tuple[Plan, Store | None]:
+    """Rank 0: the plan, and the file it writes (created, or reopened to resume)."""
+    path = Path(opts["out"]) if opts["out"] else None
+    stored = None
+    if opts["resume"] and not opts["dry_run"]:
+        if path is None or not path.exists():
+            raise _resume.missing(path)
+        stored = read_attrs(path)
+    plan = _plan.make(grid, opts, size, stored)
+    plan.attrs.update(_plan.attrs(plan, source, size, opts["argv"]))
+    if opts["dry_run"]:
+        return plan, None
+    if stored is not None:
+        _resume.check(path, stored, plan.attrs, opts["force"])
+        for key in ("start_time", "t0"):
+            plan.attrs.pop(key)  # the study started when its first session did
+        return plan, Store.reopen(path, plan.id_range)
+    return plan, Store.create(path, grid, plan.id_range, plan.attrs)
 
 
 def _execute(comm, fn, plan: Plan, store: Store | None) -> Summary | None:
     rank, size = comm.Get_rank(), comm.Get_size()
     local, _ = _comm.local_rank(comm)
     info = {"rank": rank, "size": size, "host": _comm.host(), "local_rank": local}
-    grid = Grid.from_json(plan.grid_json)
+    stopper = Stopper(plan.grace, plan.task_timeout, f"rank {rank} on {info['host']}")
     summary, fatal = None, None
-    with blas_limits(plan.threads):
+    with blas_limits(plan.threads), stopper.installed():
         infos = _comm.gather_small(comm, {**info, "blas": blas_info()})
         offset = time.time() - time.perf_counter() - plan.t0
-        runner = Runner(fn, grid, streams.make_streams(plan.streams, plan.seed, rank), info, offset)
+        stream = streams.make_streams(plan.streams, plan.seed, rank)
+        runner = Runner(
+            fn, Grid.from_json(plan.grid_json), stream, info, offset, stopper, plan.retries
+        )
         if rank == 0:
             store.write_ranks(infos)
             summary, fatal = _serve(comm, plan, store, runner)
@@ -293,26 +160,58 @@ def _serve(comm, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str
     """Rank 0: run the loop, close the file with the run's accounting, summarise."""
     from .progress import Progress
 
-    size, n = comm.Get_size(), len(plan.id_range)
+    size = comm.Get_size()
+    todo = store.pending()
     slots = size - 1 if plan.dedicated_root else size
-    queue = schedule.make_queue(plan.schedule, 0, n, slots, plan.block_size)
-    progress = Progress(n, quiet=plan.quiet)
+    queue = schedule.make_queue(plan.schedule, todo, slots, plan.block_size)
+    progress = Progress(sum(b - a for a, b in todo), quiet=plan.quiet)
     root = _dispatch.Root(comm, plan, store, runner, queue, progress)
     try:
         root.run()
     finally:
         progress.close()
-    wall = time.time() - plan.t0
-    reason = getattr(queue, "reason", "") or f"requested with --schedule {plan.schedule}"
-    store.close(
-        {
-            "end_time": _iso(time.time()),
-            "wall_seconds": wall,
-            "schedule_used": queue.name,
-            "schedule_reason": reason,
-            "dispatch_seconds": root.dispatch_seconds,
-            "n_blocks": root.n_blocks,
-            "dedicated_root": plan.dedicated_root,
-        }
+    now = time.time()
+    done, failed = store.counts()
+    store.close({**plan.attrs, **_session_attrs(plan, store, root, queue, size, now)})
+    wall = now - plan.session_t0
+    resume = plan.attrs["command"] + " --resume" if done + failed < store.n else ""
+    summary = Summary(
+        plan.out,
+        store.n,
+        done,
+        failed,
+        size,
+        wall,
+        root.busy,
+        root.done + root.failed,
+        root.stopped,
+        resume,
     )
-    return Summary(plan.out, n, root.done, root.failed, size, wall, root.busy), root.fatal
+    return summary, root.fatal
+
+
+def _session_attrs(plan: Plan, store: Store, root, queue, size: int, now: float) -> dict:
+    reason = getattr(queue, "reason", "") or f"requested with --schedule {plan.schedule}"
+    wall = now - plan.session_t0
+    sessions = json.loads(store.f.attrs.get("sessions", "[]")) + [
+        {
+            "start": _plan.iso(plan.session_t0),
+            "end": _plan.iso(now),
+            "n_ranks": size,
+            "wall_seconds": round(wall, 3),
+            "tasks_run": root.done + root.failed,
+            "stopped": root.stopped or root.fatal or "",
+        }
+    ]
+    return {
+        "end_time": _plan.iso(now),
+        "wall_seconds": now - plan.t0,
+        "rank_seconds": sum(s["n_ranks"] * s["wall_seconds"] for s in sessions),
+        "sessions": json.dumps(sessions),
+        "schedule_used": queue.name,
+        "schedule_reason": reason,
+        "dispatch_seconds": root.dispatch_seconds,
+        "n_blocks": root.n_blocks,
+        "dedicated_root": plan.dedicated_root,
+        "stopped": root.stopped or "",
+    }

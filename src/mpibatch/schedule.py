@@ -13,6 +13,7 @@ blocks out through a queue and every schedule uses the same transport:
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Sequence
@@ -43,22 +44,48 @@ def static_blocks(n: int, n_ranks: int, start: int = 0) -> list[tuple[int, int]]
     return blocks
 
 
+class Segments:
+    """Rows still to run, as sorted ``(start, stop)`` ranges, seen as one index ``0..total``.
+
+    A fresh run has one segment; a resumed run has one per stretch of pending rows.
+    Queues work in that index and :meth:`rows` turns a piece of it back into rows,
+    cut at a segment's end (a block is always one contiguous range of rows).
+    """
+
+    def __init__(self, segments: Sequence[tuple[int, int]]) -> None:
+        self.segs = [(a, b) for a, b in segments if b > a]
+        self.cum = [0]
+        for a, b in self.segs:
+            self.cum.append(self.cum[-1] + b - a)
+
+    @property
+    def total(self) -> int:
+        return self.cum[-1]
+
+    def rows(self, va: int, vb: int) -> tuple[tuple[int, int], int]:
+        """Rows of index range ``[va, vb)`` up to the end of ``va``'s segment, and its end."""
+        k = bisect.bisect_right(self.cum, va) - 1
+        end = min(vb, self.cum[k + 1])
+        first = self.segs[k][0] + va - self.cum[k]
+        return (first, first + end - va), end
+
+
 class StaticQueue:
     """Each rank works through its own contiguous block, in chunks of at most ``cap`` rows."""
 
     name = "static"
 
-    def __init__(self, start: int, stop: int, n_ranks: int) -> None:
+    def __init__(self, start: int, stop: int, n_ranks: int, segs: Segments) -> None:
         self.blocks = static_blocks(stop - start, n_ranks, start)
         self.pos = [a for a, _ in self.blocks]
+        self.segs = segs
 
     def next(self, rank: int, cap: int) -> tuple[int, int] | None:
         a, end = self.pos[rank], self.blocks[rank][1]
         if a >= end:
             return None
-        b = min(end, a + max(1, cap))
-        self.pos[rank] = b
-        return a, b
+        rows, self.pos[rank] = self.segs.rows(a, min(end, a + max(1, cap)))
+        return rows
 
     @property
     def remaining(self) -> int:
@@ -70,17 +97,19 @@ class GuidedQueue:
 
     name = "dynamic"
 
-    def __init__(self, start: int, stop: int, n_ranks: int, block_size: int | None = None) -> None:
+    def __init__(
+        self, start: int, stop: int, n_ranks: int, segs: Segments, block_size: int | None = None
+    ) -> None:
         self.pos, self.stop, self.n_ranks, self.block_size = start, stop, n_ranks, block_size
+        self.segs = segs
 
     def next(self, rank: int, cap: int) -> tuple[int, int] | None:
         left = self.stop - self.pos
         if left <= 0:
             return None
         size = self.block_size or math.ceil(left / (2 * self.n_ranks))
-        a = self.pos
-        self.pos = min(self.stop, a + max(1, min(size, cap)))
-        return a, self.pos
+        rows, self.pos = self.segs.rows(self.pos, min(self.stop, self.pos + max(1, min(size, cap))))
+        return rows
 
     @property
     def remaining(self) -> int:
@@ -104,8 +133,11 @@ def choose(times: Sequence[float], n_left: int, n_ranks: int) -> tuple[str, str]
 class AutoQueue:
     """Probe with single tasks from the front, then hand over to a static or guided queue."""
 
-    def __init__(self, start: int, stop: int, n_ranks: int, block_size: int | None = None) -> None:
+    def __init__(
+        self, start: int, stop: int, n_ranks: int, segs: Segments, block_size: int | None = None
+    ) -> None:
         self.front, self.stop, self.n_ranks, self.block_size = start, stop, n_ranks, block_size
+        self.segs = segs
         self.probe_size = min(stop - start, 2 * n_ranks)
         self.times: list[float] = []
         self.inner: StaticQueue | GuidedQueue | None = None
@@ -126,29 +158,35 @@ class AutoQueue:
     def _decide(self) -> None:
         kind, self.reason = choose(self.times, self.stop - self.front, self.n_ranks)
         if kind == "static":
-            self.inner = StaticQueue(self.front, self.stop, self.n_ranks)
+            self.inner = StaticQueue(self.front, self.stop, self.n_ranks, self.segs)
         else:
-            self.inner = GuidedQueue(self.front, self.stop, self.n_ranks, self.block_size)
+            self.inner = GuidedQueue(
+                self.front, self.stop, self.n_ranks, self.segs, self.block_size
+            )
 
     def next(self, rank: int, cap: int) -> tuple[int, int] | None:
         if self.inner is not None:
             return self.inner.next(rank, cap)
         if self.front >= self.stop:
             return None
-        self.front += 1
-        return self.front - 1, self.front
+        rows, self.front = self.segs.rows(self.front, self.front + 1)
+        return rows
 
     @property
     def remaining(self) -> int:
         return self.inner.remaining if self.inner else self.stop - self.front
 
 
-def make_queue(kind: str, start: int, stop: int, n_ranks: int, block_size: int | None = None):
+def make_queue(
+    kind: str, segments: Sequence[tuple[int, int]], n_ranks: int, block_size: int | None = None
+):
+    """The queue for schedule ``kind`` over the rows of ``segments`` (all rows still to run)."""
+    segs = Segments(segments)
     if kind == "static":
-        return StaticQueue(start, stop, n_ranks)
+        return StaticQueue(0, segs.total, n_ranks, segs)
     if kind == "dynamic":
-        return GuidedQueue(start, stop, n_ranks, block_size)
-    return AutoQueue(start, stop, n_ranks, block_size)
+        return GuidedQueue(0, segs.total, n_ranks, segs, block_size)
+    return AutoQueue(0, segs.total, n_ranks, segs, block_size)
 
 
 def block_rows(

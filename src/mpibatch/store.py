@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._records import Columns, Schema
+from ._records import Columns, Field, Schema
 from .errors import OutputError
 
 STATUS = {0: "pending", 1: "done", 2: "failed"}
@@ -72,13 +72,21 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return p
 
 
-def _create_file(path: Path) -> h5py.File:
-    """A new HDF5 file whose raw writes reach the OS in program order (no sieve buffer)."""
+def _fapl():
+    """File access: no sieve buffer, so raw writes reach the OS in program order."""
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_sieve_buf_size(0)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
-    fid = h5py.h5f.create(os.fsencode(str(path)), h5py.h5f.ACC_TRUNC, fapl=fapl)
-    return h5py.File(fid)
+    return fapl
+
+
+def _create_file(path: Path) -> h5py.File:
+    return h5py.File(h5py.h5f.create(os.fsencode(str(path)), h5py.h5f.ACC_TRUNC, fapl=_fapl()))
+
+
+def read_attrs(path: Path) -> dict[str, Any]:
+    with h5py.File(path, "r", locking=False) as f:
+        return {k: _attr(v) for k, v in f.attrs.items()}
 
 
 def _dataset(group: h5py.Group, name: str, shape: tuple, dtype, fill=None) -> h5py.Dataset:
@@ -141,6 +149,50 @@ class Store:
         f.flush()
         return store
 
+    @classmethod
+    def reopen(cls, path: Path, ids: range) -> Store:
+        """An existing file, to run its pending and failed tasks (``--resume``)."""
+        f = h5py.File(h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR, fapl=_fapl()))
+        store = cls(f, ids)
+        stored = f["tasks/id"]
+        if stored.shape != (store.n,) or (store.n and stored[0] != ids.start):
+            f.close()
+            raise OutputError(f"'{path}' holds other task ids than this run; start a new --out")
+        results = f["results"]
+        if len(results):
+            store.schema = tuple(Field(k, ds.dtype, ds.shape[1:]) for k, ds in results.items())
+        old = (
+            [
+                dict(zip([n for n, _ in _ERROR_FIELDS], row, strict=True))
+                for row in zip(*(_read(f["errors"][n]) for n, _ in _ERROR_FIELDS), strict=True)
+            ]
+            if "errors" in f
+            else []
+        )
+        if old:  # failures so far wait in the sidecar with this run's; the latest per task wins
+            with open(failures_path(path), "a", encoding="utf-8") as fh:
+                fh.write("".join(json.dumps(_plain(e)) + "\n" for e in old))
+        for name in ("errors", "ranks"):
+            if name in f:
+                del f[name]
+        f.flush()
+        return store
+
+    def pending(self) -> list[tuple[int, int]]:
+        """Row ranges whose tasks are not done (pending or failed)."""
+        todo = np.flatnonzero(self.f["tasks/status"][()] != 1)
+        if todo.size == 0:
+            return []
+        cuts = np.flatnonzero(np.diff(todo) > 1)
+        starts = np.concatenate(([todo[0]], todo[cuts + 1]))
+        stops = np.concatenate((todo[cuts] + 1, [todo[-1] + 1]))
+        return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+    def counts(self) -> tuple[int, int]:
+        """(done, failed) over the whole file."""
+        status = self.f["tasks/status"][()]
+        return int(np.count_nonzero(status == 1)), int(np.count_nonzero(status == 2))
+
     def _write_params(self, grid) -> None:
         group = self.f.create_group("params", track_order=True)
         first = grid.columns(self.ids.start, min(self.ids.stop, self.ids.start + 1))
@@ -193,8 +245,14 @@ class Store:
             fh.write(lines)
 
     def _move_failures(self) -> None:
-        side = failures_path(self.path)
-        errors = read_failures(side)
+        """Failures of tasks that are still failed (the latest record of each) into /errors."""
+        status = self.f["tasks/status"][()]
+        latest = {}
+        for e in read_failures(failures_path(self.path)):
+            row = e["task"] - self.ids.start
+            if 0 <= row < self.n and status[row] == 2:
+                latest[e["task"]] = e
+        errors = [latest[t] for t in sorted(latest)]
         if errors and "errors" not in self.f:
             group = self.f.create_group("errors")
             for name, dtype in _ERROR_FIELDS:
@@ -291,6 +349,10 @@ def read_failures(path: Path) -> list[dict]:
         except ValueError:
             continue
     return out
+
+
+def _plain(record: dict) -> dict:
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in record.items()}
 
 
 def _read(ds: h5py.Dataset) -> np.ndarray:

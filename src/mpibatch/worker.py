@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._records import BARE, Columns, Packer, infer_schema
+from ._stop import Stopper, TaskInterrupted, TaskTimeout
 from .errors import ResultError, TaskFileError
 
 BLAS_VARS = (
@@ -123,13 +124,42 @@ def wants_context(fn: Callable) -> bool:
 class Runner:
     """Runs tasks of one rank into :class:`Columns`; everything the hot loop needs."""
 
-    def __init__(self, fn: Callable, grid, streams, info: dict, clock_offset: float) -> None:
+    def __init__(
+        self,
+        fn: Callable,
+        grid,
+        streams,
+        info: dict,
+        clock_offset: float,
+        stopper: Stopper | None = None,
+        retries: int = 0,
+    ) -> None:
         self.fn, self.grid, self.streams = fn, grid, streams
         self.rank, self.host = info["rank"], info["host"]
         self.info = info
         self.clock_offset = clock_offset
         self.with_context = wants_context(fn)
         self.packer: Packer | None = None  # set by the first task that succeeds here
+        self.stopper = stopper or Stopper(0.0, None, f"rank {self.rank} on {self.host}")
+        self.retries = retries
+
+    def _call(self, i: int, params: dict):
+        rng = self.streams.for_task(i)
+        if self.with_context:
+            return self.fn(params, rng, self._context(i, params))
+        return self.fn(params, rng)
+
+    def _retry(self, i: int, params: dict, exc: BaseException):
+        """Run a failed task again (same stream) up to ``retries`` times: (ok, out or failure)."""
+        for _ in range(self.retries):
+            try:
+                self.stopper.begin(i)
+                return True, self._call(i, params)
+            except _FAILS as again:
+                exc = again
+            finally:
+                self.stopper.end()
+        return False, self._failure(i, exc)
 
     def _context(self, i: int, params: dict) -> TaskContext:
         info = self.info
@@ -155,22 +185,34 @@ class Runner:
         done, starts, ends, floats = RowsDone(), [], [], []
         cols = Columns(self.packer.schema if self.packer else (), len(ids))
         fast = self.packer is not None and self.packer.scalar_float
-        fn, ctx, for_task = self.fn, self.with_context, self.streams.for_task
-        clock = time.perf_counter
+        fn, ctx, for_task, stopper = self.fn, self.with_context, self.streams.for_task, self.stopper
+        clock, timed = time.perf_counter, stopper.task_timeout is not None
         next_poll = clock() + poll_every if poll else float("inf")
         for row, (i, params) in enumerate(
             zip(ids, self.grid.iter_params(ids.start, ids.stop), strict=True)
         ):
+            if stopper.requested:
+                break
             rng = for_task(i)
             t = clock()
+            stopper.task_id, stopper.task_started = i, t
             try:
+                if timed:
+                    stopper.begin(i)
                 out = fn(params, rng, self._context(i, params)) if ctx else fn(params, rng)
-            except Exception as exc:
-                ends.append(clock())
-                starts.append(t)
-                floats.append(_NAN)
-                done.failures.append(self._failure(i, exc))
-                continue
+            except _FAILS as exc:
+                stopper.end()
+                ok, out = self._retry(i, params, exc)
+                if not ok:
+                    ends.append(clock())
+                    starts.append(t)
+                    floats.append(_NAN)
+                    done.failures.append(out)
+                    continue
+            except TaskInterrupted:
+                stopper.end()
+                break  # the stop's grace period ran out: this task stays pending
+            stopper.end()
             ends.append(clock())
             starts.append(t)
             if fast and type(out) in _FLOATS:
@@ -216,6 +258,11 @@ def _finish(cols: Columns, starts: list, ends: list, floats: list | None, offset
 
 
 _NAN = float("nan")
+_FAILS = (
+    Exception,
+    SystemExit,
+    TaskTimeout,
+)  # a task calling sys.exit() fails, it doesn't end the rank
 _FLOATS = frozenset((float, np.float64))
 
 
