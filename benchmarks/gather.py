@@ -3,17 +3,18 @@
 Run from the repository root, with the project's virtual environment active::
 
     python benchmarks/gather.py [--gb 4] [--np 2] [--schedules auto,static,dynamic]
-                                [--repeat 3] [--dir /tmp] [--markdown]
+                                [--repeat 5] [--dir /tmp] [--markdown]
 
 Tasks (``benchmarks/_gather_task.py``) each return 1 MiB (131,072 float64, all equal to the task
 id), so ``--gb G`` runs 1024 * G tasks and lands G GiB of results; the work per task is ~0.1 ms.
 
 Rows:
 
-1. local limit: this process alone writes the same (N, 131072) float64 array with h5py into a
-   dataset chunked as mpibatch chunks results (rows of ~1 MiB: here one row per chunk), in
-   blocks of ``--block-mb`` (default 64, mpibatch's MPIBATCH_GATHER_MB), filling each block
-   first; timed from opening the file to closing it.
+1. local limit: this process alone writes the same (N, 131072) float64 array with h5py, in
+   blocks of ``--block-mb`` rows (default 64, mpibatch's MPIBATCH_GATHER_MB), filling each
+   block first; timed from opening the file to closing it. Two layouts: chunked as mpibatch's
+   store chunked results (rows of ~1 MiB: one row per chunk here) and contiguous (as the
+   fixed-layout store allocates them); the faster of the two is "the limit".
 2. ``mpiexec -n NP python benchmarks/_rss_probe.py ... run _gather_task.py --schedule S``
    for each schedule: the mpibatch console entry point unchanged, plus an exit hook that reads
    each rank's ``VmHWM`` (peak RSS) from ``/proc/self/status`` after mpibatch and MPI_Finalize
@@ -25,6 +26,8 @@ Rows:
 Rates: whole command (time.perf_counter around it), net of start-up (start-up = the same
 command with one task per rank), and by the file's own ``wall_seconds`` attribute. The
 ``--repeat`` runs are interleaved; times are best-of (minimum), peak RSS is the worst (maximum).
+Before every timed write the page cache is synced (``os.sync()``, not timed), so one run's
+dirty pages are not written back during the next.
 Every file is read back and checked (every row equals its task id, all tasks done) on the first
 run. Writes land in the page cache, for the limit and mpibatch alike. Files go in a temporary
 directory under ``--dir`` that is deleted at the end.
@@ -87,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--np", type=int, default=2, help="MPI ranks")
     p.add_argument("--schedules", default="auto,static,dynamic", help="comma-separated")
     p.add_argument("--block-mb", type=int, default=64, help="rows per write of the local limit")
-    p.add_argument("--repeat", type=int, default=3, help="runs per command; best-of is shown")
+    p.add_argument("--repeat", type=int, default=5, help="runs per command; best-of is shown")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dir", default=None, help="where the temporary directory goes")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per command")
@@ -105,13 +108,13 @@ def chunk_rows(ntasks: int) -> int:
     return max(1, min(ntasks, MIB // (ROW * 8)))
 
 
-def write_local(path: Path, ntasks: int, block_rows: int) -> float:
+def write_local(path: Path, ntasks: int, block_rows: int, chunked: bool) -> float:
     buf = np.empty((block_rows, ROW))
+    chunks = (chunk_rows(ntasks), ROW) if chunked else None
+    os.sync()  # start from clean page cache, as every timed command does
     t0 = time.perf_counter()
     with h5py.File(path, "w") as f:
-        ds = f.create_dataset(
-            "value", shape=(ntasks, ROW), dtype="f8", chunks=(chunk_rows(ntasks), ROW)
-        )
+        ds = f.create_dataset("value", shape=(ntasks, ROW), dtype="f8", chunks=chunks)
         for a in range(0, ntasks, block_rows):
             b = min(ntasks, a + block_rows)
             buf[: b - a] = np.arange(a, b, dtype=np.float64)[:, None]
@@ -126,7 +129,7 @@ def check_rows(ds: h5py.Dataset, ntasks: int) -> str:
         b = min(ntasks, a + 64)
         if not (ds[a:b] == np.arange(a, b, dtype=np.float64)[:, None]).all():
             return f"DIFFERENT (rows {a}..{b - 1})"
-    return f"ok, chunks {ds.chunks}"
+    return f"ok, {'chunks ' + str(ds.chunks) if ds.chunks else 'contiguous'}"
 
 
 def check_file(path: Path, ntasks: int) -> str:
@@ -235,6 +238,7 @@ def run_mpibatch_once(args, row: Row, schedule: str, tmp: Path, first: bool) -> 
         shutil.rmtree(rss_dir, ignore_errors=True)
         rss_dir.mkdir()
         out.unlink(missing_ok=True)
+        os.sync()
         seconds, error, polled = run_polled(
             mpibatch_cmd(args, schedule, ntasks, out, rss_dir), args.timeout
         )
@@ -258,20 +262,25 @@ def run_mpibatch_once(args, row: Row, schedule: str, tmp: Path, first: bool) -> 
 
 
 def measure(args, tmp: Path) -> list[Row]:
-    limit = Row("local limit: 1 process, h5py")
+    limits = [Row(f"local limit: 1 process, h5py, {lay}") for lay in ("chunked", "contiguous")]
     rows = [Row(f"mpibatch np={args.np} --schedule {s}") for s in args.schedules]
     failed = set()
     for rep in range(args.repeat):
         path = tmp / "local.h5"
-        limit.seconds.append(write_local(path, args.ntasks, args.block_mb))
-        if rep == 0:
-            limit.results = check_file(path, args.ntasks)
-        path.unlink()
+        for limit, chunked in zip(limits, (True, False), strict=True):
+            limit.seconds.append(write_local(path, args.ntasks, args.block_mb, chunked))
+            if rep == 0:
+                limit.results = check_file(path, args.ntasks)
+            path.unlink()
         for row, schedule in zip(rows, args.schedules, strict=True):
             if schedule not in failed and not run_mpibatch_once(args, row, schedule, tmp, rep == 0):
                 failed.add(schedule)
             print(f"  ... {row.name}: {row.seconds[-1:]}", file=sys.stderr)
-    return [limit, *rows]
+    return [*limits, *rows]
+
+
+def is_limit(row: Row) -> bool:
+    return row.name.startswith("local limit")
 
 
 def fmt_rss(row: Row) -> str:
@@ -284,16 +293,16 @@ def fmt_rss(row: Row) -> str:
 
 
 def cells(rows: list[Row], gib: float) -> list[list[str]]:
-    limit_rate = gib / min(rows[0].seconds)
+    limit_rate = gib / min(min(r.seconds) for r in rows if is_limit(r))
     out = []
     for r in rows:
-        if not r.seconds or (r is not rows[0] and not r.startup):
+        if not r.seconds or (not is_limit(r) and not r.startup):
             out.append([r.name] + ["-"] * 7 + [r.results])
             continue
         best = min(r.seconds)
         nums = [f"{best:.2f}", f"{gib / best:.2f}"]
-        if r is rows[0]:
-            nums += ["-", f"{gib / best:.2f}", "1.00", "-", "-"]
+        if is_limit(r):
+            nums += ["-", f"{gib / best:.2f}", f"{gib / best / limit_rate:.2f}", "-", "-"]
         else:
             net = best - min(r.startup)
             wall = min(r.wall_attr)
@@ -304,9 +313,11 @@ def cells(rows: list[Row], gib: float) -> list[list[str]]:
 
 
 def verdict(rows: list[Row], gib: float) -> list[str]:
-    limit_rate = gib / min(rows[0].seconds)
+    limit_rate = gib / min(min(r.seconds) for r in rows if is_limit(r))
     lines = []
-    for r in rows[1:]:
+    for r in rows:
+        if is_limit(r):
+            continue
         if not r.seconds or not r.startup or not r.results.startswith("ok"):
             lines.append(f"  {r.name}: not measured or wrong results")
             continue
@@ -352,7 +363,9 @@ def main(argv=None) -> None:
 
 def rank1_text(rows: list[Row]) -> str:
     parts = []
-    for r in rows[1:]:
+    for r in rows:
+        if is_limit(r):
+            continue
         kib = [k for k in r.rank1_kib if k is not None]
         parts.append(f"{r.name.split()[-1]} {max(kib) / 1024:.0f} MiB" if kib else "-")
     return ", ".join(parts)

@@ -12,13 +12,13 @@ _CHECKS = (
     ("function", "task function", "pass --function {old}"),
     ("seed", "seed", "pass --seed {old}, or start a new file with another --out"),
     ("streams", "streams", "pass --streams {old}"),
-    ("tasks", "task range", "pass --tasks {old}"),
     (
         "grid",
         "grid",
         "run with the file's grid (mpibatch info FILE shows the command), "
         "or start a new file with another --out",
     ),
+    ("tasks", "task range", "pass --tasks {old}"),
     (
         "task_file_sha256",
         "task file (its contents changed since the run)",

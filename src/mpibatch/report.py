@@ -114,6 +114,9 @@ def format_info(res: Results) -> str:
     if failed:
         lines.append(f"failed tasks: mpibatch errors {res.path}")
     lines.append(f"reproduce: {a.get('command', '?')}")
+    if pending + failed:
+        lines.append(f"{pending + failed} tasks left (pending or failed); run them with:")
+        lines.append(f"  {a.get('command', '?')} --resume")
     return "\n".join(lines)
 
 

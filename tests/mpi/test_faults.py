@@ -1,0 +1,313 @@
+"""Failures, retries, stops, resume and kills: never a hang, never lost work."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import h5py
+import numpy as np
+import pytest
+from conftest import MPIBATCH, MPIEXEC, TASKS, mpibatch
+
+FAULTY = TASKS / "faulty.py"
+
+
+def _results(path):
+    with h5py.File(path, "r") as f:
+        return ({k: ds[()].tobytes() for k, ds in f["results"].items()}, f["tasks/status"][()])
+
+
+def _reference(tmp_path, reps=300, **env):
+    out = tmp_path / "ref.h5"
+    r = mpibatch(
+        2,
+        "run",
+        FAULTY,
+        "--reps",
+        reps,
+        "--seed",
+        8,
+        "--out",
+        out,
+        "--quiet",
+        env={"FAULT": "", **env},
+    )
+    assert r.returncode == 0, r.stderr
+    return _results(out)
+
+
+def test_retries_rerun_transient_failures_with_the_same_stream(tmp_path):
+    ref, _ = _reference(tmp_path, reps=12)
+    out = tmp_path / "r.h5"
+    r = mpibatch(
+        2,
+        "run",
+        FAULTY,
+        "--reps",
+        12,
+        "--seed",
+        8,
+        "--out",
+        out,
+        "--retries",
+        1,
+        env={"FAULT": "flaky"},
+    )
+    assert r.returncode == 0, r.stderr
+    got, status = _results(out)
+    assert (status == 1).all() and got == ref
+    r = mpibatch(
+        2,
+        "run",
+        FAULTY,
+        "--reps",
+        12,
+        "--seed",
+        8,
+        "--out",
+        out,
+        "--overwrite",
+        env={"FAULT": "flaky"},
+    )
+    assert r.returncode == 1 and "8 done, 4 failed" in r.stdout
+
+
+def test_max_failures_stops_cleanly(tmp_path):
+    out = tmp_path / "m.h5"
+    r = mpibatch(
+        2,
+        "run",
+        FAULTY,
+        "--reps",
+        200,
+        "--out",
+        out,
+        "--max-failures",
+        3,
+        "--schedule",
+        "dynamic",
+        env={"FAULT": "always", "FAULT_SLEEP": "0.01"},
+    )
+    assert r.returncode == 1, r.stderr
+    assert "--max-failures 3" in r.stderr and "--resume" in r.stderr
+    with h5py.File(out, "r") as f:
+        status = f["tasks/status"][()]
+    assert 3 <= (status == 2).sum() < 100 and (status == 0).sum() > 0
+
+
+def test_a_task_that_never_returns_fails_after_its_timeout(tmp_path):
+    out = tmp_path / "t.h5"
+    t = time.monotonic()
+    r = mpibatch(
+        2,
+        "run",
+        FAULTY,
+        "--reps",
+        8,
+        "--out",
+        out,
+        "--task-timeout",
+        1,
+        env={"FAULT": "hang"},
+        timeout=60,
+    )
+    assert time.monotonic() - t < 30
+    assert r.returncode == 1 and "7 done, 1 failed" in r.stdout
+    errs = mpibatch(None, "errors", out).stdout
+    assert "task 3 " in errs and "TaskTimeout: task ran longer than --task-timeout 1 s" in errs
+
+
+def test_a_task_stuck_outside_python_ends_the_run_naming_it(tmp_path):
+    out = tmp_path / "h.h5"
+    r = mpibatch(
+        2,
+        "run",
+        FAULTY,
+        "--reps",
+        40,
+        "--out",
+        out,
+        "--task-timeout",
+        1,
+        "--schedule",
+        "static",
+        env={"FAULT": "hang_hard", "FAULT_AT": "30"},
+        timeout=60,
+    )
+    assert r.returncode != 0
+    assert "task 30 on rank 1 on" in r.stderr and "did not return" in r.stderr
+    assert _status_after_kill(out)[:20].sum() > 0  # what was written stays; the file opens
+
+
+def test_a_task_calling_abort_ends_the_job_and_the_file_opens(tmp_path):
+    out = tmp_path / "a.h5"
+    r = mpibatch(3, "run", FAULTY, "--reps", 30, "--out", out, env={"FAULT": "abort"}, timeout=60)
+    assert r.returncode != 0
+    assert _status_after_kill(out).shape == (30,)
+
+
+def test_sys_exit_in_a_task_is_a_failure_not_the_end_of_a_rank(tmp_path):
+    r = mpibatch(2, "run", FAULTY, "--reps", 6, "--out", tmp_path / "e.h5", env={"FAULT": "exit"})
+    assert r.returncode == 1 and "5 done, 1 failed" in r.stdout
+
+
+def _popen(out, np_=3, *extra, env=None):
+    cmd = [
+        MPIEXEC,
+        "-n",
+        str(np_),
+        MPIBATCH,
+        "run",
+        str(FAULTY),
+        "--reps",
+        "300",
+        "--seed",
+        "8",
+        "--out",
+        str(out),
+        "--quiet",
+        *map(str, extra),
+    ]
+    full = {**os.environ, "FAULT": "", "FAULT_SLEEP": "0.03", **(env or {})}
+    return subprocess.Popen(
+        cmd,
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
+def test_a_signal_stops_resumably_and_resume_finishes_identically(tmp_path, sig):
+    ref, _ = _reference(tmp_path, FAULT_SLEEP="0")
+    out = tmp_path / "s.h5"
+    p = _popen(out, 3, "--grace", 5)
+    time.sleep(1.5)
+    t = time.monotonic()
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert time.monotonic() - t < 10
+    assert p.returncode == 3, err
+    assert f"stopped early ({sig.name})" in err and "--resume" in err
+    _, status = _results(out)
+    assert 0 < (status == 1).sum() < 300
+    r = mpibatch(
+        2,
+        "run",
+        FAULTY,
+        "--reps",
+        300,
+        "--out",
+        out,
+        "--resume",
+        "--schedule",
+        "static",
+        env={"FAULT": ""},
+    )
+    assert r.returncode == 0, r.stderr
+    assert _results(out)[0] == ref
+
+
+def test_time_limit_stops_before_it_and_exits_resumable(tmp_path):
+    out = tmp_path / "tl.h5"
+    t = time.monotonic()
+    r = mpibatch(
+        2,
+        "run",
+        FAULTY,
+        "--reps",
+        2000,
+        "--out",
+        out,
+        "--time-limit",
+        "00:00:05",
+        "--grace",
+        1,
+        env={"FAULT": "", "FAULT_SLEEP": "0.01"},
+        timeout=60,
+    )
+    assert r.returncode == 3, r.stderr
+    assert time.monotonic() - t < 8
+    assert "the time limit is near" in r.stderr
+    info = mpibatch(None, "info", out).stdout
+    assert "pending" in info and "--resume" in info
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_kill_at_a_random_moment_then_resume_loses_nothing(tmp_path, trial):
+    ref, _ = _reference(tmp_path, FAULT_SLEEP="0")
+    out = tmp_path / "k.h5"
+    p = _popen(out, 3, "--flush-seconds", 0.1, "--schedule", "dynamic", "--block-size", 5)
+    rng = random.Random(trial)
+    time.sleep(rng.uniform(0.5, 2.5))
+    if trial % 2:
+        os.killpg(p.pid, signal.SIGKILL)  # everything at once
+    else:
+        _kill_rank0(p.pid)  # rank 0 alone, mid-write perhaps; the launcher ends the rest
+    p.communicate(timeout=60)
+    status = _status_after_kill(out)
+    with h5py.File(out, "r") as f:
+        x = f["results/x"][()] if "x" in f["results"] else None
+    done = np.flatnonzero(status == 1)
+    if x is not None:  # every row marked done holds its result
+        assert all(x[i].tobytes() == np.frombuffer(ref["x"], "f8")[i].tobytes() for i in done)
+    r = mpibatch(2, "run", FAULTY, "--reps", 300, "--out", out, "--resume", env={"FAULT": ""})
+    assert r.returncode == 0, r.stderr
+    got, status = _results(out)
+    assert (status == 1).all() and got == ref
+
+
+def _kill_rank0(session: int) -> None:
+    for pid in subprocess.run(
+        ["pgrep", "-s", str(session)], capture_output=True, text=True
+    ).stdout.split():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if b"PMI_RANK=0\0" in fh.read():
+                    os.kill(int(pid), signal.SIGKILL)
+                    return
+        except OSError:
+            continue
+    os.killpg(session, signal.SIGKILL)
+
+
+def _status_after_kill(out):
+    for _ in range(200):  # a killed writer's lock goes a moment after the process
+        try:
+            with h5py.File(out, "r") as f:
+                return f["tasks/status"][()]
+        except OSError as exc:
+            if "lock" not in str(exc):
+                raise
+            time.sleep(0.05)
+    pytest.fail("the results file stayed locked after the kill")
+
+
+def test_resume_refuses_a_different_seed_grid_or_edited_file(tmp_path):
+    task = tmp_path / "t.py"
+    task.write_text("def task(params, rng):\n    return rng.random()\n")
+    out = tmp_path / "r.h5"
+    assert mpibatch(1, "run", task, "--reps", 4, "--seed", 1, "--out", out).returncode == 0
+    r = mpibatch(1, "run", task, "--reps", 4, "--seed", 2, "--out", out, "--resume")
+    assert r.returncode == 2 and "the seed differs (file: 1, now: 2)" in r.stderr
+    r = mpibatch(1, "run", task, "--reps", 5, "--out", out, "--resume")
+    assert r.returncode == 2 and "the grid differs" in r.stderr
+    task.write_text("def task(params, rng):\n    return rng.random() + 0\n")
+    r = mpibatch(1, "run", task, "--reps", 4, "--out", out, "--resume")
+    assert r.returncode == 2 and "--force" in r.stderr
+    r = mpibatch(1, "run", task, "--reps", 4, "--out", out, "--resume", "--force")
+    assert r.returncode == 0, r.stderr
+    r = mpibatch(1, "run", task, "--reps", 4, "--out", tmp_path / "none.h5", "--resume")
+    assert r.returncode == 2 and "no results file" in r.stderr
+
+
+def test_rerun_one_task_from_the_command_line(tmp_path):
+    out = tmp_path / "r.h5"
+    mpibatch(2, "run", FAULTY, "--reps", 6, "--seed", 3, "--out", out, "--quiet", env={"FAULT": ""})
+    r = mpibatch(None, "rerun", out, "--task", 4, env={"FAULT": ""})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "matches the stored result" in r.stdout
