@@ -216,8 +216,16 @@ def cmd_rerun(args) -> int:
     return rerun(args.file, args.task, pdb=args.pdb, force=args.force)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (on rank 0 only) naming the help to read."""
+
+    def error(self, message: str):
+        say(f"mpibatch: error: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mpibatch",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

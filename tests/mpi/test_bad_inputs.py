@@ -38,6 +38,20 @@ CASES = {
         ["does not exist", "mkdir -p"],
     ),
     "unwritable output dir": (["run", BOOT, "--out", "/sys/x.h5"], ["not writable"]),
+    "non-integer seed": (["run", BOOT, "--seed", "1.5"], ["--seed", "invalid int value"]),
+    "non-integer reps": (["run", BOOT, "--reps", "many"], ["--reps", "invalid int value"]),
+    "unknown flag": (["run", BOOT, "--frobnicate"], ["unrecognized arguments", "--help"]),
+    "grid axis without =": (["run", BOOT, "--grid", "lr"], ["'lr'", "NAME="]),
+    "bad time limit": (["run", BOOT, "--time-limit", "soon"], ["HH:MM:SS", "--time-limit"]),
+    "negative retries": (["run", BOOT, "--retries", "-1"], ["retries", ">= 0"]),
+    "zero flush interval": (["run", BOOT, "--flush-seconds", "0"], ["flush_seconds", "> 0"]),
+    "zero block size": (["run", BOOT, "--block-size", "0"], ["block_size", ">= 1"]),
+    "zero task timeout": (["run", BOOT, "--task-timeout", "0"], ["task_timeout", "> 0"]),
+    "resume without a file": (
+        ["run", BOOT, "--resume", "--out", "gone.h5"],
+        ["no results file", "drop --resume"],
+    ),
+    "no command": ([], ["required", "--help"]),
 }
 
 
@@ -95,6 +109,74 @@ def test_unstorable_results_stop_the_run_with_one_line(kind, words, tmp_path):
     line = _check(r, words)
     if kind in ("shape", "keys", "dtype"):  # names the offending task (the first to go wrong)
         assert re.search(r"task [5-8] returned", line), line
+
+
+def test_dedicated_root_needs_two_ranks(tmp_path):
+    r = mpibatch(1, "run", BOOT, "--dedicated-root", cwd=tmp_path)
+    _check(r, ["--dedicated-root", "at least 2 ranks", "mpiexec -n 2"])
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (["--seed", "2"], ["seed differs (file: 1, now: 2)", "--seed 1"]),
+        (["--grid", "mu=5"], ["grid differs"]),
+        (["--streams", "rank"], ["streams differs", "--streams task"]),
+    ],
+)
+def test_resume_against_a_different_study(tmp_path, change, words):
+    out = tmp_path / "r.h5"
+    assert mpibatch(2, "run", BOOT, "--reps", 2, "--seed", 1, "--out", out).returncode == 0
+    r = mpibatch(2, "run", BOOT, "--reps", 2, "--out", out, "--resume", *change)
+    _check(r, words)
+
+
+def test_a_task_printing_megabytes_neither_hangs_nor_fails(tmp_path):
+    r = mpibatch(
+        2,
+        "run",
+        TASKS / "faulty.py",
+        "--reps",
+        30,
+        "--out",
+        tmp_path / "c.h5",
+        env={"FAULT": "chatty"},
+        timeout=60,
+    )
+    assert r.returncode == 0 and len(r.stdout) >= 3_000_000
+
+
+def test_a_task_calling_abort_ends_every_rank_promptly(tmp_path):
+    r = mpibatch(
+        3,
+        "run",
+        TASKS / "faulty.py",
+        "--reps",
+        30,
+        "--out",
+        tmp_path / "a.h5",
+        env={"FAULT": "abort"},
+        timeout=30,
+    )
+    assert r.returncode != 0 and "MPI_Abort" in r.stdout + r.stderr
+
+
+def test_a_task_that_never_returns_is_failed_by_the_timeout(tmp_path):
+    r = mpibatch(
+        2,
+        "run",
+        TASKS / "faulty.py",
+        "--reps",
+        6,
+        "--out",
+        tmp_path / "t.h5",
+        "--task-timeout",
+        "0.5",
+        env={"FAULT": "hang"},
+        timeout=30,
+    )
+    assert r.returncode == 1
+    assert "1 tasks failed; their tracebacks: mpibatch errors" in r.stdout
 
 
 def test_debug_shows_the_traceback(tmp_path):
