@@ -67,9 +67,16 @@ def _efficiency_lines(res: Results) -> list[str]:
     n_ranks = int(res.attrs.get("n_ranks", 1))
     out = [f"task time: {busy:.3f} s summed over tasks"]
     if wall:
-        eff = busy / max(1e-12, n_ranks * wall)
-        out.insert(0, f"wall time: {wall:.3f} s on {n_ranks} ranks")
-        out.append(f"parallel efficiency: {eff:.1%} (task time / (ranks x wall))")
+        rank_seconds = res.attrs.get("rank_seconds") or n_ranks * wall  # summed over sessions
+        eff = busy / max(1e-12, rank_seconds)
+        sessions = len(json.loads(res.attrs.get("sessions", "[]")))
+        note = (
+            f" over {sessions} sessions (the last on {n_ranks} ranks)"
+            if sessions > 1
+            else (f" on {n_ranks} ranks")
+        )
+        out.insert(0, f"wall time: {wall:.3f} s{note}")
+        out.append(f"parallel efficiency: {eff:.1%} (task time / rank time)")
     else:
         out.insert(0, "wall time: unknown (the run did not finish)")
     return out

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -32,6 +33,14 @@ def _wall(res, ran: np.ndarray) -> float | None:
     return float(np.nanmax(res.start[ran] + res.elapsed[ran]))
 
 
+def _rank_seconds(res, n_ranks: int, wall: float) -> float:
+    """Rank time the run had: summed over its sessions when it was resumed."""
+    sessions = res.attrs.get("sessions")
+    if sessions and len(json.loads(sessions)) > 1 and res.attrs.get("rank_seconds"):
+        return float(res.attrs["rank_seconds"])
+    return n_ranks * wall
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -57,7 +66,7 @@ def stats(res) -> dict[str, Any]:
         "tasks": tasks.tolist(),
         # a dedicated root runs no tasks by design: balance and idleness are the workers'
         "load_imbalance": _ratio(float(workers.max()), total / len(workers)),
-        "idle_fraction": 1.0 - total / (len(workers) * wall) if wall else None,
+        "idle_fraction": 1.0 - total / _rank_seconds(res, len(workers), wall) if wall else None,
         "dispatch_seconds": dispatch,
         "dispatch_fraction": _ratio(dispatch, wall),
     }
