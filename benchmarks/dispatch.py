@@ -133,7 +133,7 @@ def cells(rows: list[Row]) -> list[list[str]]:
         if r.seconds is None or r.startup is None:
             out.append([r.name] + ["-"] * 7 + [r.results])
             continue
-        x, a = rates(r), r.attrs
+        x, a = rates(r) if "dynamic" in r.flags else {}, r.attrs  # static: no requests
 
         def num(v, fmt="{:,.0f}"):
             return fmt.format(v) if v is not None else "-"

@@ -30,9 +30,23 @@ SLEEPY = HERE / "_sleep_task.py"
 
 
 def _run(np_: int, task: Path, reps: int, out: Path, *extra: str) -> list[str]:
-    return [str(BIN / "mpiexec"), "-n", str(np_), str(BIN / "mpibatch"), "run", str(task),
-            "--reps", str(reps), "--seed", "1", "--out", str(out), "--overwrite", "--quiet",
-            *extra]
+    return [
+        str(BIN / "mpiexec"),
+        "-n",
+        str(np_),
+        str(BIN / "mpibatch"),
+        "run",
+        str(task),
+        "--reps",
+        str(reps),
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--overwrite",
+        "--quiet",
+        *extra,
+    ]
 
 
 def _best(cmd: list[str], repeat: int) -> float:
@@ -46,8 +60,11 @@ def _best(cmd: list[str], repeat: int) -> float:
 
 def flush_costs(tmp: Path, n: int, repeat: int) -> list[tuple[str, float]]:
     rows = []
-    for label, flush in (("never (--flush-seconds 1e9)", "1e9"), ("default (30 s)", "30"),
-                         ("every 0.1 s", "0.1")):
+    for label, flush in (
+        ("never (--flush-seconds 1e9)", "1e9"),
+        ("default (30 s)", "30"),
+        ("every 0.1 s", "0.1"),
+    ):
         cmd = _run(2, HERE / "tiny_task.py", n, tmp / "f.h5", "--flush-seconds", flush)
         rows.append((label, n / _best(cmd, repeat)))
     return rows
@@ -89,8 +106,10 @@ def main() -> None:
         for task_ms, grace in ((50, 30.0), (10_000, 2.0)):
             took, code, pending = stop_time(tmp, task_ms, grace)
             ok = "met" if took <= grace + 2 and code == 3 else "MISSED"
-            print(f"{f'{task_ms:g} ms each':24s} {grace:6g} {took:8.2f} {code:5d} {pending:8d} "
-                  f"<= {grace + 2:g} s: {ok}")
+            print(
+                f"{f'{task_ms:g} ms each':24s} {grace:6g} {took:8.2f} {code:5d} {pending:8d} "
+                f"<= {grace + 2:g} s: {ok}"
+            )
 
 
 if __name__ == "__main__":
