@@ -56,3 +56,34 @@ def test_pandas_frame_has_params_and_scalar_results(tmp_path):
     assert isinstance(df, pd.DataFrame)
     assert list(df.columns[:3]) == ["mu", "rep", "value"] and len(df) == 4
     assert np.isfinite(df["value"]).all()
+
+
+def test_a_rank_with_another_environment_fails_the_launch_naming_its_host():
+    from mpibatch._plan import Plan
+    from mpibatch.engine import _launch_check
+
+    plan = Plan(
+        grid_json="{}",
+        seed=1,
+        streams="task",
+        schedule="auto",
+        ids=(0, 1),
+        threads=1,
+        gather_bytes=1,
+        quiet=True,
+        t0=0.0,
+        session_t0=0.0,
+    )
+    import sys
+
+    import mpibatch
+
+    plan.attrs = {
+        "python_version": sys.version.split()[0],
+        "mpibatch_version": mpibatch.__version__,
+        "task_file_sha256": "aaa",
+    }
+    assert _launch_check(plan, {"task_file_sha256": "aaa"}) is None
+    err = _launch_check(plan, {"task_file_sha256": "bbb"})
+    assert "task file" in str(err) and "'bbb' but rank 0 has 'aaa'" in str(err)
+    assert "rank on " in str(err) and "shared filesystem" in str(err)

@@ -15,10 +15,10 @@ from pathlib import Path
 from . import _comm, _dispatch, _plan, _resume, schedule, streams
 from ._plan import Plan
 from ._stop import Stopper
-from .errors import MpibatchError
+from .errors import MpibatchError, UsageError
 from .grid import Grid
 from .store import Store, read_attrs
-from .worker import Runner, blas_info, blas_limits
+from .worker import Runner, blas_info, blas_limits, cores
 
 
 @dataclass
@@ -109,9 +109,32 @@ def _run(comm, task, function: str, grid, opts: dict):
         error = exc
     _comm.agree(comm, error)
     plan = _comm.share(comm, plan)
+    _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
     if opts["dry_run"]:
         return plan if rank == 0 else None
     return _execute(comm, fn, plan, store)
+
+
+def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
+    """A rank whose Python, mpibatch or task file differs from rank 0's fails the launch."""
+    import sys
+
+    from . import __version__
+
+    mine = {
+        "python_version": sys.version.split()[0],
+        "mpibatch_version": __version__,
+        "task_file_sha256": source["task_file_sha256"],
+    }
+    for key, value in mine.items():
+        if value != plan.attrs.get(key):
+            what = key.replace("_sha256", "").replace("_", " ")
+            return UsageError(
+                f"rank on {_comm.host()} has {what} {value!r} but rank 0 has "
+                f"{plan.attrs.get(key)!r}; every node must use the same environment and files "
+                "(same virtual environment or modules, task file on a shared filesystem)"
+            )
+    return None
 
 
 def _prepare(grid: Grid, opts: dict, size: int, source: dict) -> tuple[Plan, Store | None]:
@@ -141,7 +164,7 @@ def _execute(comm, fn, plan: Plan, store: Store | None) -> Summary | None:
     stopper = Stopper(plan.grace, plan.task_timeout, f"rank {rank} on {info['host']}")
     summary, fatal = None, None
     with blas_limits(plan.threads), stopper.installed():
-        infos = _comm.gather_small(comm, {**info, "blas": blas_info()})
+        infos = _comm.gather_small(comm, {**info, "blas": blas_info(), "cores": cores()})
         offset = time.time() - time.perf_counter() - plan.t0
         stream = streams.make_streams(plan.streams, plan.seed, rank)
         runner = Runner(

@@ -46,8 +46,15 @@ def _rank_lines(res: Results) -> list[str]:
     for r, h in enumerate(hosts):
         per_host.setdefault(h, []).append(r)
     out = [f"ranks: {len(hosts)} on {len(per_host)} host(s)"]
+    cores = res.ranks.get("cores")
     for h, ranks in per_host.items():
-        out.append(f"  {h}: ranks {_ranges(ranks)}")
+        where = ""
+        if cores is not None:
+            sets = sorted({cores[r] for r in ranks})
+            where = f" (cores {sets[0]} each)" if len(sets) == 1 else f" (cores {', '.join(sets)})"
+        out.append(f"  {h}: ranks {_ranges(ranks)}{where}")
+    if len(per_host) == 1 and len(hosts) > 1:
+        out.append("  note: every rank is on one host")
     blas = res.ranks.get("blas")
     if blas is not None and len(blas):
         libs = json.loads(blas[0])

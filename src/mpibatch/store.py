@@ -262,6 +262,7 @@ class Store:
         group = self.f.create_group("ranks")
         group.create_dataset("host", data=[i["host"] for i in infos], dtype=_STR)
         group.create_dataset("local_rank", data=[i["local_rank"] for i in infos], dtype="i4")
+        group.create_dataset("cores", data=[i.get("cores", "") for i in infos], dtype=_STR)
         group.create_dataset("blas", data=[json.dumps(i["blas"]) for i in infos], dtype=_STR)
         hosts = sorted({i["host"] for i in infos})
         self.f.attrs["hosts"] = json.dumps(hosts)

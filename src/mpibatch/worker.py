@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import os
 import sys
 import time
 import traceback
@@ -21,15 +22,6 @@ import numpy as np
 from ._records import BARE, Columns, Packer, infer_schema
 from ._stop import Stopper, TaskInterrupted, TaskTimeout
 from .errors import ResultError, TaskFileError
-
-BLAS_VARS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-)
 
 
 @dataclass
@@ -271,6 +263,20 @@ def blas_limits(threads: int):
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=threads)
+
+
+def cores() -> str:
+    """The CPU cores this process may run on, as ranges (``0-3,8``); "" if unknown."""
+    try:
+        ids = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return ""
+    runs, start = [], ids[0] if ids else None
+    for a, b in zip(ids, ids[1:] + [None], strict=True):
+        if b != a + 1:
+            runs.append(f"{start}-{a}" if a != start else str(a))
+            start = b
+    return ",".join(runs)
 
 
 def blas_info() -> list[dict]:
