@@ -18,9 +18,11 @@ from . import _comm
 from ._records import Columns, describe, record_bytes
 from .errors import ResultError
 from .schedule import block_rows
+from .store import WriteBehind
 from .worker import RowsDone, Runner
 
 AHEAD = 2  # blocks a rank holds: the one it runs and the next
+POLL_EVERY = 0.002  # seconds: how often rank 0 serves others between its own tasks
 STOP_MARGIN = 2.0  # seconds kept, before a time limit, to gather and close the file
 
 
@@ -44,6 +46,8 @@ class Root:
         self.stop_at = plan.deadline - plan.grace - 2 * STOP_MARGIN if plan.deadline else None
         self.n_blocks, self.dispatch_seconds = 0, 0.0
         self.last_flush = time.monotonic()
+        self.behind = WriteBehind(store, max_seconds=min(0.5, plan.flush_seconds))
+        self.next_poll = 0.0
 
     # ---- handing out blocks ----
     def _slot(self, rank: int) -> int:
@@ -74,10 +78,12 @@ class Root:
                 _comm.send_block_root(self.comm, rank, self._next(rank))
         poll = self.poll if self.size > 1 else None
         while True:
+            if poll is not None and time.perf_counter() >= self.next_poll:
+                self.poll()  # between rank 0's own blocks too, however short they are
             block = None if self.plan.dedicated_root else self._next(0)
             if block is not None:
                 ids = range(self.plan.ids[0] + block[0], self.plan.ids[0] + block[1])
-                cols, done = self.runner.run(ids, poll=poll)
+                cols, done = self.runner.run(ids, poll=poll, poll_every=POLL_EVERY)
                 self.owed[0] -= 1
                 self._ingest(0, block[0], cols, done.failures, self._own_extras(done))
             elif not any(self.owed):
@@ -85,6 +91,7 @@ class Root:
             else:
                 self._wait_one()
         self._drain(wait=True)
+        self.behind.flush()
         self.progress.update(self.done, self.failed)
 
     # ---- stopping early ----
@@ -109,6 +116,7 @@ class Root:
     # ---- reports from other ranks ----
     def poll(self) -> None:
         """Serve every report that is waiting (called between rank 0's own tasks)."""
+        self.next_poll = time.perf_counter() + POLL_EVERY
         self._check_stop()
         while (source := _comm.report_waiting_root(self.comm)) is not None:
             self._handle(source)
@@ -173,7 +181,7 @@ class Root:
             self._stop_with(extras["fatal"])
         if cols.schema and not self._fits(cols.schema, (extras or {}).get("schema_task", -1)):
             cols = Columns((), cols.rows)  # keep nothing of a report that does not fit
-        self.store.write_rows(pos, cols, rank)
+        self.behind.add(pos, cols, rank)
         self.store.write_failures(failures)
         ran = cols.status > 0
         self.done += int(np.count_nonzero(cols.status == 1))
@@ -186,6 +194,7 @@ class Root:
         if limit and self.failed >= limit and not self.stopping:
             self.request_stop(f"{self.failed} tasks failed (--max-failures {limit})")
         if time.monotonic() - self.last_flush >= self.plan.flush_seconds:
+            self.behind.flush()
             self.store.flush()
             self.last_flush = time.monotonic()
 

@@ -9,7 +9,9 @@ on rank 0 as zero-copy views. No per-task pickling.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -83,6 +85,7 @@ def describe(schema: Schema) -> str:
     return ", ".join(f"{f.key}: {f.dtype}{list(f.shape) if f.shape else ''}" for f in schema)
 
 
+@lru_cache(maxsize=256)
 def _layout(schema: Schema, rows: int) -> tuple[list[tuple[str, np.dtype, tuple, int]], int]:
     specs = [(name, dt, shp) for name, dt, shp in META]
     specs += [(f.key, f.dtype, f.shape) for f in schema]
@@ -90,14 +93,15 @@ def _layout(schema: Schema, rows: int) -> tuple[list[tuple[str, np.dtype, tuple,
     out, offset = [], 0
     for name, dt, shp in specs:
         out.append((name, dt, shp, offset))
-        size = rows * dt.itemsize * int(np.prod(shp, dtype=np.int64))
+        size = rows * dt.itemsize * math.prod(shp)
         offset += -(-size // _ALIGN) * _ALIGN
     return out, offset
 
 
+@lru_cache(maxsize=64)
 def record_bytes(schema: Schema) -> int:
     """Bytes one row takes in a round buffer (before alignment padding)."""
-    return 17 + sum(f.dtype.itemsize * int(np.prod(f.shape, dtype=np.int64)) for f in schema)
+    return 17 + sum(f.dtype.itemsize * math.prod(f.shape) for f in schema)
 
 
 class Columns:
@@ -109,7 +113,7 @@ class Columns:
         self.buffer = np.zeros(nbytes, np.uint8) if buffer is None else buffer[:nbytes]
         self.arrays: dict[str, np.ndarray] = {}
         for name, dt, shp, off in layout:
-            count = rows * int(np.prod(shp, dtype=np.int64))
+            count = rows * math.prod(shp)
             view = self.buffer[off : off + count * dt.itemsize].view(dt)
             self.arrays[name] = view.reshape((rows, *shp))
         self.start = self.arrays["start"]
