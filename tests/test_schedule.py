@@ -68,10 +68,22 @@ def test_auto_queue_probes_single_tasks_then_hands_over():
     q = AutoQueue(0, 100, 2, Segments([(0, 100)]))
     assert [q.next(r, 50) for r in (0, 1, 0, 1)] == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert q.name == "auto"
-    q.observe([0.01] * 4)
+    q.observe(0, 1, [0.01])
+    q.observe(2, 2, [0.01, 0.01])
+    assert q.name == "auto"  # the probe task in row 1 is not back yet
+    q.observe(1, 1, [0.0101])
     assert q.name == "static" and "uniform" in q.reason
     assert q.next(0, 1000) == (4, 52) and q.next(1, 1000) == (52, 100)
     assert make_queue("dynamic", [(0, 5)], 2).name == "dynamic"
+
+
+def test_auto_decides_skewed_when_a_probe_task_is_still_out_long_after_the_rest():
+    q = AutoQueue(0, 1000, 2, Segments([(0, 1000)]))
+    for r in range(20):
+        q.next(r % 2, 1)
+    for row in range(1, 17):  # row 0, a probe task, never comes back
+        q.observe(row, 1, [0.001])
+    assert q.name == "dynamic" and "probe tasks still running" in q.reason
 
 
 def test_segments_map_an_index_onto_pending_rows_cut_at_segment_ends():
@@ -85,9 +97,11 @@ def test_segments_map_an_index_onto_pending_rows_cut_at_segment_ends():
 def test_every_queue_covers_exactly_the_pending_rows(kind):
     segments = [(0, 3), (7, 8), (10, 40), (45, 46)]
     q = make_queue(kind, segments, 3)
+    probed = []
     if kind == "auto":
-        q.observe([0.1] * 6)
-    got = sorted(b for _, b in _drain(q, 3, 4))
+        probed = [q.next(r % 3, 1) for r in range(6)]
+        q.observe(0, 100, [0.1] * 6)
+    got = sorted(probed + [b for _, b in _drain(q, 3, 4)])
     rows = [r for a, b in got for r in range(a, b)]
     assert rows == [r for a, b in segments for r in range(a, b)]
 

@@ -1,10 +1,12 @@
 """The message loop of a run: rank 0 hands out blocks and stores what comes back.
 
-Every schedule uses the same loop; only the queue differs (see schedule.py). Each
-rank holds up to two blocks (the one it runs and the next), so it rarely waits for
-rank 0. Rank 0 runs blocks too and serves the others between its own tasks, unless
-it is a dedicated root. Results travel as raw column buffers; rank 0 writes each
-report into the HDF5 file as it lands, so its memory does not grow with the run.
+Every schedule uses the same loop; only the queue differs (see schedule.py). A rank
+running short tasks holds two blocks (the one it runs and the next), so it rarely waits
+for rank 0; with long tasks, or near the end, it holds one, so no task waits behind a
+busy rank while another is idle. Rank 0 runs blocks too and serves the others between
+its own tasks, unless it is a dedicated root. Results travel as raw column buffers;
+rank 0 writes each report into the HDF5 file as it lands, so its memory does not grow
+with the run.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .schedule import block_rows
 from .store import WriteBehind
 from .worker import RowsDone, Runner
 
-AHEAD = 2  # blocks a rank holds: the one it runs and the next
+LONG_TASK = 0.1  # seconds: tasks this long gain nothing from a rank holding a second block
 POLL_EVERY = 0.002  # seconds: how often rank 0 serves others between its own tasks
 STOP_MARGIN = 2.0  # seconds kept, before a time limit, to gather and close the file
 
@@ -73,19 +75,24 @@ class Root:
 
     def run(self) -> None:
         """Serve every rank and run rank 0's own blocks until all blocks are reported."""
-        for rank in range(1, self.size):
-            for _ in range(AHEAD):
-                _comm.send_block_root(self.comm, rank, self._next(rank))
+        workers = range(1, self.size)
+        for rank in workers:  # a first block for every rank, rank 0 included ...
+            _comm.send_block_root(self.comm, rank, self._next(rank))
+        block = None if self.plan.dedicated_root else self._next(0)
+        for rank in workers:  # ... before anyone is given a second
+            _comm.send_block_root(self.comm, rank, self._ahead(rank))
         poll = self.poll if self.size > 1 else None
         while True:
             if poll is not None and time.perf_counter() >= self.next_poll:
                 self.poll()  # between rank 0's own blocks too, however short they are
-            block = None if self.plan.dedicated_root else self._next(0)
+            if block is None and not self.plan.dedicated_root:
+                block = self._next(0)
             if block is not None:
                 ids = range(self.plan.ids[0] + block[0], self.plan.ids[0] + block[1])
                 cols, done = self.runner.run(ids, poll=poll, poll_every=POLL_EVERY)
                 self.owed[0] -= 1
                 self._ingest(0, block[0], cols, done.failures, self._own_extras(done))
+                block = None
             elif not any(self.owed):
                 break
             else:
@@ -93,6 +100,20 @@ class Root:
         self._drain(wait=True)
         self.behind.flush()
         self.progress.update(self.done, self.failed)
+
+    def _ahead(self, rank: int) -> tuple[int, int] | None:
+        """A second block for a rank that still holds one, unless that would hurt.
+
+        Holding the next block hides the round trip to rank 0, which matters for short
+        tasks. For long tasks, or when few tasks are left, a block held by a busy rank
+        could have run at once on an idle one, so the answer is no block: the rank then
+        asks again when it finishes (and holds one block from then on).
+        """
+        done = self.done + self.failed
+        mean = self.busy / done if done else None
+        if (mean is not None and mean > LONG_TASK) or self.queue.remaining < 2 * self.size:
+            return None
+        return self._next(rank)
 
     # ---- stopping early ----
     def _check_stop(self) -> None:
@@ -122,6 +143,7 @@ class Root:
             self._handle(source)
         if self.pending:
             self._drain()
+        self.behind.tick()
 
     def _wait_one(self) -> None:
         delay = 0.0
@@ -129,6 +151,7 @@ class Root:
             if self.pending and self._drain():
                 return
             self._check_stop()
+            self.behind.tick()  # idle: do not let finished results wait in memory
             delay = _comm._nap(delay)
         self._handle(source)
 
@@ -140,7 +163,8 @@ class Root:
             self._stop_with(extras["fatal"])
         if extras and extras.get("stop"):
             self.request_stop(f"{extras['stop']} on rank {source}")
-        _comm.send_block_root(self.comm, source, self._next(source))
+        reply = self._next(source) if self.owed[source] == 0 else self._ahead(source)
+        _comm.send_block_root(self.comm, source, reply)
         self.pending.append((source, header, extras, buf, req))
         self.dispatch_seconds += time.perf_counter() - t
 
@@ -188,7 +212,7 @@ class Root:
         self.failed += int(np.count_nonzero(cols.status == 2))
         self.busy += float(cols.elapsed[ran].sum())
         if hasattr(self.queue, "observe"):
-            self.queue.observe(cols.elapsed[ran].tolist())
+            self.queue.observe(pos, cols.rows, cols.elapsed[ran].tolist())
         self.progress.update(self.done, self.failed)
         limit = self.plan.max_failures
         if limit and self.failed >= limit and not self.stopping:
@@ -227,9 +251,13 @@ class Root:
 
 
 def work(comm, runner: Runner, ids0: int) -> None:
-    """Any rank but 0: run the blocks rank 0 sends, report each, until it sends no more."""
+    """Any rank but 0: run the blocks rank 0 sends, report each, until it sends no more.
+
+    Rank 0 answers every report with one message (a block, or none), after two first
+    messages; a rank is done when it holds no block and is owed no answer.
+    """
     hand: deque = deque()
-    expected, inflight, fatal, schema_sent = AHEAD, [], False, False
+    expected, inflight, fatal, schema_sent = 2, [], False, False  # rank 0 first sends two
     stopper = runner.stopper
 
     def poll() -> None:

@@ -139,6 +139,7 @@ class AutoQueue:
         self.front, self.stop, self.n_ranks, self.block_size = start, stop, n_ranks, block_size
         self.segs = segs
         self.probe_size = min(stop - start, 2 * n_ranks)
+        self.probe_out: set[int] = set()  # rows of the probe not yet back
         self.times: list[float] = []
         self.inner: StaticQueue | GuidedQueue | None = None
         self.reason = ""
@@ -147,16 +148,28 @@ class AutoQueue:
     def name(self) -> str:
         return self.inner.name if self.inner else "auto"
 
-    def observe(self, times: Sequence[float]) -> None:
-        """Task times (seconds) of finished tasks; decides once the probe is in."""
+    def observe(self, row: int, n_rows: int, times: Sequence[float]) -> None:
+        """Times (seconds) of the tasks that ran in rows ``row .. row + n_rows``.
+
+        Decides once every probe task is back (the first tasks to finish are the fast
+        ones, so deciding on them alone would miss the slow), or once four times as many
+        other tasks finished while some probe task still runs: skewed, by then.
+        """
         if self.inner is not None:
             return
+        self.probe_out.difference_update(range(row, row + n_rows))
         self.times.extend(times)
-        if len(self.times) >= self.probe_size:
-            self._decide()
+        if not self.probe_out and len(self.times) >= self.probe_size:
+            self._decide(*choose(self.times, self.stop - self.front, self.n_ranks))
+        elif len(self.times) >= 4 * self.probe_size:
+            self._decide(
+                "dynamic",
+                f"{len(self.probe_out)} probe tasks still running after "
+                f"{len(self.times)} others finished (skewed task times) -> dynamic",
+            )
 
-    def _decide(self) -> None:
-        kind, self.reason = choose(self.times, self.stop - self.front, self.n_ranks)
+    def _decide(self, kind: str, reason: str) -> None:
+        self.reason = reason
         if kind == "static":
             self.inner = StaticQueue(self.front, self.stop, self.n_ranks, self.segs)
         else:
@@ -170,6 +183,8 @@ class AutoQueue:
         if self.front >= self.stop:
             return None
         rows, self.front = self.segs.rows(self.front, self.front + 1)
+        if self.front <= self.probe_size:
+            self.probe_out.add(rows[0])
         return rows
 
     @property

@@ -299,7 +299,14 @@ class WriteBehind:
             self.since = time.monotonic()
         self.items.append((row, cols, rank))
         self.bytes += cols.nbytes
-        if self.bytes >= self.max_bytes or time.monotonic() - self.since >= self.max_seconds:
+        if self.bytes >= self.max_bytes:
+            self.flush()
+        else:
+            self.tick()
+
+    def tick(self) -> None:
+        """Write what waits if the oldest report has waited long enough."""
+        if self.items and time.monotonic() - self.since >= self.max_seconds:
             self.flush()
 
     def flush(self) -> None:
