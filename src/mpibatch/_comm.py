@@ -36,7 +36,8 @@ def local_rank(comm: MPI.Comm) -> tuple[int, int]:
 
 
 def library_version() -> str:
-    return MPI.Get_library_version().splitlines()[0].strip()
+    # Open MPI ends the string with a NUL, which an HDF5 string attribute refuses
+    return MPI.Get_library_version().replace("\x00", "").splitlines()[0].strip()
 
 
 def agree(comm: MPI.Comm, error: BaseException | None) -> None:

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .devices import to_host
 from .errors import ResultError
 
 BARE = "value"  # key used when a task returns a bare scalar or array
@@ -33,8 +34,7 @@ Schema = tuple  # tuple[Field, ...]
 
 
 def _as_array(key: str, value: object, task_id: int) -> np.ndarray:
-    if hasattr(value, "__cuda_array_interface__") or hasattr(value, "detach"):
-        value = _to_host(value)
+    value = to_host(value)  # CuPy / PyTorch / JAX arrays to numpy, without importing them
     try:
         arr = np.asarray(value)
     except ValueError as exc:  # ragged nested lists
@@ -49,15 +49,6 @@ def _as_array(key: str, value: object, task_id: int) -> np.ndarray:
             "and keep labels in the grid"
         )
     return arr
-
-
-def _to_host(value: object) -> object:
-    """CuPy arrays and torch tensors to numpy, without importing either library."""
-    if hasattr(value, "get") and hasattr(value, "__cuda_array_interface__"):
-        return value.get()
-    if hasattr(value, "detach"):
-        return value.detach().cpu().numpy()
-    return value
 
 
 def _items(out: object, task_id: int) -> list[tuple[str, object]]:
