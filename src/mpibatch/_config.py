@@ -14,6 +14,8 @@ DEFAULTS: dict[str, Any] = {
     "schedule": "auto",
     "flush_seconds": 30.0,
     "grace": 30.0,
+    "gpus": "auto",
+    "ranks_per_gpu": None,
     "threads_per_rank": 1,
     "gather_mb": 64,
     "quiet": False,
@@ -48,6 +50,7 @@ _PARSE: dict[str, Callable[[str, str], Any]] = {
     "gather_mb": _as_int,
     "flush_seconds": lambda name, text: _as_number(name, text),
     "grace": lambda name, text: _as_number(name, text),
+    "ranks_per_gpu": _as_int,
     "quiet": _as_bool,
 }
 

@@ -15,6 +15,7 @@ import os
 import sys
 
 from . import __version__
+from ._cli_slurm import add_hostfile, add_slurm, split_slurm_command
 from .errors import MpibatchError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -81,6 +82,15 @@ _RUN_FLAGS = {  # flag -> (argparse options, help); grouped as --help shows them
             "rank 0 only dispatches and writes (default: it runs tasks too)",
         ),
         "--threads-per-rank": ({"type": int}, "BLAS/OpenMP threads per rank (default 1)"),
+        "--gpus": (
+            {"metavar": "auto|none|N"},
+            "bind each rank to one local GPU: local rank k gets visible GPU k mod G "
+            "(default auto; none: CPU only; N: use the first N GPUs)",
+        ),
+        "--ranks-per-gpu": (
+            {"type": int, "metavar": "R"},
+            "at most R ranks share a GPU (more ranks per node is an error)",
+        ),
     },
     "output": {
         "--out": ({}, "output HDF5 file (default: FILE's name with .h5)"),
@@ -209,6 +219,14 @@ def cmd_plot(args) -> int:
     return EXIT_OK
 
 
+def cmd_merge(args) -> int:
+    from .merge import merge
+
+    summary = merge(args.parts, args.out, overwrite=args.overwrite)
+    say(str(summary))
+    return EXIT_OK if summary.done == summary.n_tasks else EXIT_FAILED
+
+
 def cmd_rerun(args) -> int:
     _set_thread_env(None)
     from .rerun import rerun
@@ -235,6 +253,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mpibatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
+    add_slurm(sub)
+    add_hostfile(sub)
     p = sub.add_parser("info", help="summarise a results file")
     p.add_argument("file")
     p.set_defaults(func=cmd_info, debug=False)
@@ -248,6 +268,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("-o", "--output", help="PNG to write (default: FILE.timeline.png)")
     p.set_defaults(func=cmd_plot, debug=False)
+    p = sub.add_parser(
+        "merge",
+        help="merge the files of a job array's --tasks slices into one file",
+        description="Merge the files that mpibatch run --tasks START:STOP wrote for one study "
+        "(one per job-array element, in any order) into one file laid out as a single run over "
+        "their union. Exit 0 if every task is done, 1 if some are pending or failed.",
+    )
+    p.add_argument("parts", nargs="+", metavar="PART", help="results files of the parts")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="merged file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_merge, debug=False)
     p = sub.add_parser(
         "rerun",
         help="run one task again in this process and compare it with the stored result",
@@ -269,7 +300,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv, command = split_slurm_command(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
+    if command:
+        args.mpibatch_args = command
     try:
         return args.func(args)
     except MpibatchError as exc:

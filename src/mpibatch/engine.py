@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _comm, _dispatch, _plan, _resume, schedule, streams
+from . import _comm, _config, _dispatch, _plan, _resume, devices, schedule, streams
 from ._plan import Plan
 from ._stop import Stopper
 from .errors import MpibatchError, UsageError
@@ -71,6 +71,8 @@ def run(
     task_timeout: float | None = None,
     grace: float | None = None,
     time_limit: str | float | None = None,
+    gpus: str | int | None = None,
+    ranks_per_gpu: int | None = None,
     resume: bool = False,
     force: bool = False,
     overwrite: bool = False,
@@ -98,6 +100,29 @@ def run(
 
 
 def _run(comm, task, function: str, grid, opts: dict):
+    device = _choose_device(comm, opts)
+    with devices.bound(device):  # before the task file is imported: CUDA sees one device
+        return _run_bound(comm, task, function, grid, opts, device)
+
+
+def _choose_device(comm, opts: dict):
+    """This rank's GPU (or None): local rank k gets visible GPU k mod G (see devices.py)."""
+    local, n_local = _comm.local_rank(comm)
+    device, error = None, None
+    try:
+        request = devices.parse_request(_config.resolve("gpus", opts["gpus"]))
+        per_gpu = _config.resolve("ranks_per_gpu", opts["ranks_per_gpu"])
+        if request != "none":
+            device = devices.choose(
+                local, n_local, devices.visible_gpus(), request, per_gpu, host=_comm.host()
+            )
+    except MpibatchError as exc:
+        error = exc
+    _comm.agree(comm, error)
+    return device
+
+
+def _run_bound(comm, task, function: str, grid, opts: dict, device):
     rank, size = comm.Get_rank(), comm.Get_size()
     error, fn, plan, store = None, None, None, None
     try:
@@ -112,7 +137,7 @@ def _run(comm, task, function: str, grid, opts: dict):
     _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
     if opts["dry_run"]:
         return plan if rank == 0 else None
-    return _execute(comm, fn, plan, store)
+    return _execute(comm, fn, plan, store, device)
 
 
 def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
@@ -157,14 +182,17 @@ def _prepare(grid: Grid, opts: dict, size: int, source: dict) -> tuple[Plan, Sto
     return plan, Store.create(path, grid, plan.id_range, plan.attrs)
 
 
-def _execute(comm, fn, plan: Plan, store: Store | None) -> Summary | None:
+def _execute(comm, fn, plan: Plan, store: Store | None, device) -> Summary | None:
     rank, size = comm.Get_rank(), comm.Get_size()
     local, _ = _comm.local_rank(comm)
-    info = {"rank": rank, "size": size, "host": _comm.host(), "local_rank": local}
+    info = {"rank": rank, "size": size, "host": _comm.host(), "local_rank": local, "device": device}
     stopper = Stopper(plan.grace, plan.task_timeout, f"rank {rank} on {info['host']}")
     summary, fatal = None, None
     with blas_limits(plan.threads), stopper.installed():
-        infos = _comm.gather_small(comm, {**info, "blas": blas_info(), "cores": cores()})
+        gpu = device.as_dict() if device is not None else None
+        infos = _comm.gather_small(
+            comm, {**info, "device": gpu, "blas": blas_info(), "cores": cores()}
+        )
         offset = time.time() - time.perf_counter() - plan.t0
         stream = streams.make_streams(plan.streams, plan.seed, rank)
         runner = Runner(

@@ -55,11 +55,20 @@ def _rank_lines(res: Results) -> list[str]:
         out.append(f"  {h}: ranks {_ranges(ranks)}{where}")
     if len(per_host) == 1 and len(hosts) > 1:
         out.append("  note: every rank is on one host")
-    blas = res.ranks.get("blas")
-    if blas is not None and len(blas):
-        libs = json.loads(blas[0])
-        desc = ", ".join(f"{d.get('internal_api')} {d.get('num_threads')} thread(s)" for d in libs)
-        out.append(f"  BLAS on rank 0: {desc or 'none loaded'}")
+    out += _gpu_lines(res, hosts)
+    return out
+
+
+def _gpu_lines(res: Results, hosts) -> list[str]:
+    gpu = res.ranks.get("gpu_index")
+    if gpu is None or not (gpu >= 0).any():
+        return []
+    uuids, names = res.ranks["gpu_uuid"], res.ranks["gpu_name"]
+    bound = [r for r in range(len(hosts)) if gpu[r] >= 0]
+    distinct = {(hosts[r], uuids[r] or gpu[r]) for r in bound}
+    out = [f"  GPUs: {len(bound)} ranks on {len(distinct)} distinct GPU(s)"]
+    for r in bound:
+        out.append(f"    rank {r} on {hosts[r]}: GPU {gpu[r]} {names[r]} {uuids[r]}".rstrip())
     return out
 
 

@@ -264,6 +264,10 @@ class Store:
         group.create_dataset("host", data=[i["host"] for i in infos], dtype=_STR)
         group.create_dataset("local_rank", data=[i["local_rank"] for i in infos], dtype="i4")
         group.create_dataset("cores", data=[i.get("cores", "") for i in infos], dtype=_STR)
+        gpus = [i.get("device") or {} for i in infos]  # -1 and "" on CPU ranks
+        group.create_dataset("gpu_index", data=[g.get("index", -1) for g in gpus], dtype="i4")
+        for key in ("uuid", "name"):
+            group.create_dataset(f"gpu_{key}", data=[g.get(key) or "" for g in gpus], dtype=_STR)
         group.create_dataset("blas", data=[json.dumps(i["blas"]) for i in infos], dtype=_STR)
         hosts = sorted({i["host"] for i in infos})
         self.f.attrs["hosts"] = json.dumps(hosts)

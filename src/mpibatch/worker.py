@@ -155,7 +155,9 @@ class Runner:
 
     def _context(self, i: int, params: dict) -> TaskContext:
         info = self.info
-        return TaskContext(i, info["rank"], info["local_rank"], info["size"], params)
+        return TaskContext(
+            i, info["rank"], info["local_rank"], info["size"], params, info.get("device")
+        )
 
     def _failure(self, i: int, exc: BaseException) -> TaskFailure:
         tb = traceback.format_exc()

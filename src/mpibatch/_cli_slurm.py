@@ -1,0 +1,136 @@
+"""The ``mpibatch slurm`` and ``mpibatch hostfile`` commands (Slurm knowledge is in slurm.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK = 0
+
+
+def _say(msg: str) -> None:
+    from .cli import say
+
+    say(msg)
+
+
+SLURM_EPILOG = """examples:
+  mpibatch slurm cpu --nodes 2 --ntasks-per-node 64 --time 02:00:00 \\
+      -- run study.py --reps 1000 --seed 42 --out study.h5 > study.sbatch
+  mpibatch slurm resume --time 12:00:00 --submit -- run study.py --seed 42 --out study.h5
+"""
+
+
+def add_slurm(sub) -> None:
+    from .slurm import KINDS
+
+    p = sub.add_parser(
+        "slurm",
+        help="print (or submit) an sbatch script that runs an mpibatch command",
+        usage="mpibatch slurm KIND [options] -- run FILE [run flags]",
+        description="Print a commented sbatch script of KIND running the mpibatch command given "
+        "after --. Edit it in one block at the top, then sbatch it (or pass --submit).",
+        epilog=SLURM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "kind",
+        choices=KINDS,
+        help="cpu (a rank per core), hybrid (ranks x threads), gpu (a rank per GPU), "
+        "resume (requeues itself until done) or array (a job array; then mpibatch merge)",
+    )
+    job = p.add_argument_group("job (default: the KIND's)")
+    for flag, text in (
+        ("--nodes", "nodes (default 1)"),
+        ("--ntasks-per-node", "MPI ranks per node (cpu 4, hybrid 2, gpu = --gpus-per-node)"),
+        ("--cpus-per-task", "cores per rank, also --threads-per-rank (hybrid 4, else 1)"),
+        ("--gpus-per-node", "gpu kind: GPUs per node (default 1)"),
+        ("--max-rounds", "resume kind: at most this many rounds in all (default 10)"),
+        ("--signal-lead", "resume kind: seconds before the end the stop signal comes (120)"),
+        ("--grace", "resume kind: seconds running tasks get after it (60, < --signal-lead)"),
+    ):
+        job.add_argument(flag, type=int, metavar="N", help=text)
+    job.add_argument("--time", metavar="T", help="time limit, e.g. 02:00:00 (default 01:00:00)")
+    job.add_argument("--partition", metavar="P", help="partition (default: the site's)")
+    job.add_argument("--account", metavar="A", help="account to charge")
+    job.add_argument("--array", metavar="SPEC", help="array kind: e.g. 0-9, 0-99%%10 (0-3)")
+    job.add_argument("--job-name", metavar="NAME", help="job name (default mpibatch)")
+    job.add_argument(
+        "--mpi",
+        metavar="PLUGIN",
+        help="srun --mpi= plug-in: pmi2 (default; "
+        "MPICH, Intel MPI, the mpich wheel) or pmix (Open MPI)",
+    )
+    job.add_argument("--launcher", choices=("srun", "mpiexec"), help="default srun")
+    p.add_argument("--submit", action="store_true", help="sbatch the script, print the job id")
+    p.set_defaults(func=cmd_slurm, debug=False, file=None, mpibatch_args=[])
+
+
+_SLURM_OPTIONS = (
+    "nodes",
+    "ntasks_per_node",
+    "cpus_per_task",
+    "gpus_per_node",
+    "max_rounds",
+    "signal_lead",
+    "grace",
+    "time",
+    "partition",
+    "account",
+    "array",
+    "job_name",
+    "mpi",
+    "launcher",
+)
+
+
+def cmd_slurm(args) -> int:
+    from .errors import UsageError
+    from .slurm import SlurmOptions, render, submit
+
+    if not args.mpibatch_args:
+        raise UsageError(
+            "expected the job's mpibatch command after --, got none; "
+            "e.g. mpibatch slurm cpu -- run study.py --reps 1000 --seed 42 --out study.h5"
+        )
+    given = {n: getattr(args, n) for n in _SLURM_OPTIONS if getattr(args, n) is not None}
+    text = render(args.kind, args.mpibatch_args, SlurmOptions(**given))
+    if not args.submit:
+        sys.stdout.write(text)
+        return EXIT_OK
+    _say(f"submitted batch job {submit(text, kind=args.kind)}")
+    return EXIT_OK
+
+
+def add_hostfile(sub) -> None:
+    p = sub.add_parser(
+        "hostfile",
+        help="print a host file for mpiexec (default: this Slurm job's nodes)",
+        description="Print 'HOST slots=N' lines (Open MPI) or 'HOST:N' (MPICH/Hydra). Hosts "
+        "default to the job's SLURM_JOB_NODELIST, slots to SLURM_TASKS_PER_NODE, else this "
+        "machine's CPU count.",
+    )
+    p.add_argument("hosts", nargs="*", metavar="HOST", help="host names (default: the job's)")
+    p.add_argument(
+        "--flavor",
+        choices=("openmpi", "mpich"),
+        default="openmpi",
+        help="openmpi (default): HOST slots=N; mpich: HOST:N",
+    )
+    p.add_argument("--slots", type=int, metavar="N", help="ranks per host")
+    p.set_defaults(func=cmd_hostfile, debug=False, file=None)
+
+
+def cmd_hostfile(args) -> int:
+    from .slurm import job_hostfile
+
+    sys.stdout.write(job_hostfile(args.flavor, args.slots, args.hosts or None))
+    return EXIT_OK
+
+
+def split_slurm_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``slurm ... -- CMD``: argparse cannot take CMD after options, so cut it off first."""
+    if argv[:1] == ["slurm"] and "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
