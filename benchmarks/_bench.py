@@ -21,8 +21,10 @@ BINDIR = Path(sys.executable).parent
 
 
 def last_stderr_line(stderr: str) -> str:
+    """The last line of stderr, skipping MPICH's "application called MPI_Abort" notices."""
     lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
-    return lines[-1][:160] if lines else "(no stderr)"
+    said = [ln for ln in lines if "called MPI_Abort" not in ln and not ln.startswith("Abort(")]
+    return (said or lines or ["(no stderr)"])[-1][:160]
 
 
 def run_command(cmd: list[str], timeout: float, env: dict | None = None):
