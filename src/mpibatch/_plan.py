@@ -40,6 +40,7 @@ class Plan:
     grace: float = 30.0
     deadline: float | None = None  # wall-clock time by which the run must have exited
     resume: bool = False
+    slurm: dict = field(default_factory=dict)  # the Slurm job's facts, inside one
     out: str = ""
     attrs: dict = field(default_factory=dict)
 
@@ -87,7 +88,7 @@ def _number(name: str, value, flag: str, minimum: float = 0.0) -> float | None:
     return float(value)
 
 
-def _limits(opts: dict, size: int, now: float) -> dict:
+def _limits(opts: dict, size: int, now: float, job: dict | None) -> dict:
     if opts["dedicated_root"] and size < 2:
         raise UsageError(
             f"--dedicated-root: expected at least 2 ranks, got {size}; launch with "
@@ -109,6 +110,9 @@ def _limits(opts: dict, size: int, now: float) -> dict:
     )
     limit = opts["time_limit"]
     limit = _config.parse_duration(limit) if isinstance(limit, str) else limit
+    deadline = now + _number("time_limit", limit, "--time-limit 01:00:00") if limit else None
+    if job and job.get("end_time") and (deadline is None or job["end_time"] < deadline):
+        deadline = job["end_time"]  # inside a Slurm job: stop in time for its end
     return {
         "block_size": opts["block_size"],
         "dedicated_root": bool(opts["dedicated_root"]),
@@ -118,8 +122,19 @@ def _limits(opts: dict, size: int, now: float) -> dict:
         "max_failures": opts["max_failures"],
         "task_timeout": _number("task_timeout", opts["task_timeout"], "--task-timeout 600"),
         "grace": _number("grace", _config.resolve("grace", opts["grace"]), "--grace 30", -1e-9),
-        "deadline": now + _number("time_limit", limit, "--time-limit 01:00:00") if limit else None,
+        "deadline": deadline,
     }
+
+
+def _slurm_job() -> dict | None:
+    """This Slurm job's facts (None outside Slurm), read once on rank 0."""
+    import os
+
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    from .slurm import job_info
+
+    return job_info()
 
 
 def make(grid: Grid, opts: dict, size: int, stored: dict | None = None) -> Plan:
@@ -134,7 +149,12 @@ def make(grid: Grid, opts: dict, size: int, stored: dict | None = None) -> Plan:
         "--threads-per-rank",
     )
     gather_mb = _config.positive_int("MPIBATCH_GATHER_MB", _config.resolve("gather_mb"), "")
-    ids = schedule.parse_task_slice(opts["tasks"], grid.n_tasks)
+    if opts["tasks"] == "array":  # this Slurm job-array element's share of the tasks
+        from .slurm import array_slice
+
+        ids = array_slice(grid.n_tasks)
+    else:
+        ids = schedule.parse_task_slice(opts["tasks"], grid.n_tasks)
     out = opts["out"]
     if not opts["dry_run"]:
         if out is None:
@@ -142,6 +162,7 @@ def make(grid: Grid, opts: dict, size: int, stored: dict | None = None) -> Plan:
         if not opts["resume"]:
             check_output(out, opts["overwrite"])
     now = time.time()
+    job = _slurm_job()
     return Plan(
         grid_json=grid.to_json(),
         seed=seed,
@@ -157,7 +178,8 @@ def make(grid: Grid, opts: dict, size: int, stored: dict | None = None) -> Plan:
         session_t0=now,
         resume=bool(opts["resume"]),
         out=str(out or ""),
-        **_limits(opts, size, now),
+        slurm=job or {},
+        **_limits(opts, size, now, job),
     )
 
 
@@ -188,6 +210,7 @@ def attrs(plan: Plan, source: dict, size: int, argv) -> dict:
         "h5py_version": h5py.__version__,
         "hdf5_version": h5py.version.hdf5_version,
         "mpi_library": _comm.library_version(),
+        "slurm": json.dumps(plan.slurm),
     }
 
 
