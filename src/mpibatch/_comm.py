@@ -11,6 +11,8 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 from mpi4py import MPI
@@ -147,6 +149,34 @@ def wait(request: MPI.Request) -> None:
 def barrier(comm: MPI.Comm) -> None:
     """A barrier that naps instead of spinning while others are still busy."""
     wait(comm.Ibarrier())
+
+
+@contextmanager
+def abort_named(where: str, current_task: Callable[[], int | None]):
+    """While a run lasts, a task calling ``MPI.COMM_WORLD.Abort`` first says which it was.
+
+    MPICH's own notice names only the rank, and does not always get out before the job
+    is torn down. ``MPI.COMM_WORLD`` is swapped for a subclass instance on the same
+    communicator whose ``Abort`` writes one line, then aborts; the original is restored.
+    """
+    real = MPI.COMM_WORLD
+
+    class _World(type(real)):
+        def Abort(self, errorcode: int = 0):  # noqa: N802  (mpi4py's name)
+            task = current_task()
+            what = f"task {task}" if task is not None else "code outside a task"
+            sys.stderr.write(
+                f"mpibatch: error: {what} on {where} called MPI_Abort({errorcode}); every "
+                "rank ends now (results written so far are kept: run again with --resume)\n"
+            )
+            sys.stderr.flush()
+            return real.Abort(errorcode)
+
+    MPI.COMM_WORLD = _World(real)
+    try:
+        yield
+    finally:
+        MPI.COMM_WORLD = real
 
 
 def abort(comm: MPI.Comm | None = None, code: int = 1) -> None:

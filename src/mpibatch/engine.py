@@ -188,7 +188,8 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device) -> Summary | Non
     info = {"rank": rank, "size": size, "host": _comm.host(), "local_rank": local, "device": device}
     stopper = Stopper(plan.grace, plan.task_timeout, f"rank {rank} on {info['host']}")
     summary, fatal = None, None
-    with blas_limits(plan.threads), stopper.installed():
+    named = _comm.abort_named(stopper.where, lambda: stopper.task_id)
+    with blas_limits(plan.threads), stopper.installed(), named:
         gpu = device.as_dict() if device is not None else None
         infos = _comm.gather_small(
             comm, {**info, "device": gpu, "blas": blas_info(), "cores": cores()}
