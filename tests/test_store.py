@@ -7,7 +7,8 @@ import pytest
 from mpibatch._records import Columns, Packer, infer_schema
 from mpibatch.errors import OutputError
 from mpibatch.grid import Grid
-from mpibatch.store import Store, check_output, open_results
+from mpibatch.results import open_results
+from mpibatch.store import Store, check_output
 from mpibatch.worker import TaskFailure
 
 

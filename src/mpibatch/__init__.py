@@ -21,7 +21,7 @@ def __getattr__(name: str):
 
         return Grid
     if name == "open":
-        from .store import open_results
+        from .results import open_results
 
         return open_results
     raise AttributeError(f"module 'mpibatch' has no attribute {name!r}")

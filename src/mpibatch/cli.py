@@ -195,7 +195,7 @@ def _report_run(result, quiet: bool) -> int:
 
 def cmd_info(args) -> int:
     from .report import format_info
-    from .store import open_results
+    from .results import open_results
 
     say(format_info(open_results(args.file)))
     return EXIT_OK
@@ -203,14 +203,14 @@ def cmd_info(args) -> int:
 
 def cmd_errors(args) -> int:
     from .report import format_errors
-    from .store import open_results
+    from .results import open_results
 
     say(format_errors(open_results(args.file), full=args.traceback))
     return EXIT_OK
 
 
 def cmd_plot(args) -> int:
-    from .store import open_results
+    from .results import open_results
     from .timeline import plot
 
     out = args.output or os.path.splitext(args.file)[0] + ".timeline.png"

@@ -17,7 +17,8 @@ from ._plan import Plan
 from ._stop import Stopper
 from .errors import MpibatchError, UsageError
 from .grid import Grid
-from .store import Store, read_attrs
+from .results import read_attrs
+from .store import Store
 from .worker import Runner, blas_info, blas_limits, cores
 
 

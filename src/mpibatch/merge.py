@@ -16,11 +16,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import store as _store
+from . import results as _results
 from ._records import Field, describe
 from .errors import OutputError, UsageError
 from .grid import Grid
-from .store import Store, check_output, failures_path, read_attrs, read_failures
+from .results import failures_path, read_attrs, read_failures
+from .store import Store, check_output
 
 _SLICE_BYTES = 64 << 20  # rows copied at a time: at most about this many bytes
 _STUDY = ("grid", "seed", "streams", "function", "task_file_sha256")
@@ -209,9 +210,9 @@ def _copy_part(store: Store, part: _Part, shift: float) -> np.ndarray:
 
 def _part_failures(part: _Part) -> list[dict]:
     """A part's failure records: those in its /errors, then any left in its sidecar."""
-    names = [n for n, _ in _store._ERROR_FIELDS]
+    names = list(_results.ERROR_FIELDS)
     with h5py.File(part.path, "r", locking=False) as src:
-        cols = [_store._read(src["errors"][n]) for n in names] if "errors" in src else []
+        cols = [_results._read(src["errors"][n]) for n in names] if "errors" in src else []
     records = [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
     records += read_failures(failures_path(part.path))
     plain = {"task": int, "rank": int}

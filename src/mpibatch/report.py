@@ -8,7 +8,7 @@ import numpy as np
 
 from . import timeline
 from .grid import Grid
-from .store import Results
+from .results import Results
 
 _SHOW = 5
 

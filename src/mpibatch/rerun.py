@@ -15,7 +15,7 @@ import numpy as np
 from ._records import _items
 from .errors import UsageError
 from .grid import Grid
-from .store import open_results
+from .results import open_results
 from .streams import task_generator
 from .worker import TaskContext, blas_limits, file_hash, load_task_file, wants_context
 
