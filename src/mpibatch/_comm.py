@@ -60,10 +60,6 @@ def gather_small(comm: MPI.Comm, obj: object) -> list | None:
     return comm.gather(obj, root=ROOT)
 
 
-def allgather_small(comm: MPI.Comm, obj: object) -> list:
-    return comm.allgather(obj)
-
-
 # ---- blocks and reports: rank 0 hands out row ranges, ranks send back filled columns ----
 # tags: a block descriptor (int64[2], (-1, -1) = none), a report header (int64[5]),
 # its pickled extras (failures, schema; only when flagged) and its raw result bytes.
@@ -72,7 +68,12 @@ HAS_EXTRAS = 1
 _BACKOFF = 0.001  # seconds: longest nap while waiting, so idle ranks leave cores to busy ones
 
 
-def _nap(delay: float) -> float:
+def _probe(comm: MPI.Comm, source: int, tag: int, status: MPI.Status | None = None) -> bool:
+    """Iprobe twice: a first miss may be the probe that pulled the message in (MPICH)."""
+    return comm.Iprobe(source, tag, status) or comm.Iprobe(source, tag, status)
+
+
+def nap(delay: float) -> float:
     time.sleep(delay)
     return min(_BACKOFF, delay * 2 + 1e-5)
 
@@ -88,20 +89,20 @@ def send_stop_root(comm: MPI.Comm, dest: int) -> None:
 
 def stop_waiting_worker(comm: MPI.Comm) -> bool:
     """True (and the message consumed) if rank 0 asked this rank to stop."""
-    if not comm.Iprobe(source=ROOT, tag=STOP):
+    if not _probe(comm, ROOT, STOP):
         return False
     comm.Recv(np.empty(1, dtype=np.int64), source=ROOT, tag=STOP)
     return True
 
 
 def block_waiting_worker(comm: MPI.Comm) -> bool:
-    return comm.Iprobe(source=ROOT, tag=BLOCK)
+    return _probe(comm, ROOT, BLOCK)
 
 
 def recv_block_worker(comm: MPI.Comm) -> tuple[int, int] | None:
     delay = 0.0
-    while not comm.Iprobe(source=ROOT, tag=BLOCK):
-        delay = _nap(delay)
+    while not _probe(comm, ROOT, BLOCK):
+        delay = nap(delay)
     buf = np.empty(2, dtype=np.int64)
     comm.Recv(buf, source=ROOT, tag=BLOCK)
     return None if buf[0] < 0 else (int(buf[0]), int(buf[1]))
@@ -119,7 +120,7 @@ def send_report_worker(comm: MPI.Comm, header: list[int], data: np.ndarray, extr
 def report_waiting_root(comm: MPI.Comm) -> int | None:
     """The rank whose report header is waiting, or None."""
     status = MPI.Status()
-    return status.Get_source() if comm.Iprobe(MPI.ANY_SOURCE, REPORT, status) else None
+    return status.Get_source() if _probe(comm, MPI.ANY_SOURCE, REPORT, status) else None
 
 
 def recv_report_root(comm: MPI.Comm, source: int):
@@ -143,7 +144,7 @@ def wait(request: MPI.Request) -> None:
     """Wait for a request without spinning a core."""
     delay = 0.0
     while not request.Test():
-        delay = _nap(delay)
+        delay = nap(delay)
 
 
 def barrier(comm: MPI.Comm) -> None:

@@ -152,7 +152,7 @@ class Root:
                 return
             self._check_stop()
             self.behind.tick()  # idle: do not let finished results wait in memory
-            delay = _comm._nap(delay)
+            delay = _comm.nap(delay)
         self._handle(source)
 
     def _handle(self, source: int) -> None:
