@@ -185,7 +185,7 @@ def test_a_signal_stops_resumably_and_resume_finishes_identically(tmp_path, sig)
     out = tmp_path / "s.h5"
     p = _popen(out, 3, "--grace", 5)
     time.sleep(1.5)
-    p.send_signal(sig)
+    p.send_signal(sig)  # to the launcher, which forwards it to every rank
     _, err = p.communicate(timeout=10)  # stops within the grace period, or the test fails
     assert p.returncode == 3, err
     assert f"stopped early ({sig.name})" in err and "--resume" in err
@@ -206,6 +206,24 @@ def test_a_signal_stops_resumably_and_resume_finishes_identically(tmp_path, sig)
     )
     assert r.returncode == 0, r.stderr
     assert _results(out)[0] == ref
+
+
+def test_a_signal_to_one_worker_rank_stops_them_all(tmp_path):
+    out = tmp_path / "one.h5"
+    p = _popen(out, 3, "--grace", 5)
+    time.sleep(1.5)
+    _kill_rank(out, 2, signal.SIGTERM)
+    _, err = p.communicate(timeout=10)
+    assert p.returncode == 3, err
+    assert "stopped early (SIGTERM on rank 2)" in err
+    assert 0 < (_results(out)[1] == 1).sum() < 300
+
+
+def test_nan_results_are_results_not_failures(tmp_path):
+    task = tmp_path / "nan.py"
+    task.write_text("def task(params, rng):\n    return float('nan')\n")
+    r = mpibatch(2, "run", task, "--reps", 5, "--out", tmp_path / "n.h5")
+    assert r.returncode == 0 and "5 done, 0 failed" in r.stdout
 
 
 def test_time_limit_stops_before_it_and_exits_resumable(tmp_path):
@@ -231,17 +249,17 @@ def test_time_limit_stops_before_it_and_exits_resumable(tmp_path):
     assert "pending" in info and "--resume" in info
 
 
-@pytest.mark.parametrize("trial", range(4))
+@pytest.mark.parametrize("trial", range(6))
 def test_kill_at_a_random_moment_then_resume_loses_nothing(tmp_path, trial):
     ref, _ = _reference(tmp_path, FAULT_SLEEP="0")
     out = tmp_path / "k.h5"
     p = _popen(out, 3, "--flush-seconds", 0.1, "--schedule", "dynamic", "--block-size", 5)
     rng = random.Random(trial)
     time.sleep(rng.uniform(0.5, 2.5))
-    if trial % 2:
+    if trial % 3 == 1:
         os.killpg(p.pid, signal.SIGKILL)  # everything at once
-    else:
-        _kill_rank0(p.pid)  # rank 0 alone, mid-write perhaps; the launcher ends the rest
+    else:  # one rank: rank 0 (mid-write perhaps) or a worker; the launcher ends the rest
+        _kill_rank(out, 0 if trial % 3 == 0 else 2)
     p.communicate(timeout=60)
     status = _status_after_kill(out)
     with h5py.File(out, "r") as f:
@@ -255,18 +273,18 @@ def test_kill_at_a_random_moment_then_resume_loses_nothing(tmp_path, trial):
     assert (status == 1).all() and got == ref
 
 
-def _kill_rank0(session: int) -> None:
-    for pid in subprocess.run(
-        ["pgrep", "-s", str(session)], capture_output=True, text=True
-    ).stdout.split():
+def _kill_rank(out, rank: int, sig: int = signal.SIGKILL) -> None:
+    """Signal the process of one rank (found by its output path and PMI_RANK)."""
+    pids = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout
+    for pid in pids.split():
         try:
             with open(f"/proc/{pid}/environ", "rb") as fh:
-                if b"PMI_RANK=0\0" in fh.read():
-                    os.kill(int(pid), signal.SIGKILL)
+                if f"PMI_RANK={rank}\0".encode() in fh.read():
+                    os.kill(int(pid), sig)
                     return
         except OSError:
             continue
-    os.killpg(session, signal.SIGKILL)
+    pytest.fail(f"no process of rank {rank} writing {out}")
 
 
 def _status_after_kill(out):
