@@ -56,6 +56,11 @@ def _rank_lines(res: Results) -> list[str]:
     if len(per_host) == 1 and len(hosts) > 1:
         out.append("  note: every rank is on one host")
     out += _gpu_lines(res, hosts)
+    blas = res.ranks.get("blas")
+    if blas is not None and len(blas):
+        libs = json.loads(blas[0])
+        desc = ", ".join(f"{d.get('internal_api')} {d.get('num_threads')} thread(s)" for d in libs)
+        out.append(f"  BLAS on rank 0: {desc or 'none loaded'}")
     return out
 
 

@@ -170,3 +170,11 @@ def test_more_ranks_than_tasks(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "2 tasks: 2 done" in r.stdout
+
+
+def test_info_shows_the_blas_threads_and_where_ranks_ran(tmp_path):
+    out = tmp_path / "b.h5"
+    assert mpibatch(2, "run", TASKS / "blas.py", "--out", out, "--quiet").returncode == 0
+    info = mpibatch(None, "info", out).stdout
+    assert "BLAS on rank 0: openblas 1 thread(s)" in info
+    assert "ranks 0-1 (cores " in info and "note: every rank is on one host" in info
