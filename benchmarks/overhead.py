@@ -31,7 +31,6 @@ hundred task ids, including ids near 2**63.
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from _bench import mpiexec, run_command
 from _streams import cheap_block, numpy_draw
 
 HERE = Path(__file__).resolve().parent
@@ -139,32 +139,6 @@ def time_pool(seed: int, ntasks: int, nprocs: int, ref: np.ndarray) -> Row:
         out = np.array(values, dtype=np.float64)
     elapsed = time.perf_counter() - t0
     return Row(f"multiprocessing.Pool({nprocs}).map", elapsed, compare(out, ref), peer=True)
-
-
-def first_error_line(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    if not lines:
-        return "(no stderr)"
-    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
-    return line[:120]
-
-
-def run_command(cmd: list[str], timeout: float) -> tuple[float | None, str]:
-    """Time a whole command; return (seconds, "") or (None, reason it failed)."""
-    t0 = time.perf_counter()
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError as exc:
-        return None, f"failed: {exc}"
-    except subprocess.TimeoutExpired:
-        return None, f"failed: timed out after {timeout:.0f} s"
-    except subprocess.CalledProcessError as exc:
-        return None, f"failed: {first_error_line(exc.stderr or '')}"
-    return time.perf_counter() - t0, ""
-
-
-def mpiexec(nranks: int) -> list[str]:
-    return [str(BINDIR / "mpiexec"), "-n", str(nranks)]
 
 
 def time_futures(args, nranks: int, tmp: Path, ref: np.ndarray) -> Row:

@@ -85,7 +85,8 @@ def test_close_prints_a_final_line_once():
     p.close()
     p.update(10)
     text = out.getvalue()
-    assert text.endswith("100%  10/10 tasks  0.15 tasks/s  elapsed 0:01:05\n")
+    final = "100%  10/10 tasks  0.15 tasks/s  elapsed 0:01:05\n"
+    assert text.endswith(final)
     assert text.count("\n") == 1
 
     p, clock, out = _progress(total=10)
@@ -116,7 +117,8 @@ def test_eta_unknown_before_any_task_and_zero_tasks():
     assert "ETA --" in _progress(tty=True)[0].bar_line(0.0)
     empty, _, out = _progress(total=0)
     empty.close()
-    assert "0/0 tasks (100.0%), -- tasks/s, 0 failed, elapsed 0:00:00" in out.getvalue()
+    final = "0/0 tasks (100.0%), -- tasks/s, 0 failed, elapsed 0:00:00"
+    assert final in out.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -125,7 +127,8 @@ def test_eta_unknown_before_any_task_and_zero_tasks():
      (93784, "26:03:04"), (None, "--"), (float("inf"), "--"), (float("nan"), "--"), (-1, "--")],
 )  # fmt: skip
 def test_format_duration(seconds, text):
-    assert format_duration(seconds) == text
+    shown = format_duration(seconds)
+    assert shown == text
 
 
 def test_format_rate():
