@@ -101,14 +101,15 @@ def run(
 
 
 def _run(comm, task, function: str, grid, opts: dict):
-    device = _choose_device(comm, opts)
+    local = _comm.local_rank(comm)
+    device = _choose_device(comm, opts, local)
     with devices.bound(device):  # before the task file is imported: CUDA sees one device
-        return _run_bound(comm, task, function, grid, opts, device)
+        return _run_bound(comm, task, function, grid, opts, device, local[0])
 
 
-def _choose_device(comm, opts: dict):
+def _choose_device(comm, opts: dict, local_rank: tuple[int, int]):
     """This rank's GPU (or None): local rank k gets visible GPU k mod G (see devices.py)."""
-    local, n_local = _comm.local_rank(comm)
+    local, n_local = local_rank
     device, error = None, None
     try:
         request = devices.parse_request(_config.resolve("gpus", opts["gpus"]))
@@ -123,7 +124,7 @@ def _choose_device(comm, opts: dict):
     return device
 
 
-def _run_bound(comm, task, function: str, grid, opts: dict, device):
+def _run_bound(comm, task, function: str, grid, opts: dict, device, local: int):
     rank, size = comm.Get_rank(), comm.Get_size()
     error, fn, plan, store = None, None, None, None
     try:
@@ -138,7 +139,7 @@ def _run_bound(comm, task, function: str, grid, opts: dict, device):
     _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
     if opts["dry_run"]:
         return plan if rank == 0 else None
-    return _execute(comm, fn, plan, store, device)
+    return _execute(comm, fn, plan, store, device, local)
 
 
 def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
@@ -183,9 +184,8 @@ def _prepare(grid: Grid, opts: dict, size: int, source: dict) -> tuple[Plan, Sto
     return plan, Store.create(path, grid, plan.id_range, plan.attrs)
 
 
-def _execute(comm, fn, plan: Plan, store: Store | None, device) -> Summary | None:
+def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> Summary | None:
     rank, size = comm.Get_rank(), comm.Get_size()
-    local, _ = _comm.local_rank(comm)
     info = {"rank": rank, "size": size, "host": _comm.host(), "local_rank": local, "device": device}
     stopper = Stopper(plan.grace, plan.task_timeout, f"rank {rank} on {info['host']}")
     summary, fatal = None, None
