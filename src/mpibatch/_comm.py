@@ -171,6 +171,7 @@ def abort_named(where: str, current_task: Callable[[], int | None]):
                 "rank ends now (results written so far are kept: run again with --resume)\n"
             )
             sys.stderr.flush()
+            time.sleep(0.5)  # let the launcher forward the line before the job is torn down
             return real.Abort(errorcode)
 
     MPI.COMM_WORLD = _World(real)
