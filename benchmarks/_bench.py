@@ -6,6 +6,7 @@ project's virtual environment). A command that fails gives ``"failed: <last stde
 instead of a time, so a table row can say why and the benchmark goes on.
 """
 
+import compileall
 import os
 import platform
 import subprocess
@@ -42,6 +43,19 @@ def run_command(cmd: list[str], timeout: float, env: dict | None = None):
     except subprocess.CalledProcessError as exc:
         return None, f"failed: {last_stderr_line(exc.stderr)}"
     return time.perf_counter() - t0, ""
+
+
+def compile_sources() -> None:
+    """Write the .pyc files of mpibatch and of these scripts, as ``pip install`` does.
+
+    Every process of every command imports mpibatch; with ``PYTHONDONTWRITEBYTECODE`` set
+    (or an editable install never imported without it) each would compile the package's
+    sources anew at start-up, a cost no installed package has.
+    """
+    import mpibatch
+
+    for folder in (Path(mpibatch.__file__).parent, HERE):
+        compileall.compile_dir(folder, quiet=1)
 
 
 def mpiexec(nranks: int) -> list[str]:

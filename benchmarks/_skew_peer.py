@@ -6,7 +6,8 @@
 ``pool``: ``multiprocessing.Pool(NP).map`` (CHUNKSIZE 0 = map's default chunksize).
 ``futures``: ``MPIPoolExecutor().map``; under ``python -m mpi4py.futures`` rank 0 runs this
 script (the client) and the other ranks are the workers. The number of tasks is the length of
-the durations file named by ``MPIBATCH_BENCH_DURATIONS``. Saves ids and draws in task order.
+the durations file named by ``MPIBATCH_BENCH_DURATIONS``. Saves ids, draws, start and end
+times in task order.
 """
 
 import os
@@ -34,7 +35,9 @@ def main() -> None:
             pairs = list(pool.map(work, range(ntasks), **kwargs))
     ids = np.array([p[0] for p in pairs], dtype=np.int64)
     draws = np.array([p[1] for p in pairs], dtype=np.float64)
-    np.savez(out, id=ids, draw=draws)
+    start = np.array([p[2] for p in pairs], dtype=np.float64)
+    end = np.array([p[3] for p in pairs], dtype=np.float64)
+    np.savez(out, id=ids, draw=draws, start=start, end=end)
 
 
 if __name__ == "__main__":

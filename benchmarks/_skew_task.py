@@ -38,7 +38,12 @@ def task(params, rng):
     return run_task(int(params["rep"]), rng)
 
 
-def peer_task(seed: int, i: int) -> tuple[int, float]:
-    """The peers' entry point: the same work on task ``i``'s stream, derived as numpy does."""
+def peer_task(seed: int, i: int) -> tuple[int, float, float, float]:
+    """The peers' entry point: the same work on task ``i``'s stream, derived as numpy does.
+
+    Returns the id, the draw, and when the task started and ended (``time.time()``; every
+    process is on this machine, so the clocks agree), as mpibatch records in /tasks.
+    """
+    start = time.time()
     out = run_task(i, np.random.Generator(np.random.PCG64(seed).jumped(i)))
-    return out["id"], out["draw"]
+    return out["id"], out["draw"], start, time.time()

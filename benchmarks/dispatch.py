@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 from _bench import (
     HERE,
+    compile_sources,
     file_attrs,
     format_table,
     machine_line,
@@ -187,6 +188,7 @@ def reasoning(rows: list[Row], args) -> list[str]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    compile_sources()
     print(
         f"dispatch: {args.tasks:,} empty tasks, np={args.np}, best of {args.repeat}, "
         f"{machine_line()}",

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import h5py
+from _bench import compile_sources
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -91,6 +92,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    compile_sources()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows = flush_costs(tmp, args.tasks, args.repeat)

@@ -47,6 +47,7 @@ import h5py
 import numpy as np
 from _bench import (
     HERE,
+    compile_sources,
     format_table,
     last_stderr_line,
     machine_line,
@@ -337,6 +338,7 @@ def verdict(rows: list[Row], gib: float) -> list[str]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    compile_sources()
     gib = args.ntasks / 1024
     base = Path(args.dir or tempfile.gettempdir())
     free = shutil.disk_usage(base).free

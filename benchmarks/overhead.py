@@ -41,7 +41,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from _bench import mpiexec, run_command
+from _bench import compile_sources, mpiexec, run_command
 from _streams import cheap_block, numpy_draw
 
 HERE = Path(__file__).resolve().parent
@@ -306,6 +306,7 @@ def measure(args, ref: np.ndarray) -> list[Row]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    compile_sources()
     print(
         f"overhead: {args.tasks:,} tiny tasks (one normal draw each), np={args.np}, "
         f"seed={args.seed}, {machine_line()}",

@@ -7,6 +7,7 @@ from mpibatch.schedule import (
     Segments,
     StaticQueue,
     block_rows,
+    block_seconds,
     check_schedule,
     choose,
     make_queue,
@@ -104,6 +105,14 @@ def test_every_queue_covers_exactly_the_pending_rows(kind):
     got = sorted(probed + [b for _, b in _drain(q, 3, 4)])
     rows = [r for a, b in got for r in range(a, b)]
     assert rows == [r for a, b in segments for r in range(a, b)]
+
+
+def test_block_seconds_short_but_rank_0_serves_at_most_1000_requests_a_second():
+    assert block_seconds(4, 30.0) == 0.1
+    assert block_seconds(100, 30.0) == 0.1
+    assert block_seconds(4000, 30.0) == 4.0  # 4,000 ranks asking every 4 s: 1,000 a second
+    assert block_seconds(4000, 8.0) == 2.0  # never more than a quarter of the flush interval
+    assert block_seconds(2, 0.2) == 0.05
 
 
 def test_block_rows_bounds_memory_and_time():

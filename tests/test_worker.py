@@ -4,7 +4,14 @@ import pytest
 from mpibatch.errors import TaskFileError
 from mpibatch.grid import Grid
 from mpibatch.streams import TaskStreams, task_generator
-from mpibatch.worker import Runner, blas_info, blas_limits, load_task_file, wants_context
+from mpibatch.worker import (
+    Runner,
+    TaskThread,
+    blas_info,
+    blas_limits,
+    load_task_file,
+    wants_context,
+)
 
 INFO = {"rank": 1, "size": 2, "host": "nodeA", "local_rank": 1}
 
@@ -80,6 +87,38 @@ def test_runner_polls_between_tasks():
     runner = _runner(lambda p, r: 1.0, Grid(None, reps=50))
     runner.run(range(0, 50), poll=lambda: calls.append(1), poll_every=0.0)
     assert len(calls) == 50
+
+
+def test_task_thread_runs_blocks_off_the_main_thread_with_the_same_results():
+    import threading
+
+    seen = set()
+
+    def fn(params, rng):
+        seen.add(threading.current_thread().name)
+        return {"x": rng.random()}
+
+    grid = Grid({"a": [1, 2, 3]}, reps=2)
+    direct, _ = _runner(fn, grid).run(range(6))
+    thread = TaskThread(_runner(fn, grid))
+    first, second = thread.submit(range(0, 4)), thread.submit(range(4, 6))
+    (c1, _), (c2, _) = first.result(timeout=10), second.result(timeout=10)
+    thread.close()
+    thread.thread.join(timeout=10)
+    assert not thread.thread.is_alive() and thread.thread.daemon
+    assert seen == {"MainThread", "mpibatch-tasks"}
+    got = np.concatenate([c1.results["x"], c2.results["x"]])
+    assert got.tobytes() == direct.results["x"].tobytes()
+
+
+def test_task_thread_hands_an_unexpected_error_to_the_caller():
+    def fn(params, rng):
+        raise KeyboardInterrupt  # not a task failure: it must reach the main thread
+
+    thread = TaskThread(_runner(fn, Grid({}, reps=2)))
+    with pytest.raises(KeyboardInterrupt):
+        thread.submit(range(2)).result(timeout=10)
+    thread.close()
 
 
 def test_blas_limits_is_a_context_manager_that_restores():

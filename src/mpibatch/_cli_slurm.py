@@ -22,7 +22,7 @@ SLURM_EPILOG = """examples:
 
 
 def add_slurm(sub) -> None:
-    from .slurm import KINDS
+    from ._slurm_script import KINDS
 
     p = sub.add_parser(
         "slurm",

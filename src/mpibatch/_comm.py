@@ -37,6 +37,11 @@ def local_rank(comm: MPI.Comm) -> tuple[int, int]:
         node.Free()
 
 
+def helper_threads_ok() -> bool:
+    """True if this MPI lets a process run other threads (they never call MPI here)."""
+    return MPI.Query_thread() >= MPI.THREAD_FUNNELED
+
+
 def library_version() -> str:
     # Open MPI ends the string with a NUL, which an HDF5 string attribute refuses
     return MPI.Get_library_version().replace("\x00", "").splitlines()[0].strip()

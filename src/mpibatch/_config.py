@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "threads_per_rank": 1,
     "gather_mb": 64,
     "quiet": False,
+    "root_tasks": "thread",
 }
 
 

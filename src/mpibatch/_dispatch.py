@@ -3,16 +3,20 @@
 Every schedule uses the same loop; only the queue differs (see schedule.py). A rank
 running short tasks holds two blocks (the one it runs and the next), so it rarely waits
 for rank 0; with long tasks, or near the end, it holds one, so no task waits behind a
-busy rank while another is idle. Rank 0 runs blocks too and serves the others between
-its own tasks, unless it is a dedicated root. Results travel as raw column buffers;
-rank 0 writes each report into the HDF5 file as it lands, so its memory does not grow
-with the run.
+busy rank while another is idle. Rank 0 runs blocks too, unless it is a dedicated root:
+on a helper thread (worker.TaskThread), so that its main thread, which makes every MPI
+call, answers the others while its own task runs; or, with ``root_tasks="main"`` or a
+task time-out, on the main thread, serving the others between its own tasks. Results
+travel as raw column buffers; rank 0 writes each report into the HDF5 file as it lands,
+so its memory does not grow with the run.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from concurrent import futures
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -20,8 +24,7 @@ from . import _comm
 from ._records import Columns, describe, record_bytes
 from .errors import ResultError
 from .schedule import block_rows
-from .store import WriteBehind
-from .worker import RowsDone, Runner
+from .worker import RowsDone, Runner, TaskThread
 
 LONG_TASK = 0.1  # seconds: tasks this long gain nothing from a rank holding a second block
 POLL_EVERY = 0.002  # seconds: how often rank 0 serves others between its own tasks
@@ -31,7 +34,9 @@ STOP_MARGIN = 2.0  # seconds kept, before a time limit, to gather and close the 
 class Root:
     """Rank 0: the queue, the store, the progress line and the accounting."""
 
-    def __init__(self, comm, plan, store, runner: Runner, queue, progress) -> None:
+    def __init__(
+        self, comm, plan, store, runner: Runner, queue, progress, on_thread: bool = False
+    ) -> None:
         self.comm, self.plan, self.store, self.runner = comm, plan, store, runner
         self.queue, self.progress = queue, progress
         self.size = comm.Get_size()
@@ -48,8 +53,13 @@ class Root:
         self.stop_at = plan.deadline - plan.grace - 2 * STOP_MARGIN if plan.deadline else None
         self.n_blocks, self.dispatch_seconds = 0, 0.0
         self.last_flush = time.monotonic()
+        from .store import WriteBehind  # here: the other ranks never import h5py
+
         self.behind = WriteBehind(store, max_seconds=min(0.5, plan.flush_seconds))
         self.next_poll = 0.0
+        self.own: tuple | None = None  # rank 0's block and the future of its columns
+        self.thread = TaskThread(runner) if on_thread else None
+        runner.stopper.tasks_on_main = self.thread is None
 
     # ---- handing out blocks ----
     def _slot(self, rank: int) -> int:
@@ -57,7 +67,7 @@ class Root:
 
     def _cap(self) -> int:
         rec = record_bytes(self.canonical) if self.canonical is not None else None
-        mean = self.busy / (self.done + self.failed) if self.done + self.failed else None
+        mean = self._mean()
         if self.canonical is None and self.done == 0 and self.failed:
             rec = record_bytes(())  # everything failed so far: rows are small
         seconds = self.plan.block_seconds
@@ -65,9 +75,17 @@ class Root:
             seconds = min(seconds, max(0.0, self.stop_at - time.time()))
         return block_rows(rec, self.size, self.plan.gather_bytes, mean, seconds)
 
+    def _mean(self) -> float | None:
+        """Mean task time so far (seconds), None before any task is back."""
+        ran = self.done + self.failed
+        return self.busy / ran if ran else None
+
     def _next(self, rank: int) -> tuple[int, int] | None:
         self._check_stop()
-        block = None if self.stopping else self.queue.next(self._slot(rank), self._cap())
+        cap = self._cap()
+        if rank == 0 and self.thread is not None and (self._mean() or 0.0) > LONG_TASK:
+            cap = 1  # one long task at a time: a stop past the grace period loses no others
+        block = None if self.stopping else self.queue.next(self._slot(rank), cap)
         if block is not None:
             self.owed[rank] += 1
             self.n_blocks += 1
@@ -78,28 +96,60 @@ class Root:
         workers = range(1, self.size)
         for rank in workers:  # a first block for every rank, rank 0 included ...
             _comm.send_block_root(self.comm, rank, self._next(rank))
-        block = None if self.plan.dedicated_root else self._next(0)
+        self._start_own()
         for rank in workers:  # ... before anyone is given a second
             _comm.send_block_root(self.comm, rank, self._ahead(rank))
-        poll = self.poll if self.size > 1 else None
         while True:
-            if poll is not None and time.perf_counter() >= self.next_poll:
+            if self.size > 1 and time.perf_counter() >= self.next_poll:
                 self.poll()  # between rank 0's own blocks too, however short they are
-            if block is None and not self.plan.dedicated_root:
-                block = self._next(0)
-            if block is not None:
-                ids = range(self.plan.ids[0] + block[0], self.plan.ids[0] + block[1])
-                cols, done = self.runner.run(ids, poll=poll, poll_every=POLL_EVERY)
-                self.owed[0] -= 1
-                self._ingest(0, block[0], cols, done.failures, self._own_extras(done))
-                block = None
+            if self.own is None:
+                self._start_own()
+            if self.own is not None:
+                self._tend_own()
             elif not any(self.owed):
                 break
             else:
                 self._wait_one()
+        if self.thread is not None:
+            self.thread.close()
         self._drain(wait=True)
         self.behind.flush()
         self.progress.update(self.done, self.failed)
+
+    # ---- rank 0's own blocks ----
+    def _start_own(self) -> None:
+        """Give rank 0 its next block: on the task thread, or run it here and now."""
+        if self.plan.dedicated_root:
+            return
+        block = self._next(0)
+        if block is None:
+            return
+        ids = range(self.plan.ids[0] + block[0], self.plan.ids[0] + block[1])
+        if self.thread is not None:
+            self.own = (block, self.thread.submit(ids))
+            return
+        poll = self.poll if self.size > 1 else None
+        future: Future = Future()
+        future.set_result(self.runner.run(ids, poll=poll, poll_every=POLL_EVERY))
+        self.own = (block, future)
+
+    def _tend_own(self) -> None:
+        """Serve the others until rank 0's block is done, then store it."""
+        block, future = self.own
+        if not future.done():
+            futures.wait([future], timeout=max(0.0, self.next_poll - time.perf_counter()))
+            if not future.done() and self._past_grace():
+                self.owed[0] -= 1  # its rows stay pending; the thread is left behind
+                self.own, self.runner.stopper.task_id = None, None
+            return
+        cols, done = future.result()
+        self.own = None
+        self.owed[0] -= 1
+        self._ingest(0, block[0], cols, done.failures, self._own_extras(done))
+
+    def _past_grace(self) -> bool:
+        stopper = self.runner.stopper
+        return stopper.requested and time.perf_counter() >= stopper.stop_deadline
 
     def _ahead(self, rank: int) -> tuple[int, int] | None:
         """A second block for a rank that still holds one, unless that would hurt.
@@ -109,8 +159,7 @@ class Root:
         could have run at once on an idle one, so the answer is no block: the rank then
         asks again when it finishes (and holds one block from then on).
         """
-        done = self.done + self.failed
-        mean = self.busy / done if done else None
+        mean = self._mean()
         if (mean is not None and mean > LONG_TASK) or self.queue.remaining < 2 * self.size:
             return None
         return self._next(rank)

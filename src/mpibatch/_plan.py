@@ -12,7 +12,6 @@ from pathlib import Path
 from . import __version__, _comm, _config, schedule, streams
 from .errors import UsageError
 from .grid import Grid
-from .store import check_output
 from .worker import file_hash, load_task_file, wants_context
 
 
@@ -32,8 +31,9 @@ class Plan:
     session_t0: float  # when this session started
     block_size: int | None = None
     dedicated_root: bool = False
+    root_tasks: str = "thread"  # where rank 0 runs its own tasks: a helper thread or main
     flush_seconds: float = 30.0
-    block_seconds: float = 1.0
+    block_seconds: float = 0.1
     retries: int = 0
     max_failures: int | None = None
     task_timeout: float | None = None
@@ -94,6 +94,12 @@ def _limits(opts: dict, size: int, now: float, job: dict | None) -> dict:
             f"--dedicated-root: expected at least 2 ranks, got {size}; launch with "
             "mpiexec -n 2 or more, or drop --dedicated-root"
         )
+    root_tasks = _config.resolve("root_tasks", opts["root_tasks"])
+    if root_tasks not in ("thread", "main"):
+        raise UsageError(
+            f"root_tasks: expected thread or main, got {root_tasks!r}; "
+            "use --root-tasks thread (default) or --root-tasks main"
+        )
     for key, flag in (("block_size", "--block-size"), ("max_failures", "--max-failures")):
         if opts[key] is not None:
             _config.positive_int(key, opts[key], flag)
@@ -116,8 +122,9 @@ def _limits(opts: dict, size: int, now: float, job: dict | None) -> dict:
     return {
         "block_size": opts["block_size"],
         "dedicated_root": bool(opts["dedicated_root"]),
+        "root_tasks": root_tasks,
         "flush_seconds": flush,
-        "block_seconds": min(1.0, flush / 4),
+        "block_seconds": schedule.block_seconds(size, flush),
         "retries": opts["retries"] or 0,
         "max_failures": opts["max_failures"],
         "task_timeout": _number("task_timeout", opts["task_timeout"], "--task-timeout 600"),
@@ -160,6 +167,8 @@ def make(grid: Grid, opts: dict, size: int, stored: dict | None = None) -> Plan:
         if out is None:
             raise UsageError("out: expected an output file path, got None; pass out='results.h5'")
         if not opts["resume"]:
+            from .store import check_output  # rank 0 only: the others never import h5py
+
             check_output(out, opts["overwrite"])
     now = time.time()
     job = _slurm_job()

@@ -1,13 +1,14 @@
 """Stopping a run on purpose: signals, grace periods, task time-outs, stuck tasks.
 
-Each rank has one :class:`Stopper`. Asking it to stop (a signal, a message from rank
-0, the time limit) sets a flag the task loop checks between tasks, and starts a grace
-period; a task still running when the grace period ends is interrupted and left
-pending. With a task time-out, a task running longer than it is interrupted and
-recorded as failed. Interrupts are raised from SIGALRM in the main thread, so they
-only land while a task runs; a task stuck in code that never returns to Python is
-ended by a watchdog thread that names it and exits the rank (the job ends; the file
-keeps what was flushed).
+Each rank has one :class:`Stopper`. Asking it to stop (a signal, a message from rank 0,
+the time limit) sets a flag the task loop checks between tasks, and starts a grace
+period; a task still running when the grace period ends is interrupted and left pending.
+With a task time-out, a task running longer than it is interrupted and recorded as
+failed. Interrupts are raised from SIGALRM in the main thread, so they only land while a
+task runs there (rank 0's tasks on its helper thread are never interrupted: at the end
+of the grace period rank 0 leaves such a task behind, pending); a task stuck in code
+that never returns to Python is ended by a watchdog thread that names it and exits the
+rank (the job ends; the file keeps what was flushed).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Stopper:
         self.task_deadline = float("inf")
         self.task_id: int | None = None
         self.task_started = 0.0
+        self.tasks_on_main = True  # False: tasks run on a helper thread, never interrupt here
 
     def request(self, reason: str) -> None:
         if not self.requested:
@@ -68,8 +70,8 @@ class Stopper:
             signal.setitimer(signal.ITIMER_REAL, max(1e-4, soonest - time.perf_counter()))
 
     def _on_alarm(self, signum, frame) -> None:
-        if self.task_id is None:
-            return  # between tasks (MPI, HDF5): never interrupt those
+        if self.task_id is None or not self.tasks_on_main:
+            return  # between tasks (MPI, HDF5), or the task is on another thread
         now = time.perf_counter()
         if now >= self.stop_deadline:
             raise TaskInterrupted(f"stopped: {self.reason}")

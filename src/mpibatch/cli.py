@@ -81,6 +81,12 @@ _RUN_FLAGS = {  # flag -> (argparse options, help); grouped as --help shows them
             {"action": "store_true"},
             "rank 0 only dispatches and writes (default: it runs tasks too)",
         ),
+        "--root-tasks": (
+            {"choices": ("thread", "main"), "metavar": "thread|main"},
+            "where rank 0 runs its own tasks: thread (default: a helper thread, so rank 0 "
+            "answers the other ranks at once) or main (for tasks that need the main "
+            "thread, e.g. to install signal handlers)",
+        ),
         "--threads-per-rank": ({"type": int}, "BLAS/OpenMP threads per rank (default 1)"),
         "--gpus": (
             {"metavar": "auto|none|N"},

@@ -11,15 +11,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import _comm, _config, _dispatch, _plan, _resume, devices, schedule, streams
 from ._plan import Plan
 from ._stop import Stopper
 from .errors import MpibatchError, UsageError
 from .grid import Grid
-from .results import read_attrs
-from .store import Store
 from .worker import Runner, blas_info, blas_limits, cores
+
+if TYPE_CHECKING:  # only rank 0 writes the file: the other ranks never import h5py
+    from .store import Store
 
 
 @dataclass
@@ -64,6 +66,7 @@ def run(
     schedule: str | None = None,
     block_size: int | None = None,
     dedicated_root: bool = False,
+    root_tasks: str | None = None,
     flush_seconds: float | None = None,
     threads_per_rank: int | None = None,
     tasks: str | None = None,
@@ -166,6 +169,9 @@ def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
 
 def _prepare(grid: Grid, opts: dict, size: int, source: dict) -> tuple[Plan, Store | None]:
     """Rank 0: the plan, and the file it writes (created, or reopened to resume)."""
+    from .results import read_attrs
+    from .store import Store
+
     path = Path(opts["out"]) if opts["out"] else None
     stored = None
     if opts["resume"] and not opts["dry_run"]:
@@ -218,7 +224,7 @@ def _serve(comm, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str
     slots = size - 1 if plan.dedicated_root else size
     queue = schedule.make_queue(plan.schedule, todo, slots, plan.block_size)
     progress = Progress(sum(b - a for a, b in todo), quiet=plan.quiet)
-    root = _dispatch.Root(comm, plan, store, runner, queue, progress)
+    root = _dispatch.Root(comm, plan, store, runner, queue, progress, _root_thread(plan, size))
     try:
         root.run()
     finally:
@@ -241,6 +247,22 @@ def _serve(comm, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str
         resume,
     )
     return summary, root.fatal
+
+
+def _root_thread(plan: Plan, size: int) -> bool:
+    """Run rank 0's own tasks on a helper thread, so its main thread can serve meanwhile?
+
+    Not with one rank (nobody to serve), a dedicated root (no own tasks), a task time-out
+    (its interrupt is a signal, which only reaches the main thread) or an MPI that
+    allows no threads; and not when asked with --root-tasks main.
+    """
+    return (
+        size > 1
+        and plan.root_tasks == "thread"
+        and not plan.dedicated_root
+        and plan.task_timeout is None
+        and _comm.helper_threads_ok()
+    )
 
 
 def _session_attrs(plan: Plan, store: Store, root, queue, size: int, now: float) -> dict:
@@ -266,5 +288,6 @@ def _session_attrs(plan: Plan, store: Store, root, queue, size: int, now: float)
         "dispatch_seconds": root.dispatch_seconds,
         "n_blocks": root.n_blocks,
         "dedicated_root": plan.dedicated_root,
+        "root_tasks": "thread" if root.thread is not None else "main",
         "stopped": root.stopped or "",
     }

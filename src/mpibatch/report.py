@@ -13,6 +13,12 @@ from .results import Results
 _SHOW = 5
 
 
+ROOT_TASKS = {
+    "thread": "task thread (serving the others meanwhile)",
+    "main": "main thread (serving the others between them)",
+}
+
+
 def _params_text(params: dict) -> str:
     return " ".join(f"{k}={v!r}" for k, v in params.items())
 
@@ -137,6 +143,10 @@ def format_info(res: Results) -> str:
     ]
     if a.get("schedule_used"):
         lines.append(f"schedule used: {a['schedule_used']} ({a.get('schedule_reason', '')})")
+    if a.get("dedicated_root"):
+        lines.append("rank 0: dedicated root (ran no tasks)")
+    elif a.get("root_tasks"):
+        lines.append(f"rank 0: ran its tasks on the {ROOT_TASKS[a['root_tasks']]}")
     lines += _rank_lines(res) + _efficiency_lines(res)
     lines += timeline.format_stats(timeline.stats(res)) + _slowest_lines(res)
     if failed:

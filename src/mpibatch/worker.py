@@ -9,10 +9,13 @@ import hashlib
 import importlib.util
 import inspect
 import os
+import queue
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +241,40 @@ class Runner:
             return cols
         floats.append(float(cols.results[BARE][row]) if self.packer.scalar_float else 0.0)
         return cols
+
+
+class TaskThread:
+    """Runs a :class:`Runner`'s blocks on one helper thread; the caller's thread stays free.
+
+    Rank 0 uses it so that its main thread (where every MPI call happens) can answer the
+    other ranks while rank 0's own tasks run. One long-lived daemon thread runs every
+    block, so thread-local state in a task stays put between blocks, and a task that
+    never returns cannot keep the process from exiting. It makes no MPI calls.
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="mpibatch-tasks")
+        self.thread.start()
+
+    def submit(self, ids: range) -> Future:
+        """Run tasks ``ids`` on the thread; the future's result is ``Runner.run``'s."""
+        future: Future = Future()
+        self.jobs.put((ids, future))
+        return future
+
+    def _loop(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            ids, future = job
+            try:
+                future.set_result(self.runner.run(ids))
+            except BaseException as exc:  # handed to the main thread, which re-raises it
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        """Let the thread end once it is idle (it is not waited for)."""
+        self.jobs.put(None)
 
 
 def _finish(cols: Columns, starts: list, ends: list, floats: list | None, offset: float) -> None:

@@ -63,6 +63,11 @@ def test_bad_input_gives_one_line_and_exit_2(case, tmp_path):
     assert not list(tmp_path.glob("*.h5"))  # nothing half-written
 
 
+def test_bad_root_tasks_setting_in_the_environment(tmp_path):
+    r = mpibatch(2, "run", BOOT, cwd=tmp_path, env={"MPIBATCH_ROOT_TASKS": "fiber"})
+    _check(r, ["root_tasks", "expected thread or main", "'fiber'"])
+
+
 def test_syntax_error_in_task_file(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def task(params, rng)\n    return 1\n")

@@ -208,6 +208,25 @@ def test_a_signal_stops_resumably_and_resume_finishes_identically(tmp_path, sig)
     assert _results(out)[0] == ref
 
 
+@pytest.mark.parametrize("where", ["thread", "main"])
+def test_tasks_longer_than_the_grace_period_are_left_pending(tmp_path, where):
+    # every task sleeps 60 s; on a stop with --grace 1 they are interrupted (or, on rank 0's
+    # task thread, left behind) and stay pending; a resume then runs them all
+    ref, _ = _reference(tmp_path, FAULT_SLEEP="0")
+    out = tmp_path / "g.h5"
+    p = _popen(out, 3, "--grace", 1, "--root-tasks", where, env={"FAULT_SLEEP": "60"})
+    time.sleep(2)
+    p.send_signal(signal.SIGUSR1)
+    _, err = p.communicate(timeout=20)  # grace 1 s, then out: far less than one task
+    assert p.returncode == 3, err
+    with h5py.File(out, "r") as f:
+        assert (f["tasks/status"][()] == 0).all()
+        assert f.attrs["root_tasks"] == where
+    r = mpibatch(2, "run", FAULTY, "--reps", 300, "--out", out, "--resume", env={"FAULT": ""})
+    assert r.returncode == 0, r.stderr
+    assert _results(out)[0] == ref
+
+
 def test_a_signal_to_one_worker_rank_stops_them_all(tmp_path):
     out = tmp_path / "one.h5"
     p = _popen(out, 3, "--grace", 5)

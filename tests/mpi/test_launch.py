@@ -178,3 +178,22 @@ def test_info_shows_the_blas_threads_and_where_ranks_ran(tmp_path):
     info = mpibatch(None, "info", out).stdout
     assert "BLAS on rank 0: openblas 1 thread(s)" in info
     assert "ranks 0-1 (cores " in info and "note: every rank is on one host" in info
+
+
+def test_only_rank_0_imports_h5py(tmp_path):
+    # every rank importing h5py (and libhdf5) costs start-up, from shared filesystems too
+    task = tmp_path / "mods.py"
+    task.write_text(
+        "import sys\n\n"
+        "def task(params, rng, ctx):\n"
+        "    return {'h5py': int('h5py' in sys.modules), 'rank': ctx.rank}\n"
+    )
+    out = tmp_path / "m.h5"
+    r = mpibatch(
+        3, "run", task, "--reps", 30, "--schedule", "dynamic", "--block-size", 1, "--out", out
+    )
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        ranks, loaded = f["results/rank"][()], f["results/h5py"][()]
+    assert set(ranks.tolist()) == {0, 1, 2}
+    assert loaded[ranks == 0].all() and not loaded[ranks != 0].any()

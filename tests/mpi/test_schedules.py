@@ -93,6 +93,54 @@ def test_dynamic_spreads_a_skewed_block_and_auto_says_why(tmp_path):
         assert "skewed" in f.attrs["schedule_reason"]
 
 
+@pytest.mark.parametrize("where", ["thread", "main"])
+def test_rank_0_answers_the_others_while_its_own_task_runs(tmp_path, where):
+    # rank 0's first task waits for 12 tasks done elsewhere; every other task needs a block
+    # from rank 0 (block size 1), so they only get done if rank 0 serves during its task
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    out = tmp_path / f"{where}.h5"
+    r = mpibatch(
+        2,
+        "run",
+        TASKS / "waits_for_others.py",
+        "--reps",
+        40,
+        "--schedule",
+        "dynamic",
+        "--block-size",
+        1,
+        "--root-tasks",
+        where,
+        "--out",
+        out,
+        "--quiet",
+        env={"WAIT_DIR": str(markers), "WAIT_FOR": "12", "WAIT_SECONDS": "4"},
+    )
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        waiter, seen = f["results/waiter"][()], f["results/seen"][()]
+        assert f.attrs["root_tasks"] == where
+        assert (f["tasks/status"][()] == 1).all()
+    assert waiter.sum() == 1
+    said = {"thread": "on the task thread", "main": "on the main thread"}[where]
+    assert f"rank 0: ran its tasks {said}" in mpibatch(None, "info", out).stdout
+    if where == "thread":
+        assert seen[waiter == 1][0] >= 12
+    else:  # on the main thread rank 0 cannot answer: rank 1 runs only the 2 blocks it holds
+        assert seen[waiter == 1][0] <= 2
+
+
+def test_a_task_time_out_keeps_rank_0_tasks_on_the_main_thread(tmp_path):
+    out = tmp_path / "tt.h5"
+    r = mpibatch(
+        2, "run", TASKS / "sleepy.py", "--reps", 6, "--task-timeout", 30, "--out", out, "--quiet"
+    )
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["root_tasks"] == "main"  # SIGALRM only reaches the main thread
+
+
 def test_dedicated_root_runs_no_tasks(tmp_path):
     out = tmp_path / "ded.h5"
     r = mpibatch(
