@@ -117,9 +117,13 @@ def test_block_seconds_short_but_rank_0_serves_at_most_1000_requests_a_second():
 
 def test_block_rows_bounds_memory_and_time():
     assert block_rows(None, 4, 10**9, None, 1.0) == 1  # nothing known yet
-    assert block_rows(100, 4, 4000, 1e-6, 1.0) == 10  # memory-bound: 4 ranks x 10 rows x 100 B
-    assert block_rows(8, 4, 10**9, 0.1, 1.0) == 10  # time-bound: ~1 s of 0.1 s tasks
-    assert block_rows(10**9, 4, 10, 0.1, 1.0) == 1
+    # memory-bound: 4 ranks x 10 rows x 100 B
+    assert block_rows(100, 4, 4000, 1e-6, 1.0, n_seen=10**6) == 10
+    assert block_rows(8, 4, 10**9, 0.1, 1.0, n_seen=100) == 10  # time: ~1 s of 0.1 s tasks
+    assert block_rows(10**9, 4, 10, 0.1, 1.0, n_seen=100) == 1
+    # evidence-bound: 7 fast tasks back do not justify a block of 1,000 rows
+    assert block_rows(8, 4, 10**9, 1e-4, 0.1, n_seen=7) == 7
+    assert block_rows(8, 4, 10**9, 1e-4, 0.1, n_seen=0) == 1
 
 
 def test_task_slice():

@@ -73,7 +73,8 @@ class Root:
         seconds = self.plan.block_seconds
         if self.stop_at is not None:  # no block that cannot finish before the time limit
             seconds = min(seconds, max(0.0, self.stop_at - time.time()))
-        return block_rows(rec, self.size, self.plan.gather_bytes, mean, seconds)
+        seen = self.done + self.failed
+        return block_rows(rec, self.size, self.plan.gather_bytes, mean, seconds, seen)
 
     def _mean(self) -> float | None:
         """Mean task time so far (seconds), None before any task is back."""

@@ -222,19 +222,23 @@ def block_rows(
     budget_bytes: int,
     mean_task_seconds: float | None,
     block_seconds: float,
+    n_seen: int = 0,
 ) -> int:
     """The most rows one block may have.
 
     Memory: every rank may have a block in flight to rank 0 at once, so ``n_ranks``
     blocks of ``record_bytes`` rows must fit in ``budget_bytes``. Time: a block should
     take about ``block_seconds``, so results stream home and the tail stays balanced.
-    Until a task has finished (nothing is known) blocks have one row.
+    Evidence: a mean of a few task times says little about a skewed workload (the
+    first ones back are the fast ones), so no block has more rows than ``n_seen``, the
+    tasks back so far; the cap doubles with every round of blocks. Until a task has
+    finished (nothing is known) blocks have one row.
     """
     if record_bytes is None or mean_task_seconds is None:
         return 1
     by_memory = budget_bytes // max(1, record_bytes * n_ranks)
     by_time = block_seconds / max(mean_task_seconds, 1e-7)
-    return int(max(1, min(by_memory, by_time)))
+    return int(max(1, min(by_memory, by_time, n_seen)))
 
 
 _SLICE = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*$")
