@@ -126,12 +126,19 @@ class Root:
         if block is None:
             return
         ids = range(self.plan.ids[0] + block[0], self.plan.ids[0] + block[1])
-        if self.thread is not None:
+        mean = self._mean()
+        if self.thread is not None and (mean is None or mean > POLL_EVERY):
             self.own = (block, self.thread.submit(ids))
             return
+        # no thread, or tasks shorter than the poll interval: serving between them is as
+        # prompt, and costs no hand-off and no contention for the GIL
         poll = self.poll if self.size > 1 else None
-        future: Future = Future()
-        future.set_result(self.runner.run(ids, poll=poll, poll_every=POLL_EVERY))
+        stopper, future = self.runner.stopper, Future()
+        stopper.tasks_on_main = True  # here a stop's interrupt may land in the task
+        try:
+            future.set_result(self.runner.run(ids, poll=poll, poll_every=POLL_EVERY))
+        finally:
+            stopper.tasks_on_main = self.thread is None
         self.own = (block, future)
 
     def _tend_own(self) -> None:

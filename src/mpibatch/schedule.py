@@ -209,7 +209,7 @@ def block_seconds(n_ranks: int, flush_seconds: float) -> float:
 
     Short, because a rank runs a block's tasks in order: every task of a block, and of
     the next block the rank holds, waits behind a long task. Long enough that rank 0
-    serves at most ~1,000 requests a second (about 5% of its time at ~55 us each),
+    serves at most ~1,000 requests a second (about 6% of its time at ~60 us each),
     however many ranks ask; and at most a quarter of the flush interval, so results
     reach the file well within it.
     """
