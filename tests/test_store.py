@@ -91,3 +91,22 @@ def test_to_pandas_names_the_extra_when_pandas_is_missing(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r"mpibatch\[pandas\]"):
         res.to_pandas()
+
+
+@pytest.mark.parametrize("row_values", [1, 3000, 200_000])  # rows of 8 B, ~23 KiB, ~1.5 MiB
+def test_results_written_in_pieces_land_on_their_rows(tmp_path, monkeypatch, row_values):
+    import mpibatch.store as store_mod
+
+    monkeypatch.setattr(store_mod, "_WRITE_PIECE", 64 << 10)  # several pieces per report
+    store = Store.create(tmp_path / "p.h5", Grid({"n": [1]}, reps=40), range(40), {})
+    schema = infer_schema({"v": np.zeros(row_values)}, 0)
+    store.add_results(schema)
+    cols = Columns(schema, 37)
+    cols.results["v"][...] = np.arange(37, dtype=float)[:, None]
+    cols.status[...] = 1
+    store.write_rows(2, cols, rank=0)
+    store.close({})
+    with h5py.File(tmp_path / "p.h5", "r") as f:
+        v = f["results/v"][()]
+    assert (v[2:39] == np.arange(37, dtype=float)[:, None]).all()
+    assert (v[:2] == 0).all() and (v[39:] == 0).all()  # rows outside the report untouched
