@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from mpibatch._records import BARE, Columns, Packer, infer_schema, record_bytes
+from mpibatch._records import (
+    BARE,
+    Buffers,
+    Columns,
+    Packer,
+    columns_bytes,
+    infer_schema,
+    record_bytes,
+)
 from mpibatch.errors import ResultError
 
 
@@ -59,3 +67,37 @@ def test_packer_rejects_changed_keys_shapes_and_unsafe_dtypes():
     ischema = infer_schema(5, 0)
     with pytest.raises(ResultError, match="dtype float64"):
         Packer(ischema, 0).put(Columns(ischema, 1), 0, 2.5, 4)
+
+
+def test_buffers_give_the_smallest_kept_buffer_that_fits_and_keep_a_bounded_set():
+    pool = Buffers(max_bytes=100)
+    a, b = np.empty(60, np.uint8), np.empty(30, np.uint8)
+    pool.give(a)
+    pool.give(b)
+    assert pool.take(20) is b and pool.take(20) is a  # smallest first, then the next
+    fresh = pool.take(20)
+    assert fresh is not a and fresh is not b and fresh.nbytes == 20
+    for n in (60, 30, 50):  # 140 bytes given: the largest that fit in 100 are kept
+        pool.give(np.empty(n, np.uint8))
+    assert sorted(k.nbytes for k in pool.kept) == [60]
+    pool.give(np.empty(0, np.uint8))
+    assert len(pool.kept) == 1  # empty buffers are not kept
+    many = Buffers(max_bytes=1 << 20)
+    for _ in range(40):
+        many.give(np.empty(8, np.uint8))
+    assert len(many.kept) == 16
+
+
+def test_reused_columns_clear_only_the_rows_that_did_not_finish():
+    schema = infer_schema({"x": 0.5, "n": np.zeros(2, dtype=np.int32)}, 0)
+    pool = Buffers(1 << 20)
+    pool.give(np.full(columns_bytes(schema, 4) + 64, 0xFF, np.uint8))  # stale bytes
+    cols = Columns.reusing(schema, 4, pool)
+    assert (cols.status == 0).all() and (cols.start == 0).all() and (cols.elapsed == 0).all()
+    cols.results["x"][[0, 2]] = [1.5, 2.5]
+    cols.results["n"][[0, 2]] = [[1, 2], [3, 4]]
+    cols.status[:] = [1, 2, 1, 0]  # a failure and a row never run keep stale bytes so far
+    cols.clear_unfinished()
+    assert cols.results["x"][[0, 2]].tolist() == [1.5, 2.5]
+    assert np.isnan(cols.results["x"][[1, 3]]).all()
+    assert cols.results["n"].tolist() == [[1, 2], [0, 0], [3, 4], [0, 0]]

@@ -82,6 +82,30 @@ def test_runner_stops_at_a_result_that_changes_shape():
     assert cols.status.tolist() == [1, 1, 0, 0]
 
 
+def test_runner_in_a_reused_dirty_buffer_writes_the_bytes_of_a_fresh_one():
+    def fn(params, rng):
+        if params["rep"] == 3:
+            raise ValueError("no")
+        if params["rep"] == 6:
+            return np.zeros(3)  # a result that does not fit stops the block here
+        return rng.normal(size=2)
+
+    grid = Grid(None, reps=8)
+    fresh = _runner(fn, grid)
+    fresh.run(range(0, 1))  # sets the schema
+    clean, _ = fresh.run(range(1, 8))
+    reused = _runner(fn, grid)
+    reused.run(range(0, 1))
+    reused.buffers.give(np.full(clean.nbytes + 100, 0xAB, np.uint8))  # stale bytes
+    dirty, done = reused.run(range(1, 8))
+    assert dirty.storage.nbytes == clean.nbytes + 100  # it did reuse the given buffer
+    assert done.fatal is not None and dirty.status.tolist() == [1, 1, 2, 1, 1, 0, 0]
+    same = ("status", "value")
+    assert all(dirty.arrays[k].tobytes() == clean.arrays[k].tobytes() for k in same)
+    assert (dirty.start[5:] == 0).all() and (dirty.elapsed[5:] == 0).all()
+    assert np.isnan(dirty.results["value"][[2, 5, 6]]).all()
+
+
 def test_runner_polls_between_tasks():
     calls = []
     runner = _runner(lambda p, r: 1.0, Grid(None, reps=50))

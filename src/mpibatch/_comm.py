@@ -128,16 +128,18 @@ def report_waiting_root(comm: MPI.Comm) -> int | None:
     return status.Get_source() if _probe(comm, MPI.ANY_SOURCE, REPORT, status) else None
 
 
-def recv_report_root(comm: MPI.Comm, source: int):
+def recv_report_root(comm: MPI.Comm, source: int, take: Callable[[int], np.ndarray]):
     """Header and extras of ``source``'s report; the data arrives into a buffer later.
 
-    Returns (header, extras, buffer, request): test or wait on ``request`` before reading.
+    ``take(nbytes)`` gives a byte buffer of at least ``nbytes``. Returns (header, extras,
+    buffer, request): test or wait on ``request`` before reading the buffer.
     """
     head = np.empty(5, dtype=np.int64)
     comm.Recv(head, source=source, tag=REPORT)
     extras = comm.recv(source=source, tag=EXTRAS) if head[4] & HAS_EXTRAS else None
-    buf = np.empty(int(head[2]), dtype=np.uint8)  # header: pos, rows, nbytes, failures, flags
-    req = comm.Irecv(buf, source=source, tag=DATA) if buf.nbytes else MPI.REQUEST_NULL
+    nbytes = int(head[2])  # header: pos, rows, nbytes, failures, flags
+    buf = take(nbytes) if nbytes else np.empty(0, dtype=np.uint8)
+    req = comm.Irecv(buf[:nbytes], source=source, tag=DATA) if nbytes else MPI.REQUEST_NULL
     return [int(x) for x in head[:4]], extras, buf, req
 
 

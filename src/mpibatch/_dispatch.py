@@ -55,7 +55,9 @@ class Root:
         self.last_flush = time.monotonic()
         from .store import WriteBehind  # here: the other ranks never import h5py
 
-        self.behind = WriteBehind(store, max_seconds=min(0.5, plan.flush_seconds))
+        self.behind = WriteBehind(
+            store, max_seconds=min(0.5, plan.flush_seconds), release=runner.buffers.give
+        )
         self.next_poll = 0.0
         self.own: tuple | None = None  # rank 0's block and the future of its columns
         self.thread = TaskThread(runner) if on_thread else None
@@ -214,7 +216,9 @@ class Root:
 
     def _handle(self, source: int) -> None:
         t = time.perf_counter()
-        header, extras, buf, req = _comm.recv_report_root(self.comm, source)
+        header, extras, buf, req = _comm.recv_report_root(
+            self.comm, source, self.runner.buffers.take
+        )
         self.owed[source] -= 1
         if extras and extras.get("fatal"):
             self._stop_with(extras["fatal"])
@@ -348,7 +352,13 @@ def work(comm, runner: Runner, ids0: int) -> None:
         if cols.schema and not schema_sent:
             extras.update(schema=cols.schema, schema_task=runner.packer.schema_task)
             schema_sent = True
-        inflight = [(r, c) for r, c in inflight if not _comm.done(r)]
+        still = []
+        for req, sent in inflight:
+            if _comm.done(req):
+                runner.buffers.give(sent.storage)  # the next block fills it again
+            else:
+                still.append((req, sent))
+        inflight = still
         header = [a, cols.rows, cols.nbytes, len(done.failures)]
         req = _comm.send_report_worker(comm, header, cols.buffer, extras or None)
         inflight.append((req, cols))  # the buffer must live until the send completes

@@ -10,6 +10,7 @@ on rank 0 as zero-copy views. No per-task pickling.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,6 +22,7 @@ from .errors import ResultError
 BARE = "value"  # key used when a task returns a bare scalar or array
 META = (("start", np.dtype("f8"), ()), ("elapsed", np.dtype("f8"), ()))
 _ALIGN = 8
+_KEEP = 16  # buffers a Buffers keeps at most
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,19 @@ def record_bytes(schema: Schema) -> int:
     return 17 + sum(f.dtype.itemsize * math.prod(f.shape) for f in schema)
 
 
+def columns_bytes(schema: Schema, rows: int) -> int:
+    """Bytes of the buffer that ``rows`` rows of ``schema`` take (padding included)."""
+    return _layout(schema, rows)[1]
+
+
 class Columns:
     """``rows`` rows of meta and result columns, as views into one byte buffer."""
 
     def __init__(self, schema: Schema, rows: int, buffer: np.ndarray | None = None) -> None:
         layout, nbytes = _layout(schema, rows)
         self.schema, self.rows, self.nbytes = schema, rows, nbytes
-        self.buffer = np.zeros(nbytes, np.uint8) if buffer is None else buffer[:nbytes]
+        self.storage = np.zeros(nbytes, np.uint8) if buffer is None else buffer  # to give back
+        self.buffer = self.storage[:nbytes]
         self.arrays: dict[str, np.ndarray] = {}
         for name, dt, shp, off in layout:
             count = rows * math.prod(shp)
@@ -115,6 +123,62 @@ class Columns:
             for f in schema:
                 if f.dtype.kind in "fc":
                     self.results[f.key][...] = np.nan
+
+    @classmethod
+    def reusing(cls, schema: Schema, rows: int, buffers: Buffers) -> Columns:
+        """Empty columns in a kept buffer: meta and status zeroed, results as found.
+
+        Fill the rows, set their status, then call :meth:`clear_unfinished`; that writes
+        each result byte once, where pre-filling NaN would write it twice.
+        """
+        cols = cls(schema, rows, buffers.take(columns_bytes(schema, rows)))
+        for name in ("start", "elapsed", "status"):
+            cols.arrays[name][...] = 0
+        return cols
+
+    def clear_unfinished(self) -> None:
+        """NaN (0 for integers) in the result rows whose status is not done."""
+        left = self.status != 1
+        if self.schema and left.any():
+            for f in self.schema:
+                self.results[f.key][left] = np.nan if f.dtype.kind in "fc" else 0
+
+
+class Buffers:
+    """Byte buffers kept for reuse, so blocks of results do not fault in fresh memory.
+
+    The first write to memory a process has not used costs a page fault per page (far
+    more on virtual machines that hand freed memory back to their host), and a run makes
+    a block buffer thousands of times. :meth:`take` returns the smallest kept buffer big
+    enough, or a new one; :meth:`give` keeps a buffer again, the largest ones up to
+    ``max_bytes`` in all (and at most 16). Thread-safe: rank 0's task thread takes while
+    its main thread gives back what it has written.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.kept: list[np.ndarray] = []
+        self.lock = threading.Lock()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        with self.lock:
+            fits = [k for k, b in enumerate(self.kept) if b.nbytes >= nbytes]
+            if fits:
+                return self.kept.pop(min(fits, key=lambda k: self.kept[k].nbytes))
+        return np.empty(nbytes, np.uint8)
+
+    def give(self, buffer: np.ndarray) -> None:
+        if buffer.nbytes == 0:
+            return
+        with self.lock:
+            self.kept.append(buffer)
+            self.kept.sort(key=lambda b: b.nbytes, reverse=True)
+            total = 0
+            for k, b in enumerate(self.kept):
+                total += b.nbytes
+                if total > self.max_bytes or k == _KEEP:
+                    del self.kept[k:]
+                    break
 
 
 class Packer:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import _comm, _config, _dispatch, _plan, _resume, devices, schedule, streams
 from ._plan import Plan
+from ._records import Buffers
 from ._stop import Stopper
 from .errors import MpibatchError, UsageError
 from .grid import Grid
@@ -203,9 +204,9 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> S
         )
         offset = time.time() - time.perf_counter() - plan.t0
         stream = streams.make_streams(plan.streams, plan.seed, rank)
-        runner = Runner(
-            fn, Grid.from_json(plan.grid_json), stream, info, offset, stopper, plan.retries
-        )
+        grid = Grid.from_json(plan.grid_json)
+        buffers = Buffers(plan.gather_bytes)  # rank 0's in-flight budget; others use less
+        runner = Runner(fn, grid, stream, info, offset, stopper, plan.retries, buffers)
         if rank == 0:
             store.write_ranks(infos)
             summary, fatal = _serve(comm, plan, store, runner)

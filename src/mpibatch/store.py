@@ -22,6 +22,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -296,8 +297,15 @@ class WriteBehind:
     rows are still pending in the file (status is written with the data).
     """
 
-    def __init__(self, store: Store, max_bytes: int = 8 << 20, max_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_bytes: int = 8 << 20,
+        max_seconds: float = 0.5,
+        release: Callable[[np.ndarray], None] | None = None,
+    ) -> None:
         self.store, self.max_bytes, self.max_seconds = store, max_bytes, max_seconds
+        self.release = release  # takes each report's buffer back once it is written
         self.items: list[tuple[int, Columns, int]] = []
         self.bytes, self.since = 0, time.monotonic()
 
@@ -333,15 +341,18 @@ class WriteBehind:
     def _write(self, run: list) -> None:
         if len(run) == 1:
             self.store.write_rows(*run[0])
-            return
-        joined = Columns(run[0][1].schema, sum(c.rows for _, c, _ in run))
-        at = 0
-        for _, cols, _ in run:
-            for name, arr in cols.arrays.items():
-                joined.arrays[name][at : at + cols.rows] = arr
-            at += cols.rows
-        ranks = np.concatenate([np.full(c.rows, r, dtype=np.int32) for _, c, r in run])
-        self.store.write_rows(run[0][0], joined, ranks)
+        else:
+            joined = Columns(run[0][1].schema, sum(c.rows for _, c, _ in run))
+            at = 0
+            for _, cols, _ in run:
+                for name, arr in cols.arrays.items():
+                    joined.arrays[name][at : at + cols.rows] = arr
+                at += cols.rows
+            ranks = np.concatenate([np.full(c.rows, r, dtype=np.int32) for _, c, r in run])
+            self.store.write_rows(run[0][0], joined, ranks)
+        if self.release is not None:
+            for _, cols, _ in run:
+                self.release(cols.storage)
 
 
 def _write_pieces(ds: h5py.Dataset, row: int, arr: np.ndarray) -> None:

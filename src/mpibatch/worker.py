@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._records import BARE, Columns, Packer, infer_schema
+from ._records import BARE, Buffers, Columns, Packer, infer_schema
 from ._stop import Stopper, TaskInterrupted, TaskTimeout
 from .errors import ResultError, TaskFileError
 
@@ -128,8 +128,10 @@ class Runner:
         clock_offset: float,
         stopper: Stopper | None = None,
         retries: int = 0,
+        buffers: Buffers | None = None,
     ) -> None:
         self.fn, self.grid, self.streams = fn, grid, streams
+        self.buffers = buffers or Buffers(64 << 20)  # block buffers, given back once sent
         self.rank, self.host = info["rank"], info["host"]
         self.info = info
         self.clock_offset = clock_offset
@@ -180,7 +182,7 @@ class Runner:
         (the commonest tiny task) skip the packer and go through a plain list.
         """
         done, starts, ends, floats = RowsDone(), [], [], []
-        cols = Columns(self.packer.schema if self.packer else (), len(ids))
+        cols = Columns.reusing(self.packer.schema if self.packer else (), len(ids), self.buffers)
         fast = self.packer is not None and self.packer.scalar_float
         fn, ctx, for_task, stopper = self.fn, self.with_context, self.streams.for_task, self.stopper
         clock, timed = time.perf_counter, stopper.task_timeout is not None
@@ -226,6 +228,7 @@ class Runner:
                 next_poll = clock() + poll_every
         _finish(cols, starts, ends, floats if fast else None, self.clock_offset)
         cols.status[[f.task_id - ids.start for f in done.failures]] = 2
+        cols.clear_unfinished()
         done.ran = len(starts)
         return cols, done
 
@@ -234,7 +237,8 @@ class Runner:
         try:
             if self.packer is None:
                 self.packer = Packer(infer_schema(out, i), i)
-                cols = Columns(self.packer.schema, cols.rows)
+                self.buffers.give(cols.storage)  # the rows so far: failures, no results
+                cols = Columns.reusing(self.packer.schema, cols.rows, self.buffers)
             self.packer.put(cols, row, out, i)
         except ResultError as exc:
             done.fatal = exc
