@@ -357,9 +357,11 @@ class WriteBehind:
 
 def _write_pieces(ds: h5py.Dataset, row: int, arr: np.ndarray) -> None:
     """``ds[row : row + len(arr)] = arr`` in pieces of about ``_WRITE_PIECE`` bytes."""
-    step = max(1, _WRITE_PIECE // max(1, arr.nbytes // len(arr)))
-    for a in range(0, len(arr), step):
-        ds[row + a : row + a + len(arr[a : a + step])] = arr[a : a + step]
+    n = len(arr)
+    step = max(1, _WRITE_PIECE // max(1, arr.nbytes // n))
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        ds[row + a : row + b] = arr[a:b]
 
 
 def _plain(record: dict) -> dict:

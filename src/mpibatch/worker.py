@@ -226,9 +226,8 @@ class Runner:
             if ends[-1] >= next_poll:
                 poll()
                 next_poll = clock() + poll_every
-        _finish(cols, starts, ends, floats if fast else None, self.clock_offset)
-        cols.status[[f.task_id - ids.start for f in done.failures]] = 2
-        cols.clear_unfinished()
+        failed = [f.task_id - ids.start for f in done.failures]
+        _finish(cols, starts, ends, floats if fast else None, self.clock_offset, failed)
         done.ran = len(starts)
         return cols, done
 
@@ -281,15 +280,19 @@ class TaskThread:
         self.jobs.put(None)
 
 
-def _finish(cols: Columns, starts: list, ends: list, floats: list | None, offset: float) -> None:
+def _finish(
+    cols: Columns, starts: list, ends: list, floats: list | None, offset: float, failed: list
+) -> None:
     """Move the loop's plain lists into the columns in a few vectorized steps."""
     ran = len(starts)
     t = np.asarray(starts, dtype=np.float64)
     cols.elapsed[:ran] = np.asarray(ends, dtype=np.float64) - t
     cols.start[:ran] = t + offset
     cols.status[:ran] = 1
+    cols.status[failed] = 2
     if floats is not None:
         cols.results[BARE][:ran] = floats[:ran]
+    cols.clear_unfinished()
 
 
 _NAN = float("nan")
