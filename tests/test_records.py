@@ -71,6 +71,7 @@ def test_packer_rejects_changed_keys_shapes_and_unsafe_dtypes():
 
 def test_buffers_give_the_smallest_kept_buffer_that_fits_and_keep_a_bounded_set():
     pool = Buffers(max_bytes=100)
+    pool.min_bytes = 1  # every size pooled, so small numbers show the rules
     a, b = np.empty(60, np.uint8), np.empty(30, np.uint8)
     pool.give(a)
     pool.give(b)
@@ -83,6 +84,7 @@ def test_buffers_give_the_smallest_kept_buffer_that_fits_and_keep_a_bounded_set(
     pool.give(np.empty(0, np.uint8))
     assert len(pool.kept) == 1  # empty buffers are not kept
     many = Buffers(max_bytes=1 << 20)
+    many.min_bytes = 1
     for _ in range(40):
         many.give(np.empty(8, np.uint8))
     assert len(many.kept) == 16
@@ -91,6 +93,7 @@ def test_buffers_give_the_smallest_kept_buffer_that_fits_and_keep_a_bounded_set(
 def test_reused_columns_clear_only_the_rows_that_did_not_finish():
     schema = infer_schema({"x": 0.5, "n": np.zeros(2, dtype=np.int32)}, 0)
     pool = Buffers(1 << 20)
+    pool.min_bytes = 1
     pool.give(np.full(columns_bytes(schema, 4) + 64, 0xFF, np.uint8))  # stale bytes
     cols = Columns.reusing(schema, 4, pool)
     for meta in ("start", "elapsed", "status"):  # zeroed, as in fresh columns
@@ -102,3 +105,14 @@ def test_reused_columns_clear_only_the_rows_that_did_not_finish():
     assert cols.results["x"][[0, 2]].tolist() == [1.5, 2.5]
     assert np.isnan(cols.results["x"][[1, 3]]).all()
     assert cols.results["n"].tolist() == [[1, 2], [0, 0], [3, 4], [0, 0]]
+
+
+def test_small_buffers_are_left_to_malloc_and_small_columns_are_fresh():
+    pool = Buffers(max_bytes=1 << 30)
+    small, big = np.empty(pool.min_bytes - 1, np.uint8), np.empty(pool.min_bytes, np.uint8)
+    pool.give(small)
+    pool.give(big)
+    assert len(pool.kept) == 1 and pool.kept[0] is big
+    schema = infer_schema(0.5, 0)
+    cols = Columns.reusing(schema, 3, pool)  # a few bytes: fresh, NaN until filled
+    assert cols.storage is not big and not cols.stale and np.isnan(cols.results[BARE]).all()

@@ -95,6 +95,7 @@ def test_runner_in_a_reused_dirty_buffer_writes_the_bytes_of_a_fresh_one():
     fresh.run(range(0, 1))  # sets the schema
     clean, _ = fresh.run(range(1, 8))
     reused = _runner(fn, grid)
+    reused.buffers.min_bytes = 1  # pool even these small columns
     reused.run(range(0, 1))
     reused.buffers.give(np.full(clean.nbytes + 100, 0xAB, np.uint8))  # stale bytes
     dirty, done = reused.run(range(1, 8))

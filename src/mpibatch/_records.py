@@ -110,6 +110,7 @@ class Columns:
         self.schema, self.rows, self.nbytes = schema, rows, nbytes
         self.storage = np.zeros(nbytes, np.uint8) if buffer is None else buffer  # to give back
         self.buffer = self.storage[:nbytes]
+        self.stale = False  # results of unfinished rows hold old bytes (see reusing)
         self.arrays: dict[str, np.ndarray] = {}
         for name, dt, shp, off in layout:
             count = rows * math.prod(shp)
@@ -126,18 +127,28 @@ class Columns:
 
     @classmethod
     def reusing(cls, schema: Schema, rows: int, buffers: Buffers) -> Columns:
-        """Empty columns in a kept buffer: meta and status zeroed, results as found.
+        """Empty columns, in a kept buffer if they are big: meta and status zeroed.
 
-        Fill the rows, set their status, then call :meth:`clear_unfinished`; that writes
-        each result byte once, where pre-filling NaN would write it twice.
+        In a kept buffer the results are left as found: fill the rows, set their status,
+        then call :meth:`clear_unfinished`; that writes each result byte once, where
+        pre-filling NaN would write it twice. Small columns are fresh ones.
         """
-        cols = cls(schema, rows, buffers.take(columns_bytes(schema, rows)))
+        nbytes = columns_bytes(schema, rows)
+        if nbytes < buffers.min_bytes:
+            return cls(schema, rows)
+        cols = cls(schema, rows, buffers.take(nbytes))
         for name in ("start", "elapsed", "status"):
             cols.arrays[name][...] = 0
+        cols.stale = True
         return cols
 
     def clear_unfinished(self) -> None:
-        """NaN (0 for integers) in the result rows whose status is not done."""
+        """NaN (0 for integers) in the result rows whose status is not done.
+
+        Only columns in a reused buffer need it; fresh ones start that way.
+        """
+        if not self.stale:
+            return
         left = self.status != 1
         if self.schema and left.any():
             for f in self.schema:
@@ -145,15 +156,18 @@ class Columns:
 
 
 class Buffers:
-    """Byte buffers kept for reuse, so blocks of results do not fault in fresh memory.
+    """Big byte buffers kept for reuse, so blocks of results do not fault in fresh memory.
 
     The first write to memory a process has not used costs a page fault per page (far
     more on virtual machines that hand freed memory back to their host), and a run makes
-    a block buffer thousands of times. :meth:`take` returns the smallest kept buffer big
-    enough, or a new one; :meth:`give` keeps a buffer again, the largest ones up to
-    ``max_bytes`` in all (and at most 16). Thread-safe: rank 0's task thread takes while
-    its main thread gives back what it has written.
+    a block buffer thousands of times. Buffers under ``min_bytes`` are left to malloc,
+    whose heap hands back memory already touched, faster than any bookkeeping here.
+    :meth:`take` returns the smallest kept buffer big enough, or a new one; :meth:`give`
+    keeps a buffer again, the largest up to ``max_bytes`` in all and at most 16.
+    Thread-safe: rank 0's task thread takes while its main thread gives back.
     """
+
+    min_bytes = 1 << 18
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -161,14 +175,18 @@ class Buffers:
         self.lock = threading.Lock()
 
     def take(self, nbytes: int) -> np.ndarray:
-        with self.lock:
-            fits = [k for k, b in enumerate(self.kept) if b.nbytes >= nbytes]
-            if fits:
-                return self.kept.pop(min(fits, key=lambda k: self.kept[k].nbytes))
+        if nbytes >= self.min_bytes:
+            with self.lock:
+                best = None
+                for k, b in enumerate(self.kept):
+                    if b.nbytes >= nbytes and (best is None or b.nbytes < self.kept[best].nbytes):
+                        best = k
+                if best is not None:
+                    return self.kept.pop(best)
         return np.empty(nbytes, np.uint8)
 
     def give(self, buffer: np.ndarray) -> None:
-        if buffer.nbytes == 0:
+        if buffer.nbytes < self.min_bytes:
             return
         with self.lock:
             self.kept.append(buffer)
