@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ._config import DEFAULTS
 from ._records import BARE, Buffers, Columns, Packer, infer_schema
 from ._stop import Stopper, TaskInterrupted, TaskTimeout
 from .errors import ResultError, TaskFileError
@@ -131,7 +132,8 @@ class Runner:
         buffers: Buffers | None = None,
     ) -> None:
         self.fn, self.grid, self.streams = fn, grid, streams
-        self.buffers = buffers or Buffers(64 << 20)  # block buffers, given back once sent
+        # block buffers, given back once sent; the engine passes the run's gather budget
+        self.buffers = buffers or Buffers(DEFAULTS["gather_mb"] << 20)
         self.rank, self.host = info["rank"], info["host"]
         self.info = info
         self.clock_offset = clock_offset
