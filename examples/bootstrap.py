@@ -1,7 +1,7 @@
 """Bootstrap confidence intervals for a mean and a median.
 
-    mpiexec -n 4 mpibatch run examples/bootstrap.py --reps 100 --seed 42 --out bootstrap.h5
-    mpibatch info bootstrap.h5
+mpiexec -n 4 mpibatch run examples/bootstrap.py --reps 100 --seed 42 --out bootstrap.h5
+mpibatch info bootstrap.h5
 """
 
 import numpy as np
