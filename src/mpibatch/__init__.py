@@ -1,8 +1,12 @@
 """mpibatch: run one Python function over a grid of tasks on N MPI ranks.
 
 The public API is three names: :func:`run`, :class:`Grid` and :func:`open`.
-They are imported lazily so that ``import mpibatch`` (and the ``mpibatch``
-command) can set the ``*_NUM_THREADS`` variables before numpy loads.
+They are imported lazily, so ``import mpibatch`` loads neither numpy nor MPI.
+Importing sets no environment variables: the ``mpibatch`` command (``cli.py``)
+sets the ``*_NUM_THREADS`` variables itself, before numpy loads.
+
+``__version__`` below is the one definition of the version; ``pyproject.toml``
+reads it from here.
 """
 
 from __future__ import annotations
