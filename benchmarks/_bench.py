@@ -1,4 +1,4 @@
-"""Helpers shared by benchmarks/skew.py, gather.py and dispatch.py.
+"""Helpers every benchmark script shares: launching and timing commands, and printing tables.
 
 Commands are timed whole: ``time.perf_counter()`` around ``subprocess.run``, from the launcher
 starting to its exit. ``mpiexec`` and ``mpibatch`` are the ones next to ``sys.executable`` (the
@@ -12,6 +12,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -62,10 +63,9 @@ def mpiexec(nranks: int) -> list[str]:
     return [str(BINDIR / "mpiexec"), "-n", str(nranks)]
 
 
-def mpibatch_run(nranks: int, task_file: Path, ntasks: int, seed: int, out: Path) -> list[str]:
-    """``mpiexec -n NP mpibatch run TASK_FILE --reps N --seed S --out OUT --overwrite --quiet``."""
-    return mpiexec(nranks) + [
-        str(BINDIR / "mpibatch"),
+def run_args(task_file: Path, ntasks: int, seed: int, out: Path) -> list[str]:
+    """``run TASK_FILE --reps N --seed S --out OUT --overwrite --quiet`` (after ``mpibatch``)."""
+    return [
         "run",
         str(task_file),
         "--reps",
@@ -79,6 +79,11 @@ def mpibatch_run(nranks: int, task_file: Path, ntasks: int, seed: int, out: Path
     ]
 
 
+def mpibatch_run(nranks: int, task_file: Path, ntasks: int, seed: int, out: Path) -> list[str]:
+    """``mpiexec -n NP mpibatch run TASK_FILE --reps N --seed S --out OUT --overwrite --quiet``."""
+    return mpiexec(nranks) + [str(BINDIR / "mpibatch"), *run_args(task_file, ntasks, seed, out)]
+
+
 def file_attrs(path: Path) -> dict:
     """The root attributes of an HDF5 file as plain Python values ({} if unreadable)."""
     try:
@@ -88,15 +93,33 @@ def file_attrs(path: Path) -> dict:
         return {}
 
 
-def schedule_supported() -> bool:
-    """Whether this mpibatch's ``run --help`` lists the dynamic-schedule flags."""
+def run_help_has(*words: str) -> bool:
+    """Whether this mpibatch's ``run --help`` mentions every one of ``words``."""
     try:
         r = subprocess.run(
             [str(BINDIR / "mpibatch"), "run", "--help"], capture_output=True, text=True, timeout=60
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return "--block-size" in r.stdout and "dynamic" in r.stdout
+    return all(w in r.stdout for w in words)
+
+
+def warn_without_schedule() -> None:
+    """Say so up front when this mpibatch lacks the dynamic-schedule flags the rows pass."""
+    if not run_help_has("--block-size", "dynamic"):
+        print("note: this mpibatch has no --schedule dynamic/--block-size yet; rows will fail")
+
+
+def mpi_library_version() -> str:
+    """The MPI library's name and version, e.g. "MPICH Version: 5.0.2", without MPI_Init."""
+    import mpi4py
+
+    mpi4py.rc.initialize = False  # only ask for the version string
+    mpi4py.rc.finalize = False
+    from mpi4py import MPI
+
+    first = MPI.Get_library_version().strip().splitlines()[0]
+    return " ".join(first.split(",")[0].split())
 
 
 def machine_line() -> str:
@@ -105,8 +128,14 @@ def machine_line() -> str:
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
         f"nproc {ncpu}, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"mpi4py {mpi4py.__version__}, h5py {h5py.__version__}"
+        f"mpi4py {mpi4py.__version__}, {mpi_library_version()}, h5py {h5py.__version__}"
     )
+
+
+def begin(title: str) -> None:
+    """Write the .pyc files (see compile_sources), then print the title and the machine."""
+    compile_sources()
+    print(f"{title}, {machine_line()}", flush=True)
 
 
 def md_escape(text: str) -> str:
@@ -134,3 +163,15 @@ def format_table(header: list[str], cells: list[list[str]], markdown: bool) -> s
 
 def note(text: str, markdown: bool) -> str:
     return md_escape(text) if markdown else text
+
+
+def print_table(
+    header: list[str], cells: list[list[str]], markdown: bool, notes: Sequence[str] = ()
+) -> None:
+    """A blank line, the table, and (after another blank line) its notes, one a line."""
+    print()
+    print(format_table(header, cells, markdown))
+    if notes:
+        print()
+    for line in notes:
+        print(note(line, markdown))

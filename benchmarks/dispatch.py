@@ -30,14 +30,12 @@ import h5py
 import numpy as np
 from _bench import (
     HERE,
-    compile_sources,
+    begin,
     file_attrs,
-    format_table,
-    machine_line,
     mpibatch_run,
-    note,
+    print_table,
     run_command,
-    schedule_supported,
+    warn_without_schedule,
 )
 
 HEADER = [
@@ -188,14 +186,8 @@ def reasoning(rows: list[Row], args) -> list[str]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    compile_sources()
-    print(
-        f"dispatch: {args.tasks:,} empty tasks, np={args.np}, best of {args.repeat}, "
-        f"{machine_line()}",
-        flush=True,
-    )
-    if not schedule_supported():
-        print("note: this mpibatch has no --schedule dynamic/--block-size yet; rows will fail")
+    begin(f"dispatch: {args.tasks:,} empty tasks, np={args.np}, best of {args.repeat}")
+    warn_without_schedule()
     dyn = ["--schedule", "dynamic", "--block-size", "1"]
     rows = [
         Row("dynamic, block 1", dyn),
@@ -206,18 +198,12 @@ def main(argv=None) -> None:
         for row in rows:
             measure(args, row, Path(tmpdir))
             print(f"  ... {row.name}: {row.seconds}", file=sys.stderr)
-    print()
-    print(format_table(HEADER, cells(rows), args.markdown))
-    print()
-    print(
-        note(
-            "requests/s = n_blocks / (seconds - start-up); capacity = n_blocks / "
-            "dispatch_seconds; start-up = same command with one task per rank",
-            args.markdown,
-        )
-    )
-    for line in reasoning(rows, args):
-        print(note(line, args.markdown))
+    notes = [
+        "requests/s = n_blocks / (seconds - start-up); capacity = n_blocks / dispatch_seconds; "
+        "start-up = same command with one task per rank",
+        *reasoning(rows, args),
+    ]
+    print_table(HEADER, cells(rows), args.markdown, notes)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What fault safety costs: flush intervals, and how fast a stop request becomes a resumable exit.
 
-    python benchmarks/faults.py [--tasks N] [--repeat R]
+    python benchmarks/faults.py [--tasks N] [--repeat R] [--markdown]
 
 1. Throughput of the core overhead workload (N tiny tasks, one normal draw each, np=2)
    with the default flush interval (30 s), a flush every 0.1 s, and flushing never
@@ -23,39 +23,20 @@ import time
 from pathlib import Path
 
 import h5py
-from _bench import compile_sources
+from _bench import HERE, begin, mpibatch_run, print_table, run_command
 
-HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
 SLEEPY = HERE / "_sleep_task.py"
-
-
-def _run(np_: int, task: Path, reps: int, out: Path, *extra: str) -> list[str]:
-    return [
-        str(BIN / "mpiexec"),
-        "-n",
-        str(np_),
-        str(BIN / "mpibatch"),
-        "run",
-        str(task),
-        "--reps",
-        str(reps),
-        "--seed",
-        "1",
-        "--out",
-        str(out),
-        "--overwrite",
-        "--quiet",
-        *extra,
-    ]
+TIMEOUT = 1800.0  # seconds per command
 
 
 def _best(cmd: list[str], repeat: int) -> float:
+    """The best of ``repeat`` whole runs of ``cmd``, in seconds; exits if one fails."""
     times = []
     for _ in range(repeat):
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.perf_counter() - t)
+        seconds, error = run_command(cmd, TIMEOUT)
+        if seconds is None:
+            sys.exit(f"{' '.join(cmd)}: {error}")
+        times.append(seconds)
     return min(times)
 
 
@@ -66,7 +47,8 @@ def flush_costs(tmp: Path, n: int, repeat: int) -> list[tuple[str, float]]:
         ("default (30 s)", "30"),
         ("every 0.1 s", "0.1"),
     ):
-        cmd = _run(2, HERE / "tiny_task.py", n, tmp / "f.h5", "--flush-seconds", flush)
+        cmd = mpibatch_run(2, HERE / "tiny_task.py", n, 1, tmp / "f.h5")
+        cmd += ["--flush-seconds", flush]
         rows.append((label, n / _best(cmd, repeat)))
     return rows
 
@@ -75,7 +57,7 @@ def stop_time(tmp: Path, task_ms: float, grace: float) -> tuple[float, int, int]
     """Seconds from SIGUSR1 to exit, the exit code, and tasks left pending."""
     out = tmp / "stop.h5"
     env = {**os.environ, "SLEEP_MS": str(task_ms)}
-    cmd = _run(4, SLEEPY, 4000, out, "--grace", str(grace), "--schedule", "dynamic")
+    cmd = mpibatch_run(4, SLEEPY, 4000, 1, out) + ["--grace", str(grace), "--schedule", "dynamic"]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(3.0)
     t = time.perf_counter()
@@ -87,31 +69,41 @@ def stop_time(tmp: Path, task_ms: float, grace: float) -> tuple[float, int, int]
     return took, code, pending
 
 
+def flush_table(tmp: Path, args) -> None:
+    rows = flush_costs(tmp, args.tasks, args.repeat)
+    never = rows[0][1]
+    cells = [[label, f"{rate:,.0f}", f"{rate / never - 1:+.1%}"] for label, rate in rows]
+    print(f"flush cost: {args.tasks:,} tiny tasks at np=2, best of {args.repeat}")
+    notes = ["target: the default costs <= 5% of throughput"]
+    print_table(["flush interval", "tasks/s", "vs never"], cells, args.markdown, notes)
+
+
+def stop_table(tmp: Path, args) -> None:
+    cells = []
+    for task_ms, grace in ((50, 30.0), (10_000, 2.0)):
+        took, code, pending = stop_time(tmp, task_ms, grace)
+        ok = "met" if took <= grace + 2 and code == 3 else "MISSED"
+        cells.append(
+            [f"{task_ms:g} ms each", f"{grace:g}", f"{took:.2f}", str(code), str(pending)]
+            + [f"<= {grace + 2:g} s: {ok}"]
+        )
+    print("stop: SIGUSR1 to mpiexec at np=4 -> resumable exit")
+    header = ["tasks", "grace", "seconds", "exit", "pending", "target"]
+    print_table(header, cells, args.markdown)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     args = ap.parse_args()
-    compile_sources()
+    begin(f"faults: {args.tasks:,} tiny tasks, best of {args.repeat}")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        rows = flush_costs(tmp, args.tasks, args.repeat)
-        never = rows[0][1]
-        print(f"flush cost: {args.tasks:,} tiny tasks at np=2, best of {args.repeat}")
-        print(f"{'flush interval':30s} {'tasks/s':>10s} {'vs never':>9s}")
-        for label, rate in rows:
-            print(f"{label:30s} {rate:10,.0f} {rate / never - 1:+8.1%}")
-        print("target: the default costs <= 5% of throughput")
+        flush_table(tmp, args)
         print()
-        print("stop: SIGUSR1 to mpiexec at np=4 -> resumable exit")
-        print(f"{'tasks':24s} {'grace':>6s} {'seconds':>8s} {'exit':>5s} {'pending':>8s} target")
-        for task_ms, grace in ((50, 30.0), (10_000, 2.0)):
-            took, code, pending = stop_time(tmp, task_ms, grace)
-            ok = "met" if took <= grace + 2 and code == 3 else "MISSED"
-            print(
-                f"{f'{task_ms:g} ms each':24s} {grace:6g} {took:8.2f} {code:5d} {pending:8d} "
-                f"<= {grace + 2:g} s: {ok}"
-            )
+        stop_table(tmp, args)
 
 
 if __name__ == "__main__":

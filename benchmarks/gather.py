@@ -55,13 +55,12 @@ import h5py
 import numpy as np
 from _bench import (
     HERE,
-    compile_sources,
-    format_table,
+    begin,
     last_stderr_line,
-    machine_line,
     mpiexec,
-    note,
-    schedule_supported,
+    print_table,
+    run_args,
+    warn_without_schedule,
 )
 from _gather_task import ROW
 
@@ -228,23 +227,11 @@ def run_polled(cmd: list[str], timeout: float) -> tuple[float | None, str, int |
 
 
 def mpibatch_cmd(args, schedule: str, ntasks: int, out: Path, rss_dir: Path) -> list[str]:
-    return mpiexec(args.np) + [
-        sys.executable,
-        str(HERE / "_rss_probe.py"),
-        str(rss_dir),
-        "run",
-        str(HERE / "_gather_task.py"),
-        "--reps",
-        str(ntasks),
-        "--seed",
-        str(args.seed),
-        "--out",
-        str(out),
-        "--overwrite",
-        "--quiet",
-        "--schedule",
-        schedule,
-    ]
+    probe = [sys.executable, str(HERE / "_rss_probe.py"), str(rss_dir)]
+    task = HERE / "_gather_task.py"
+    return (
+        mpiexec(args.np) + probe + run_args(task, ntasks, args.seed, out) + ["--schedule", schedule]
+    )
 
 
 def read_kib(path: Path) -> int | None:
@@ -379,27 +366,25 @@ def verdict(rows: list[Row], gib: float) -> list[str]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    compile_sources()
     gib = args.ntasks / 1024
     base = Path(args.dir or tempfile.gettempdir())
     free = shutil.disk_usage(base).free
-    print(
+    begin(
         f"gather: {args.ntasks:,} tasks x 1 MiB = {gib:g} GiB of results, np={args.np}, best of "
-        f"{args.repeat}, {machine_line()}; {free / 2**30:.0f} GiB free in {base}",
-        flush=True,
+        f"{args.repeat}"
     )
+    print(f"{free / 2**30:.0f} GiB free in {base}", flush=True)
     if free < 2 * gib * 2**30 + 2**30:
         sys.exit(f"not enough free disk in {base} for two {gib:g} GiB files; use --dir or --gb")
-    if not schedule_supported():
-        print("note: this mpibatch has no --schedule dynamic/--block-size yet; rows will fail")
+    warn_without_schedule()
     with tempfile.TemporaryDirectory(prefix="mpibatch-gather-", dir=base) as tmpdir:
         rows = measure(args, Path(tmpdir))
-    print()
-    print(format_table(HEADER, cells(rows, gib), args.markdown))
-    print()
-    polled_note = "; in brackets: the largest VmHWM polled from outside during the run"
-    print(note("rank 0 peak RSS: VmHWM at exit, worst of the runs" + polled_note, args.markdown))
-    print(note(f"rank 1 peak RSS (at exit, worst): {rank1_text(rows)}", args.markdown))
+    notes = [
+        "rank 0 peak RSS: VmHWM at exit, worst of the runs; in brackets: the largest VmHWM "
+        "polled from outside during the run",
+        f"rank 1 peak RSS (at exit, worst): {rank1_text(rows)}",
+    ]
+    print_table(HEADER, cells(rows, gib), args.markdown, notes)
     print(TARGETS)
     print("\n".join(verdict(rows, gib)))
 

@@ -25,7 +25,6 @@ run. GPU rows need ``mpibatch run --gpus``; without it they say so instead of a 
 
 import argparse
 import importlib.util
-import subprocess
 import sys
 import tempfile
 import types
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from _bench import BINDIR, HERE, format_table, machine_line, mpiexec, note, run_command
+from _bench import HERE, begin, format_table, mpibatch_run, note, run_command, run_help_has
 
 from mpibatch.devices import Device, bound, visible_gpus
 
@@ -118,9 +117,7 @@ def time_mpibatch(args, nranks: int, device: Device | None, ref, tmp: Path, flag
     if device and not flag:
         return Row(name, nranks, ntasks, None, "failed: mpibatch run has no --gpus flag yet")
     out = tmp / f"mpibatch_{nranks}_{'gpu' if device else 'cpu'}.h5"
-    cmd = mpiexec(nranks) + [str(BINDIR / "mpibatch"), "run", str(EXAMPLE)]
-    cmd += ["--grid", f"n={args.n}", "--reps", str(ntasks), "--seed", str(args.seed)]
-    cmd += ["--out", str(out), "--overwrite", "--quiet"]
+    cmd = mpibatch_run(nranks, EXAMPLE, ntasks, args.seed, out) + ["--grid", f"n={args.n}"]
     cmd += (["--gpus", "auto" if device else "none"]) if flag else []
     env = {}
     with bound(device, env):  # only the first GPU is visible to the command
@@ -130,17 +127,6 @@ def time_mpibatch(args, nranks: int, device: Device | None, ref, tmp: Path, flag
     with h5py.File(out, "r") as f:
         results = describe(f["results/fro"][()], f["results/backend"][()], ref)
     return Row(name, nranks, ntasks, seconds, results)
-
-
-def gpus_flag() -> bool:
-    """Whether this mpibatch's ``run --help`` lists ``--gpus``."""
-    try:
-        r = subprocess.run(
-            [str(BINDIR / "mpibatch"), "run", "--help"], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "--gpus" in r.stdout
 
 
 def measure(args, device: Device | None, tmp: Path, flag: bool) -> list[Row]:
@@ -181,12 +167,8 @@ def main(argv=None) -> None:
     if args.one_process:
         one_process(args)
         return
-    gpus, flag = visible_gpus(), gpus_flag()
-    print(
-        f"gpu: examples/gpu_matmul.py, n={args.n} (16 products per task), seed={args.seed}, "
-        f"{machine_line()}",
-        flush=True,
-    )
+    gpus, flag = visible_gpus(), run_help_has("--gpus")
+    begin(f"gpu: examples/gpu_matmul.py, n={args.n} (16 products per task), seed={args.seed}")
     if gpus:
         print(f"GPU: {gpus[0].name} ({gpus[0].uuid or gpus[0].index}); {len(gpus)} visible")
     else:

@@ -29,8 +29,6 @@ hundred task ids, including ids near 2**63.
 """
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -41,11 +39,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from _bench import compile_sources, mpiexec, run_command
+from _bench import HERE, begin, mpibatch_run, mpiexec, print_table, run_command
 from _streams import cheap_block, numpy_draw
 
-HERE = Path(__file__).resolve().parent
-BINDIR = Path(sys.executable).parent
 TARGETS = "targets: mpibatch >= 3x best peer; within 1.5x of hand-written"
 
 
@@ -76,27 +72,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.tasks < 1 or args.np < 1 or args.serial_prefix < 1:
         p.error("--tasks, --np and --serial-prefix must be positive")
     return args
-
-
-def mpi_library_version() -> str:
-    import mpi4py
-
-    mpi4py.rc.initialize = False  # only ask for the version string; no MPI_Init here
-    mpi4py.rc.finalize = False
-    from mpi4py import MPI
-
-    first = MPI.Get_library_version().strip().splitlines()[0]
-    return " ".join(first.split(",")[0].split())
-
-
-def machine_line() -> str:
-    import mpi4py
-
-    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"nproc {ncpu}, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"mpi4py {mpi4py.__version__}, {mpi_library_version()}"
-    )
 
 
 def prove_cheap_derivation(seed: int, ntasks: int) -> int:
@@ -189,19 +164,7 @@ def check_mpibatch_file(path: Path, ref: np.ndarray) -> str:
 
 def time_mpibatch(args, tmp: Path, ref: np.ndarray) -> Row:
     out = tmp / "mpibatch.h5"
-    cmd = mpiexec(args.np) + [
-        str(BINDIR / "mpibatch"),
-        "run",
-        str(HERE / "tiny_task.py"),
-        "--reps",
-        str(args.tasks),
-        "--seed",
-        str(args.seed),
-        "--out",
-        str(out),
-        "--overwrite",
-        "--quiet",
-    ]
+    cmd = mpibatch_run(args.np, HERE / "tiny_task.py", args.tasks, args.seed, out)
     seconds, error = run_command(cmd, args.timeout)
     if seconds is None:
         return Row("mpibatch", None, error)
@@ -232,30 +195,7 @@ def table_cells(rows: list[Row], ntasks: int) -> list[list[str]]:
     return cells
 
 
-def md_escape(text: str) -> str:
-    return text.replace("*", r"\*").replace("|", r"\|")
-
-
 HEADER = ["system", "seconds", "tasks/s", "x best peer", "x hand-written", "results"]
-
-
-def format_table(rows: list[Row], ntasks: int, markdown: bool) -> str:
-    cells = table_cells(rows, ntasks)
-    if markdown:
-        lines = [
-            "| " + " | ".join(HEADER) + " |",
-            "|" + "|".join([":---"] + ["---:"] * 4 + [":---"]) + "|",
-        ]
-        lines += ["| " + " | ".join(md_escape(x) for x in c) + " |" for c in cells]
-        return "\n".join(lines)
-    widths = [max(len(c[k]) for c in [HEADER, *cells]) for k in range(len(HEADER))]
-
-    def fmt(c: list[str]) -> str:
-        head = c[0].ljust(widths[0])
-        mid = "  ".join(x.rjust(w) for x, w in zip(c[1:-1], widths[1:-1], strict=True))
-        return f"{head}  {mid}   {c[-1]}"
-
-    return "\n".join(fmt(c) for c in [HEADER, *cells])
 
 
 def verdict(rows: list[Row]) -> str:
@@ -306,11 +246,9 @@ def measure(args, ref: np.ndarray) -> list[Row]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    compile_sources()
-    print(
+    begin(
         f"overhead: {args.tasks:,} tiny tasks (one normal draw each), np={args.np}, "
-        f"seed={args.seed}, {machine_line()}",
-        flush=True,
+        f"seed={args.seed}"
     )
     checked = prove_cheap_derivation(args.seed, args.tasks)
     t0 = time.perf_counter()
@@ -322,11 +260,7 @@ def main(argv=None) -> None:
         flush=True,
     )
     rows = measure(args, ref)
-    print()
-    print(format_table(rows, args.tasks, args.markdown))
-    print()
-    for note in footnotes(args):
-        print(md_escape(note) if args.markdown else note)
+    print_table(HEADER, table_cells(rows, args.tasks), args.markdown, footnotes(args))
     print(TARGETS)
     print(verdict(rows))
 

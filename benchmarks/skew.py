@@ -48,14 +48,13 @@ import h5py
 import numpy as np
 from _bench import (
     HERE,
-    compile_sources,
-    format_table,
-    machine_line,
+    begin,
+    file_attrs,
     mpibatch_run,
     mpiexec,
-    note,
+    print_table,
     run_command,
-    schedule_supported,
+    warn_without_schedule,
 )
 from _skew_task import ENV
 from _streams import numpy_draw
@@ -242,10 +241,10 @@ def check_h5(path: Path, work: Workload, info: dict) -> tuple[str, float | None]
             return "DIFFERENT (no /results/id or /results/draw)", None
         status, ids, draws = f["tasks/status"][()], f["results/id"][()], f["results/draw"][()]
         start, elapsed = f["tasks/start"][()], f["tasks/elapsed"][()]
-        for key in ("schedule_used", "schedule_reason", "n_blocks", "dispatch_seconds"):
-            if key in f.attrs:
-                value = f.attrs[key]
-                info[key] = value.item() if isinstance(value, np.generic) else value
+    attrs = file_attrs(path)
+    for key in ("schedule_used", "schedule_reason", "n_blocks", "dispatch_seconds"):
+        if key in attrs:
+            info[key] = attrs[key]
     n = work.ref.size
     if status.shape != (n,) or not (status == 1).all():
         return f"DIFFERENT ({int((status == 1).sum())} of {n} tasks done)", None
@@ -381,11 +380,7 @@ def run_workload(work: Workload, args, tmp: Path) -> bool:
         for system in systems(args, nprocs, work.size):
             rows.append(measure(system, work, args, tmp))
             print(f"  ... {system.name} np={nprocs}: {rows[-1].makespans}", file=sys.stderr)
-    print()
-    print(format_table(HEADER, cells(rows, work), args.markdown))
-    print()
-    for line in footnotes(rows, work):
-        print(note(line, args.markdown))
+    print_table(HEADER, cells(rows, work), args.markdown, footnotes(rows, work))
     ok, lines = verdict(rows, work)
     print(TARGETS + f" -> {work.name}:")
     print("\n".join(lines))
@@ -394,15 +389,11 @@ def run_workload(work: Workload, args, tmp: Path) -> bool:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    compile_sources()
-    print(
+    begin(
         f"skew: sleeping tasks, np={args.np}, {args.draws} log-normal draws, (b) best of "
-        f"{args.repeat}, seed={args.seed}, "
-        f"{machine_line()}",
-        flush=True,
+        f"{args.repeat}, seed={args.seed}"
     )
-    if not schedule_supported():
-        print("note: this mpibatch has no --schedule dynamic/--block-size yet; rows will fail")
+    warn_without_schedule()
     with tempfile.TemporaryDirectory(prefix="mpibatch-skew-") as tmpdir:
         tmp = Path(tmpdir)
         oks = [run_workload(w, args, tmp) for w in make_workloads(args, tmp)]

@@ -1,6 +1,6 @@
 """Cost of deriving one task's stream, Generator(PCG64(seed).jumped(i)), three ways.
 
-    python benchmarks/streams.py [--tasks N]
+    python benchmarks/streams.py [--tasks N] [--markdown]
 
 Prints microseconds per task (best of 5 passes over N consecutive task ids) for numpy's
 own expression, a derivation that reuses one bit generator through numpy's ``state``
@@ -14,6 +14,7 @@ import argparse
 import time
 
 import numpy as np
+from _bench import print_table
 
 from mpibatch.streams import TaskStreams, task_generator
 
@@ -52,7 +53,9 @@ def _check(n: int = 300) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=200_000)
-    n = ap.parse_args().tasks
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    args = ap.parse_args()
+    n = args.tasks
     _check()
     rows = [
         ("numpy: Generator(PCG64(seed).jumped(i))", _best(_numpy, max(1, n // 10))),
@@ -61,10 +64,9 @@ def main() -> None:
     ]
     ref = rows[0][1]
     print(f"stream derivation, {n:,} consecutive task ids; all three bit-identical (checked)")
-    print(f"{'derivation':48s} {'us/task':>8s} {'speed-up':>9s}")
-    for name, us in rows:
-        print(f"{name:48s} {us:8.2f} {ref / us:8.1f}x")
-    print("target: <= 2.5 us per task")
+    cells = [[name, f"{us:.2f}", f"{ref / us:.1f}x"] for name, us in rows]
+    notes = ["target: <= 2.5 µs per task"]
+    print_table(["derivation", "µs/task", "speed-up"], cells, args.markdown, notes)
 
 
 if __name__ == "__main__":
