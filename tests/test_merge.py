@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -146,6 +147,10 @@ def test_an_existing_output_needs_overwrite(study, tmp_path):
     with pytest.raises(OutputError, match="already exists; pass --overwrite"):
         merge(parts, str(out))
     assert out.read_text() == "old"
+    with pytest.raises(OutputError, match="not an mpibatch results file"):
+        merge(parts, str(out), overwrite=True)  # --overwrite replaces only results files
+    assert out.read_text() == "old"
+    out.write_bytes(Path(parts[1]).read_bytes())
     assert merge(parts, str(out), overwrite=True).done == N
     with pytest.raises(UsageError, match="other than the parts"):
         merge(parts, parts[0], overwrite=True)

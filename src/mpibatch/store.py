@@ -71,12 +71,34 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
         raise OutputError(
             f"output path '{p}' is a directory; expected a file name like {p}/results.h5"
         )
+    if p.suffix == ".py":
+        raise OutputError(
+            f"output path '{p}' is a Python file; expected a results file name like "
+            f"{p.with_suffix('.h5')} (--out never replaces a .py file)"
+        )
     if p.exists() and not overwrite:
         raise OutputError(
             f"output file '{p}' already exists; pass --overwrite to replace it "
             "or choose another --out"
         )
+    if p.exists() and not is_results_file(p):
+        raise OutputError(
+            f"output file '{p}' exists and is not an mpibatch results file; expected a new "
+            "name or a previous results file (--overwrite replaces only those)"
+        )
     return p
+
+
+def is_results_file(path: Path) -> bool:
+    """True for an HDF5 file that mpibatch wrote (it has /tasks/status)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                return False
+        with h5py.File(path, "r", locking=False) as f:
+            return "tasks/status" in f
+    except OSError:
+        return False
 
 
 def _fapl():
@@ -127,14 +149,23 @@ class Store:
 
     @classmethod
     def create(cls, path: Path, grid, ids: range, attrs: dict[str, Any]) -> Store:
-        """A new file with every task pending; removed again if it cannot be completed."""
-        f = _create_file(path)
+        """A new file with every task pending, under its name only once it is complete.
+
+        It is built under a temporary name beside ``path`` and renamed: a kill while the
+        datasets are created leaves no half-made file at ``path`` (and a previous file
+        being replaced stays whole until then); the temporary file is removed on errors.
+        """
+        tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        f = _create_file(tmp)
         try:
-            return cls._fill(cls(f, ids), grid, attrs)
+            store = cls._fill(cls(f, ids), grid, attrs)
+            os.replace(tmp, path)
         except BaseException:
             f.close()
-            path.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
+        store.path = path
+        return store
 
     @staticmethod
     def _fill(store: Store, grid, attrs: dict[str, Any]) -> Store:
