@@ -242,11 +242,33 @@ def _write(tmp: Path, parts: list[_Part], grid: Grid, ids: range, attrs: dict) -
     return counts
 
 
-def merge(parts: list[str], out: str, overwrite: bool = False) -> MergeSummary:
+def _missing(parts: list[_Part], gaps: list[tuple[int, int]], n_tasks: int) -> list:
+    """Task ranges of the study (0 to ``n_tasks``) that no part holds."""
+    first, last = parts[0].ids.start, max(p.ids.stop for p in parts)
+    edges = [(0, first)] if first > 0 else []
+    return edges + gaps + ([(last, n_tasks)] if last < n_tasks else [])
+
+
+def _refuse_partial(parts: list[_Part], missing: list, n_tasks: int) -> UsageError:
+    held = ", ".join(_span(p.ids) for p in parts)
+    lost = ", ".join(f"{a}:{b}" for a, b in missing)
+    n_lost = sum(b - a for a, b in missing)
+    return UsageError(
+        f"merge: expected parts covering all tasks 0:{n_tasks}, got {held}; {n_lost} tasks "
+        f"({lost}) are in no part: run them with --tasks START:STOP and merge that part in, "
+        "or pass --allow-partial to merge what is here"
+    )
+
+
+def merge(
+    parts: list[str], out: str, overwrite: bool = False, allow_partial: bool = False
+) -> MergeSummary:
     """Merge the results files of ``mpibatch run --tasks`` slices of one study into ``out``.
 
-    The merged datasets are those of one run over the union of the parts' task ids;
-    gaps between parts are left pending (and reported). Raises UsageError or OutputError.
+    The parts must hold every task of the study, else UsageError names the missing ids;
+    with ``allow_partial`` the merged datasets are those of one run over the union of the
+    parts' task ids, gaps between parts left pending (and reported), and the missing ids
+    recorded in the ``partial`` attribute. Raises UsageError or OutputError.
     """
     if not parts:
         raise UsageError(
@@ -264,7 +286,11 @@ def merge(parts: list[str], out: str, overwrite: bool = False) -> MergeSummary:
     gaps = _check_parts(infos)
     ids = range(infos[0].ids.start, max(p.ids.stop for p in infos))
     grid = Grid.from_json(infos[0].attrs["grid"])
+    missing = _missing(infos, gaps, grid.n_tasks)
+    if missing and not allow_partial:
+        raise _refuse_partial(infos, missing, grid.n_tasks)
     attrs = _attrs(infos, ids, grid, str(out))
+    attrs["partial"] = json.dumps(missing) if missing else ""
     tmp = dest.with_name(f".{dest.name}.merging-{os.getpid()}")
     try:
         counts = _write(tmp, infos, grid, ids, attrs)
