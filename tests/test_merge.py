@@ -163,7 +163,7 @@ def test_missing_or_foreign_parts_are_refused(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         merge([str(tmp_path / "nope.h5")], str(tmp_path / "m.h5"))
     (tmp_path / "x.h5").write_text("not hdf5")
-    with pytest.raises(UsageError, match="expected an HDF5 results file"):
+    with pytest.raises(UsageError, match="expected an mpibatch results file, got not an HDF5"):
         merge([str(tmp_path / "x.h5")], str(tmp_path / "m.h5"))
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from ._records import Columns, Field, Schema
 from .errors import OutputError
-from .results import _read, failures_path, read_failures
+from .results import _read, failures_path, file_problem, read_failures
 
 _PARAM_CHUNK = 1 << 20
 # Bytes per write call for results. One big pwrite into the page cache ran 2-5x slower than
@@ -81,24 +81,12 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
             f"output file '{p}' already exists; pass --overwrite to replace it "
             "or choose another --out"
         )
-    if p.exists() and not is_results_file(p):
+    if p.exists() and file_problem(p) is not None:
         raise OutputError(
             f"output file '{p}' exists and is not an mpibatch results file; expected a new "
             "name or a previous results file (--overwrite replaces only those)"
         )
     return p
-
-
-def is_results_file(path: Path) -> bool:
-    """True for an HDF5 file that mpibatch wrote (it has /tasks/status)."""
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
-                return False
-        with h5py.File(path, "r", locking=False) as f:
-            return "tasks/status" in f
-    except OSError:
-        return False
 
 
 def _fapl():
