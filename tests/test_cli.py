@@ -50,4 +50,5 @@ def test_thread_variables_are_set_before_numpy_loads(monkeypatch):
 def test_info_on_a_missing_file_is_one_line(capsys):
     assert cli.main(["info", "/nonexistent.h5"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("mpibatch: error: cannot read '/nonexistent.h5'") and err.count("\n") == 1
+    assert err.startswith("mpibatch: error: '/nonexistent.h5': expected an mpibatch results")
+    assert "no such file" in err and err.count("\n") == 1

@@ -496,3 +496,56 @@ def test_to_specs_round_trips_through_from_spec():
         reps=3,
     )
     assert Grid.from_spec(g.to_specs(), reps=3) == g
+
+
+# ---------------------------------------------------------------- quoting and repeats
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a,b", "007", "1:3"],
+        [" padded ", "", "it's", 'say "hi"'],
+        ["1e-3", "nan", "inf", "a/b"],
+    ],
+)
+def test_strings_that_look_like_other_things_round_trip_through_specs(values):
+    g = Grid({"s": values, "n": [1, 2]}, reps=2)
+    back = Grid.from_spec(g.to_specs(), reps=2)
+    assert back == g
+    assert back.n_tasks == len(values) * 2 * 2
+    assert back.axis_values()["s"] == values
+
+
+def test_zipped_strings_round_trip_through_specs():
+    g = Grid(Grid.zip(a=["1/2", "x", "0"], b=["3", "q,r", "z"]))
+    assert Grid.from_spec(g.to_specs()) == g
+
+
+def test_quoted_values_are_strings_and_unquoted_ones_parse():
+    g = Grid.from_spec(['id="007", \'1:3\' ,"a,b"'])
+    assert g.axis_values()["id"] == ["007", "1:3", "a,b"]
+    assert Grid.from_spec(["n=007,1:3"]).axis_values()["n"] == [7, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ('x="a', ["closing", "007"]),
+        ('x="a"b', ["quotes around a whole value"]),
+        ("x=1,1", ["distinct values", "1 twice", "--reps"]),
+        ("x=1,1.0", ["distinct values"]),
+        ("s=a,b,a", ["'a' twice"]),
+        ("a+b=1/x,1/x", ["(1, 'x') twice"]),
+    ],
+)
+def test_bad_quotes_and_repeated_values_are_one_line_errors(spec, words):
+    raises(words, Grid.from_spec, [spec])
+
+
+def test_repeated_values_from_python_are_refused_too():
+    raises(["distinct values", "2 twice"], Grid, {"x": [1, 2, 2]})
+
+
+def test_a_value_with_both_quotes_cannot_be_a_flag():
+    raises(["one kind of quote", "'grid' attribute"], Grid({"s": ["a'\""]}).to_specs)

@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -102,10 +103,11 @@ def test_merged_file_records_its_parts_and_a_command_without_tasks(study, tmp_pa
 def test_a_union_not_from_zero_keeps_tasks_in_the_command(study, tmp_path):
     parts = _parts(study, tmp_path, ("6:9", "3:6"))
     out = str(tmp_path / "m.h5")
-    s = merge(parts, out)
+    s = merge(parts, out, allow_partial=True)
     assert (s.n_tasks, s.done) == (6, 6)
     res = mpibatch.open(out)
     assert res.attrs["tasks"] == "3:9" and " --tasks 3:9 --out " in res.attrs["command"]
+    assert json.loads(res.attrs["partial"]) == [[0, 3], [9, 12]]
     assert res.task_id.tolist() == list(range(3, 9))
 
 
@@ -146,6 +148,10 @@ def test_an_existing_output_needs_overwrite(study, tmp_path):
     with pytest.raises(OutputError, match="already exists; pass --overwrite"):
         merge(parts, str(out))
     assert out.read_text() == "old"
+    with pytest.raises(OutputError, match="not an mpibatch results file"):
+        merge(parts, str(out), overwrite=True)  # --overwrite replaces only results files
+    assert out.read_text() == "old"
+    out.write_bytes(Path(parts[1]).read_bytes())
     assert merge(parts, str(out), overwrite=True).done == N
     with pytest.raises(UsageError, match="other than the parts"):
         merge(parts, parts[0], overwrite=True)
@@ -157,7 +163,7 @@ def test_missing_or_foreign_parts_are_refused(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         merge([str(tmp_path / "nope.h5")], str(tmp_path / "m.h5"))
     (tmp_path / "x.h5").write_text("not hdf5")
-    with pytest.raises(UsageError, match="expected an HDF5 results file"):
+    with pytest.raises(UsageError, match="expected an mpibatch results file, got not an HDF5"):
         merge([str(tmp_path / "x.h5")], str(tmp_path / "m.h5"))
 
 
@@ -165,7 +171,9 @@ def test_a_gap_leaves_tasks_pending_with_a_warning(study, tmp_path):
     full = _bytes(_run(study, tmp_path / "single.h5"))
     parts = _parts(study, tmp_path, ("9:12", "0:5"))
     out = str(tmp_path / "m.h5")
-    s = merge(parts, out)
+    with pytest.raises(UsageError, match=r"4 tasks \(5:9\) are in no part"):
+        merge(parts, out)
+    s = merge(parts, out, allow_partial=True)
     assert (s.n_tasks, s.done, s.pending, s.gaps) == (N, 8, 4, [(5, 9)])
     assert "tasks 5:9 are in no part" in str(s) and str(s).count("\nwarning: ") == 1
     res = mpibatch.open(out)
@@ -205,3 +213,22 @@ def test_failures_are_carried_into_errors(study, tmp_path, monkeypatch, in_sidec
         assert f["errors/task"][()].tolist() == [8]
         assert f["errors/type"].asstr()[0] == "ValueError"
         assert "told to fail" in f["errors/traceback"].asstr()[0]
+
+
+@pytest.mark.parametrize(
+    "slices, lost",
+    [(("0:5",), "7 tasks (5:12)"), (("9:12",), "9 tasks (0:9)"), (("3:5", "5:9"), "(0:3, 9:12)")],
+)
+def test_parts_that_miss_the_first_or_last_tasks_are_refused(study, tmp_path, slices, lost):
+    parts = _parts(study, tmp_path, slices)
+    out = tmp_path / "m.h5"
+    with pytest.raises(UsageError, match="expected parts covering all tasks 0:12") as info:
+        merge(parts, str(out))
+    assert lost in str(info.value) and "--allow-partial" in str(info.value)
+    assert not out.exists()
+
+
+def test_a_complete_merge_records_that_it_is_not_partial(study, tmp_path):
+    out = str(tmp_path / "m.h5")
+    merge(_parts(study, tmp_path), out)
+    assert mpibatch.open(out).attrs["partial"] == ""

@@ -3,6 +3,7 @@
 import bdb
 import importlib
 import io
+import subprocess
 import sys
 import textwrap
 
@@ -226,14 +227,37 @@ def test_a_function_defined_inside_another_is_refused(tmp_path):
         call(out, 0)
 
 
-def test_a_script_that_would_rerun_its_study_on_import_is_refused(tmp_path):
-    out, src = study(tmp_path)
-    with h5py.File(out, "r+") as f:
-        f.attrs["function"] = "__main__:task"
-    with pytest.raises(UsageError, match="would run its whole study again"):
-        call(out, 0)
-    src.write_text(TASKS + "\nif __name__ == '__main__':\n    pass\n")
-    assert call(out, 0, force=True)[0] == 0
+SCRIPT = """
+import logging
+import mpibatch
+
+log = logging.getLogger(__name__)
+
+
+def task(params, rng):
+    return rng.normal(params["mu"])
+
+
+{main}mpibatch.run(task, {{"mu": [0.0, 1.0]}}, reps=2, seed=5, out={out!r}, quiet=True)
+"""
+
+
+def test_rerun_never_runs_a_scripts_study_again(tmp_path):
+    out = tmp_path / "script.h5"
+    src = tmp_path / "study_script.py"
+    src.write_text(SCRIPT.format(main="", out=str(out)))
+    r = subprocess.run([sys.executable, str(src)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert mpibatch.open(out).attrs["function"] == "__main__:task"
+    before = out.read_bytes()
+    with pytest.raises(UsageError, match="runs a study .mpibatch.run. when imported"):
+        call(out, 1)  # the script mentions __name__, yet its study is not under the guard
+    assert out.read_bytes() == before  # the results file was not written again
+    src.write_text(SCRIPT.format(main="if __name__ == '__main__':\n    ", out=str(out)))
+    rc, text = call(out, 1, force=True)
+    assert rc == 0 and "matches the stored result" in text
+    assert out.read_bytes() == before
+    assert "run" not in vars(mpibatch)  # the guard is gone again: mpibatch.run is lazy
 
 
 def test_long_arrays_print_summarised_and_scalars_as_values():

@@ -77,7 +77,16 @@ def test_check_output_errors(tmp_path):
     (tmp_path / "old.h5").write_text("x")
     with pytest.raises(OutputError, match="already exists; pass --overwrite"):
         check_output(tmp_path / "old.h5", overwrite=False)
-    check_output(tmp_path / "old.h5", overwrite=True)
+    with pytest.raises(OutputError, match="is not an mpibatch results file"):
+        check_output(tmp_path / "old.h5", overwrite=True)  # not ours: never replaced
+    store, _ = _store(tmp_path)
+    store.close({})
+    assert check_output(tmp_path / "s.h5", overwrite=True) == tmp_path / "s.h5"
+    (tmp_path / "study.py").write_text("def task(p, rng): return 1\n")
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match="is a Python file"):
+            check_output(tmp_path / "study.py", overwrite=overwrite)
+    assert (tmp_path / "study.py").read_text().startswith("def task")
     with pytest.raises(OutputError, match="does not exist; create it"):
         check_output(tmp_path / "no" / "x.h5", overwrite=False)
     with pytest.raises(OutputError, match="is a directory"):
@@ -110,3 +119,21 @@ def test_results_written_in_pieces_land_on_their_rows(tmp_path, monkeypatch, row
         v = f["results/v"][()]
     assert (v[2:39] == np.arange(37, dtype=float)[:, None]).all()
     assert (v[:2] == 0).all() and (v[39:] == 0).all()  # rows outside the report untouched
+
+
+def test_a_new_file_appears_under_its_name_only_when_complete(tmp_path, monkeypatch):
+    seen = []
+    real_fill = Store._fill
+
+    def fill(store, grid, attrs):
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        return real_fill(store, grid, attrs)
+
+    monkeypatch.setattr(Store, "_fill", staticmethod(fill))
+    store, _ = _store(tmp_path)
+    assert seen and "s.h5" not in seen[0]  # built under another name ...
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]  # ... then renamed
+    assert store.path == tmp_path / "s.h5"
+    store.close({})
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert "tasks/status" in f

@@ -228,7 +228,9 @@ def cmd_plot(args) -> int:
 def cmd_merge(args) -> int:
     from .merge import merge
 
-    summary = merge(args.parts, args.out, overwrite=args.overwrite)
+    summary = merge(
+        args.parts, args.out, overwrite=args.overwrite, allow_partial=args.allow_partial
+    )
     say(str(summary))
     return EXIT_OK if summary.done == summary.n_tasks else EXIT_FAILED
 
@@ -283,7 +285,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("parts", nargs="+", metavar="PART", help="results files of the parts")
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="merged file to write")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it is a previous results file"
+    )
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="merge even if some tasks are in no part (they stay pending; recorded in OUT)",
+    )
     p.set_defaults(func=cmd_merge, debug=False)
     p = sub.add_parser(
         "rerun",

@@ -20,6 +20,7 @@ from .errors import GridError
 _MAX_TASKS = 2**62  # task ids and /params columns are int64
 _DTYPE = {"int": "int64", "float": "float64", "str": "U"}
 _SPEC_EG = "e.g. --grid n=1,2,4 or --grid alpha+l1=0.1/1,0.2/2"
+_QUOTE_EG = 'quote a string that must stay as typed, e.g. --grid \'id="007","a,b"\''
 _RANGE_EG = (
     "use LO:HI[:STEP] (ints, HI exclusive), LO:HI:Nlin or LO:HI:Nlog, e.g. --grid lr=1e-5:1e-3:5log"
 )
@@ -99,7 +100,24 @@ class _Dim:
         pairs = [_normalize(n, c) for n, c in zip(names, cols, strict=True)]
         self.kinds, self.cols = tuple(k for k, _ in pairs), tuple(c for _, c in pairs)
         self.size = len(cols[0])
+        _check_distinct(names, self.cols)
         self.frags = [dict(zip(names, row, strict=True)) for row in zip(*self.cols, strict=True)]
+
+
+def _check_distinct(names: tuple[str, ...], cols: tuple[list, ...]) -> None:
+    """Two equal values (rows of a zipped group) would be two identical grid points."""
+    seen: set[str] = set()
+    for row in zip(*cols, strict=True):
+        key = json.dumps(row)
+        if key in seen:
+            what = row[0] if len(row) == 1 else row
+            raise _fail(
+                f"grid axis {'+'.join(names)!r}",
+                "distinct values",
+                f"{_short(what)} twice",
+                "drop the repeat (replicates come from --reps)",
+            )
+        seen.add(key)
 
 
 def _make_dim(key: Any, values: Any, seen: set[str]) -> _Dim:
@@ -127,6 +145,43 @@ def _axes(dims: Any) -> dict:
         else:
             out[tuple(names)] = list(zip(*cols, strict=True))
     return out
+
+
+_QUOTES = "\"'"
+
+
+def _split(text: str, sep: str, where: str) -> list[str]:
+    """Split on ``sep`` outside quotes; the pieces keep their quotes."""
+    pieces, buf, quote = [], "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in _QUOTES:
+            quote = ch
+        elif ch == sep:
+            pieces.append(buf)
+            buf = ""
+            continue
+        buf += ch
+    if quote:
+        raise _fail(where, f"a closing {quote}", f"none in {text!r}", _QUOTE_EG)
+    return pieces + [buf]
+
+
+def _item(piece: str, where: str) -> tuple[str, bool]:
+    """``(text, quoted)``: a piece in matching quotes is a literal string (``"007"``)."""
+    text = piece.strip()
+    if len(text) >= 2 and text[0] in _QUOTES and text[-1] == text[0]:
+        if text[0] not in text[1:-1]:
+            return text[1:-1], True
+    if any(q in text for q in _QUOTES):
+        raise _fail(where, "quotes around a whole value", repr(piece.strip()), _QUOTE_EG)
+    return text, False
+
+
+def _value(item: tuple[str, bool]) -> int | float | str:
+    text, quoted = item
+    return text if quoted else _scalar(text)
 
 
 def _scalar(text: str) -> int | float | str:
@@ -167,21 +222,42 @@ def _parse_spec(spec: Any) -> tuple[str | tuple[str, ...], list]:
     where = f"grid spec {spec!r}"
     lhs, rhs = spec.split("=", 1)
     names = tuple(n.strip() for n in lhs.split("+"))
-    items = [it.strip() for it in rhs.split(",")]
+    pieces = _split(rhs, ",", where)
+    items = [_item(p, where) for p in pieces] if len(names) == 1 else []
+    rows = [[_item(p, where) for p in _split(it, "/", where)] for it in pieces]
     if not all(names):
         raise _fail(where, "an axis name before '='", "an empty one", _SPEC_EG)
-    if not all(items):
+    if not all(text or quoted for row in rows for text, quoted in row):
         raise _fail(where, "a value between commas and after '='", "an empty one", _SPEC_EG)
     if len(names) == 1:
         out: list = []
         for it in items:
-            out.extend(_parse_range(spec, it) if _is_range(it) else [_scalar(it)])
+            is_range = not it[1] and _is_range(it[0])
+            out.extend(_parse_range(spec, it[0]) if is_range else [_value(it)])
         return names[0], out
-    rows = [tuple(p.strip() for p in it.split("/")) for it in items]
-    for it, row in zip(items, rows, strict=True):
-        if len(row) != len(names) or any(map(_is_range, row)):
-            raise _fail(where, f"{len(names)} values joined by '/' (no ranges)", repr(it), _SPEC_EG)
-    return names, [tuple(map(_scalar, row)) for row in rows]
+    for piece, row in zip(pieces, rows, strict=True):
+        if len(row) != len(names) or any(not q and _is_range(t) for t, q in row):
+            got = repr(piece.strip())
+            raise _fail(where, f"{len(names)} values joined by '/' (no ranges)", got, _SPEC_EG)
+    return names, [tuple(map(_value, row)) for row in rows]
+
+
+def _spell(value: Any) -> str:
+    """A value as a ``--grid`` item that parses back to exactly it (quoted if need be)."""
+    if not isinstance(value, str):
+        return repr(value)
+    plain = value == value.strip() and value and not set(value) & set(",/'\"")
+    if plain and isinstance(_scalar(value), str) and not _is_range(value):
+        return value
+    quote = next((q for q in _QUOTES if q not in value), None)
+    if quote is None:
+        raise _fail(
+            f"grid value {_short(value)}",
+            "no more than one kind of quote to be spelled as a --grid flag",
+            "both",
+            "the file's 'grid' attribute holds the exact grid (JSON)",
+        )
+    return quote + value + quote
 
 
 class Grid:
@@ -339,13 +415,15 @@ class Grid:
         return grid
 
     def to_specs(self) -> list[str]:
-        """``--grid`` strings that rebuild the axes (``NAME=V1,V2`` or ``A+B=a1/b1,a2/b2``)."""
+        """``--grid`` strings that rebuild the axes (``NAME=V1,V2`` or ``A+B=a1/b1,a2/b2``).
+
+        Strings that would read back as something else (``"007"``, ``"a,b"``, ``"1:3"``)
+        are quoted; a GridError says when a value cannot be spelled at all.
+        """
         return [
             "+".join(d.names)
             + "="
-            + ",".join(
-                "/".join(map(repr, row)).replace("'", "") for row in zip(*d.cols, strict=True)
-            )
+            + ",".join("/".join(map(_spell, row)) for row in zip(*d.cols, strict=True))
             for d in self._dims
         ]
 

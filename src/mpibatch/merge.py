@@ -13,14 +13,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from . import results as _results
 from ._records import Field, describe
 from .errors import OutputError, UsageError
 from .grid import Grid
-from .results import failures_path, read_attrs, read_failures
+from .results import failures_path, read_attrs, read_failures, read_file
 from .store import Store, check_output
 
 _SLICE_BYTES = 64 << 20  # rows copied at a time: at most about this many bytes
@@ -60,17 +59,7 @@ class _Part:
 
 def _inspect(path: str) -> _Part:
     """A part's task range, attributes and result schema (reads no rows)."""
-    if not Path(path).is_file():
-        raise UsageError(
-            f"part '{path}': expected a results file, got no such file; check the name"
-        )
-    try:
-        attrs, f = read_attrs(Path(path)), h5py.File(path, "r", locking=False)
-    except OSError:
-        raise UsageError(
-            f"part '{path}': expected an HDF5 results file, got something h5py cannot open; "
-            "pass the files written by mpibatch run --out"
-        ) from None
+    attrs, f = read_attrs(Path(path)), read_file(path)  # checked first
     with f:
         missing = [k for k in ("grid", "seed", "streams", "function") if k not in attrs]
         if missing or "tasks/id" not in f or "tasks/status" not in f:
@@ -190,7 +179,7 @@ def _copy_part(store: Store, part: _Part, shift: float) -> np.ndarray:
     counts = np.zeros(3, np.int64)
     base = part.ids.start - store.ids.start
     tasks, results = store.f["tasks"], store.f["results"]
-    with h5py.File(part.path, "r", locking=False) as src:
+    with read_file(part.path) as src:
         for a in range(0, len(part.ids), step):
             b = min(len(part.ids), a + step)
             out = slice(base + a, base + b)
@@ -211,7 +200,7 @@ def _copy_part(store: Store, part: _Part, shift: float) -> np.ndarray:
 def _part_failures(part: _Part) -> list[dict]:
     """A part's failure records: those in its /errors, then any left in its sidecar."""
     names = list(_results.ERROR_FIELDS)
-    with h5py.File(part.path, "r", locking=False) as src:
+    with read_file(part.path) as src:
         cols = [_results._read(src["errors"][n]) for n in names] if "errors" in src else []
     records = [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
     records += read_failures(failures_path(part.path))
@@ -230,7 +219,7 @@ def _write(tmp: Path, parts: list[_Part], grid: Grid, ids: range, attrs: dict) -
         for p in parts:  # start times count from the earliest part's start
             shift = p.attrs["t0"] - t0 if t0 is not None and "t0" in p.attrs else 0.0
             counts.append(_copy_part(store, p, shift).tolist())
-        with h5py.File(parts[0].path, "r", locking=False) as src:
+        with read_file(parts[0].path) as src:
             if "ranks" in src:
                 src.copy(src["ranks"], store.f, "ranks")
         lines = "".join(json.dumps(r) + "\n" for p in parts for r in _part_failures(p))
@@ -242,11 +231,33 @@ def _write(tmp: Path, parts: list[_Part], grid: Grid, ids: range, attrs: dict) -
     return counts
 
 
-def merge(parts: list[str], out: str, overwrite: bool = False) -> MergeSummary:
+def _missing(parts: list[_Part], gaps: list[tuple[int, int]], n_tasks: int) -> list:
+    """Task ranges of the study (0 to ``n_tasks``) that no part holds."""
+    first, last = parts[0].ids.start, max(p.ids.stop for p in parts)
+    edges = [(0, first)] if first > 0 else []
+    return edges + gaps + ([(last, n_tasks)] if last < n_tasks else [])
+
+
+def _refuse_partial(parts: list[_Part], missing: list, n_tasks: int) -> UsageError:
+    held = ", ".join(_span(p.ids) for p in parts)
+    lost = ", ".join(f"{a}:{b}" for a, b in missing)
+    n_lost = sum(b - a for a, b in missing)
+    return UsageError(
+        f"merge: expected parts covering all tasks 0:{n_tasks}, got {held}; {n_lost} tasks "
+        f"({lost}) are in no part: run them with --tasks START:STOP and merge that part in, "
+        "or pass --allow-partial to merge what is here"
+    )
+
+
+def merge(
+    parts: list[str], out: str, overwrite: bool = False, allow_partial: bool = False
+) -> MergeSummary:
     """Merge the results files of ``mpibatch run --tasks`` slices of one study into ``out``.
 
-    The merged datasets are those of one run over the union of the parts' task ids;
-    gaps between parts are left pending (and reported). Raises UsageError or OutputError.
+    The parts must hold every task of the study, else UsageError names the missing ids;
+    with ``allow_partial`` the merged datasets are those of one run over the union of the
+    parts' task ids, gaps between parts left pending (and reported), and the missing ids
+    recorded in the ``partial`` attribute. Raises UsageError or OutputError.
     """
     if not parts:
         raise UsageError(
@@ -264,7 +275,11 @@ def merge(parts: list[str], out: str, overwrite: bool = False) -> MergeSummary:
     gaps = _check_parts(infos)
     ids = range(infos[0].ids.start, max(p.ids.stop for p in infos))
     grid = Grid.from_json(infos[0].attrs["grid"])
+    missing = _missing(infos, gaps, grid.n_tasks)
+    if missing and not allow_partial:
+        raise _refuse_partial(infos, missing, grid.n_tasks)
     attrs = _attrs(infos, ids, grid, str(out))
+    attrs["partial"] = json.dumps(missing) if missing else ""
     tmp = dest.with_name(f".{dest.name}.merging-{os.getpid()}")
     try:
         counts = _write(tmp, infos, grid, ids, attrs)

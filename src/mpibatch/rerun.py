@@ -7,6 +7,7 @@ import bdb
 import pdb as _pdb  # the name pdb is rerun's flag
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -86,16 +87,42 @@ def _load(attrs: dict, force: bool):
             f"task function {name!r} was defined inside another function, so it cannot be "
             "imported; define it at the top level of its file for runs you may want to rerun"
         )
-    if recorded.startswith("__main__:") and "__name__" not in Path(src).read_text("utf-8"):
-        raise UsageError(
-            f"{src} is a script that would run its whole study again when imported; put its "
-            "top-level code under if __name__ == '__main__': and rerun"
-        )
     head, *rest = name.split(".")
-    fn, _ = load_task_file(src, head)
+    try:
+        with _no_study_runs():
+            fn, _ = load_task_file(src, head)
+    except _StudyAtImport:
+        raise UsageError(
+            f"{src} runs a study (mpibatch.run) when imported, which would write its results "
+            "file again; put that code under if __name__ == '__main__': and rerun"
+        ) from None
     for part in rest:
         fn = getattr(fn, part)
     return fn
+
+
+class _StudyAtImport(BaseException):
+    """Raised by mpibatch.run while rerun imports a task file (not an Exception on purpose:
+    the import's own error handling must not swallow it)."""
+
+
+@contextmanager
+def _no_study_runs():
+    """While a task file is imported here, mpibatch.run refuses instead of running."""
+    import mpibatch
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise _StudyAtImport()
+
+    before = mpibatch.__dict__.get("run")
+    mpibatch.run = refuse  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if before is None:
+            del mpibatch.run
+        else:
+            mpibatch.run = before  # type: ignore[attr-defined]
 
 
 def _call(fn, params: dict, attrs: dict, task_id: int, use_pdb: bool):

@@ -14,12 +14,58 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .errors import UsageError
+
 STATUS = {0: "pending", 1: "done", 2: "failed"}
 ERROR_FIELDS = ("task", "rank", "host", "type", "message", "traceback")
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def read_file(path: str | os.PathLike) -> h5py.File:
+    """Open a results file to read, whoever else has it open.
+
+    File locking is off, so a run writing the file (another process) does not block
+    readers; if this process already holds the file open with locking (a notebook's own
+    h5py handle), HDF5 refuses other locking flags, so that handle's flags are used.
+    """
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        if "locking flag" not in str(exc):
+            raise
+        return h5py.File(path, "r")
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a results file mpibatch can read (None if it is one)."""
+    p = Path(path)
+    if not p.is_file():
+        return "no such file" if not p.exists() else "not a file"
+    try:
+        with open(p, "rb") as fh:
+            if fh.read(8) != _HDF5_SIGNATURE:
+                return "not an HDF5 file"
+        with read_file(p) as f:
+            return None if "tasks/status" in f else "an HDF5 file that mpibatch did not write"
+    except OSError as exc:
+        return f"unreadable ({exc})"
+
+
+def check_file(path: str | os.PathLike) -> None:
+    """Raise a one-line UsageError unless ``path`` is a results file mpibatch can read."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise UsageError(
+            f"'{path}': expected an mpibatch results file, got {problem}; "
+            "pass the .h5 file that mpibatch run --out wrote"
+        )
+
+
 def read_attrs(path: Path) -> dict[str, Any]:
-    with h5py.File(path, "r", locking=False) as f:
+    check_file(path)
+    with read_file(path) as f:
         return {k: _attr(v) for k, v in f.attrs.items()}
 
 
@@ -28,7 +74,8 @@ class Results:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
-        with h5py.File(path, "r", locking=False) as f:  # readable while a run writes it
+        check_file(path)
+        with read_file(path) as f:  # readable while a run writes it
             self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
             self.task_id = f["tasks/id"][()]
             self.status = f["tasks/status"][()]

@@ -31,7 +31,7 @@ import numpy as np
 
 from ._records import Columns, Field, Schema
 from .errors import OutputError
-from .results import _read, failures_path, read_failures
+from .results import _read, failures_path, file_problem, read_failures
 
 _PARAM_CHUNK = 1 << 20
 # Bytes per write call for results. One big pwrite into the page cache ran 2-5x slower than
@@ -71,10 +71,20 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
         raise OutputError(
             f"output path '{p}' is a directory; expected a file name like {p}/results.h5"
         )
+    if p.suffix == ".py":
+        raise OutputError(
+            f"output path '{p}' is a Python file; expected a results file name like "
+            f"{p.with_suffix('.h5')} (--out never replaces a .py file)"
+        )
     if p.exists() and not overwrite:
         raise OutputError(
             f"output file '{p}' already exists; pass --overwrite to replace it "
             "or choose another --out"
+        )
+    if p.exists() and file_problem(p) is not None:
+        raise OutputError(
+            f"output file '{p}' exists and is not an mpibatch results file; expected a new "
+            "name or a previous results file (--overwrite replaces only those)"
         )
     return p
 
@@ -127,14 +137,23 @@ class Store:
 
     @classmethod
     def create(cls, path: Path, grid, ids: range, attrs: dict[str, Any]) -> Store:
-        """A new file with every task pending; removed again if it cannot be completed."""
-        f = _create_file(path)
+        """A new file with every task pending, under its name only once it is complete.
+
+        It is built under a temporary name beside ``path`` and renamed: a kill while the
+        datasets are created leaves no half-made file at ``path`` (and a previous file
+        being replaced stays whole until then); the temporary file is removed on errors.
+        """
+        tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        f = _create_file(tmp)
         try:
-            return cls._fill(cls(f, ids), grid, attrs)
+            store = cls._fill(cls(f, ids), grid, attrs)
+            os.replace(tmp, path)
         except BaseException:
             f.close()
-            path.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
+        store.path = path
+        return store
 
     @staticmethod
     def _fill(store: Store, grid, attrs: dict[str, Any]) -> Store:

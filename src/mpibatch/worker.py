@@ -5,19 +5,15 @@ No MPI here: the engine hands a rank its rows and takes back filled columns.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import inspect
 import os
 import queue
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +22,7 @@ from ._config import DEFAULTS
 from ._records import BARE, Buffers, Columns, Packer, infer_schema
 from ._stop import Stopper, TaskInterrupted, TaskTimeout
 from .errors import ResultError, TaskFileError
+from .taskfile import file_hash, load_task_file  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -58,43 +55,6 @@ class RowsDone:
     failures: list = field(default_factory=list)
     ran: int = 0
     fatal: ResultError | None = None
-
-
-def file_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def load_task_file(path: str | Path, function: str = "task") -> tuple[Callable, Any]:
-    """Import ``path`` as a module and return (its ``function``, the module)."""
-    p = Path(path)
-    if not p.is_file():
-        raise TaskFileError(
-            f"task file {str(path)!r} not found; expected a Python file defining "
-            f"{function}(params, rng) - check the path"
-        )
-    name = "mpibatch_task_" + hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, p)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        raise TaskFileError(
-            f"task file {str(path)!r} has a syntax error at line {exc.lineno}: {exc.msg}; "
-            "fix it (python -m py_compile FILE shows it)"
-        ) from None
-    except Exception as exc:
-        raise TaskFileError(
-            f"task file {str(path)!r} failed to import: {type(exc).__name__}: {exc}; "
-            "fix the error (python FILE shows the traceback)"
-        ) from None
-    fn = getattr(module, function, None)
-    if not callable(fn):
-        raise TaskFileError(
-            f"task file {str(path)!r} defines no function {function!r}; expected "
-            f"def {function}(params, rng): ... (or pass --function NAME)"
-        )
-    return fn, module
 
 
 def wants_context(fn: Callable) -> bool:

@@ -1,0 +1,41 @@
+"""Reading results files back: anything that is not one is a one-line error, exit 2."""
+
+from __future__ import annotations
+
+import h5py
+import pytest
+
+import mpibatch
+from mpibatch import cli
+from mpibatch.errors import UsageError
+
+
+def _not_results(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = [1, 2, 3]
+    return {"not an HDF5 file": text, "mpibatch did not write": other}
+
+
+@pytest.mark.parametrize("command", ["info", "errors", "plot"])
+def test_commands_on_a_file_mpibatch_did_not_write_are_one_line(command, tmp_path, capsys):
+    for problem, path in _not_results(tmp_path).items():
+        assert cli.main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert "expected an mpibatch results file" in err and problem in err
+
+
+def test_open_raises_a_usage_error(tmp_path):
+    for problem, path in _not_results(tmp_path).items():
+        with pytest.raises(UsageError, match=problem):
+            mpibatch.open(path)
+
+
+def test_a_file_open_for_writing_elsewhere_still_opens(tmp_path):
+    out = tmp_path / "r.h5"
+    mpibatch.run(lambda p, rng: rng.random(), {"a": [1, 2]}, seed=1, out=out, quiet=True)
+    with h5py.File(out, "r+"):  # another handle holds the file, with HDF5 locking
+        assert mpibatch.open(out).n_tasks == 2
