@@ -190,7 +190,7 @@ def parse_request(request: str | int) -> str | int:
 
 def _chosen(gpus: list[Device], request: str | int, host: str) -> list[Device]:
     """The GPUs a request selects: all for "auto", the first N for N (UsageError if fewer)."""
-    if request == "auto":
+    if not isinstance(request, int):  # "auto"
         return list(gpus)
     if len(gpus) < request:
         seen = f"only {len(gpus)} GPU(s) are visible" if gpus else "no GPU is visible"

@@ -122,7 +122,7 @@ def _check_distinct(names: tuple[str, ...], cols: tuple[list, ...]) -> None:
 
 def _make_dim(key: Any, values: Any, seen: set[str]) -> _Dim:
     if isinstance(key, str):
-        names = (_check_name(key, seen),)
+        names: tuple[str, ...] = (_check_name(key, seen),)
         return _Dim(names, [_as_list(f"grid axis {key!r}", values, f"--grid {key}=1,2")])
     if not isinstance(key, tuple) or not key:
         got, eg = _short(key), "e.g. {'lr': [0.1, 0.2]} or Grid.zip(alpha=[0.1, 0.2], l1=[1, 2])"
@@ -356,7 +356,8 @@ class Grid:
         reps, dims = self._reps, self._dims
         first, r = divmod(start, reps)
         last, last_r = divmod(stop, reps)  # the final cell yields reps 0..last_r-1
-        digits, rest = [], first
+        digits: list[int] = []
+        rest = first
         for d in reversed(dims):
             rest, j = divmod(rest, d.size)
             digits.insert(0, j)

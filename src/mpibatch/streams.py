@@ -14,6 +14,7 @@ reuses one bit generator and sets its state directly (bit-identical, ~1.3 µs).
 from __future__ import annotations
 
 import ctypes
+from typing import Any, cast
 
 import numpy as np
 
@@ -36,7 +37,9 @@ def check_seed(seed: object) -> int:
 
 def fresh_seed() -> int:
     """A seed drawn from OS entropy, for runs that do not name one (it is recorded)."""
-    return int(np.random.SeedSequence().entropy % (1 << 63))
+    entropy = np.random.SeedSequence().entropy
+    assert isinstance(entropy, int)  # drawn from the OS: one big int
+    return entropy % (1 << 63)
 
 
 def check_streams(streams: object) -> str:
@@ -64,6 +67,8 @@ def _fast_writer(bitgen: np.random.PCG64):
     try:
         addr = bitgen.ctypes.state_address
         inner = ctypes.c_void_p.from_address(addr).value
+        if inner is None:
+            return None
         state = memoryview((ctypes.c_char * 16).from_address(inner)).cast("B")
         flags = memoryview((ctypes.c_char * 8).from_address(addr + ctypes.sizeof(ctypes.c_void_p)))
         flags = flags.cast("B")
@@ -80,7 +85,7 @@ def _fast_writer(bitgen: np.random.PCG64):
 
 def _writer_is_exact(bitgen: np.random.PCG64, write) -> bool:
     before = bitgen.state
-    probe = dict(before, has_uint32=1, uinteger=12345)
+    probe: Any = dict(before, has_uint32=1, uinteger=12345)
     for s in (0, 1, (1 << 128) - 1, 0x0123456789ABCDEF_FEDCBA9876543210, JUMP):
         bitgen.state = probe
         write(s)
@@ -111,13 +116,9 @@ class TaskStreams:
         self._bitgen = np.random.PCG64(0)
         self._gen = np.random.Generator(self._bitgen)
         self._inner = {"state": 0, "inc": self._inc}
-        self._state = {
-            "bit_generator": "PCG64",
-            "state": self._inner,
-            "has_uint32": 0,
-            "uinteger": 0,
-        }
-        self._bitgen.state = self._state
+        state = {"bit_generator": "PCG64", "state": self._inner, "has_uint32": 0, "uinteger": 0}
+        self._state: Any = state  # numpy types the setter as a TypedDict; this is one
+        self._bitgen.state = cast(Any, state)
         self._write = _fast_writer(self._bitgen) if fast else None
         c = self._jump_once(0)
         self._a = (self._jump_once(1) - c) & _MASK
