@@ -42,7 +42,7 @@ from .store import Store, check_output
 
 _SLICE_BYTES = 64 << 20  # rows copied at a time: at most about this many bytes
 # bytes a row takes in /tasks besides its id (which Store.create writes)
-_TASK_ROW_BYTES = sum(np.dtype(c.dtype).itemsize for c in TASK_COLUMNS if c != TASK_ID)
+_TASK_ROW_BYTES = sum(np.dtype(c.dtype).itemsize for c in TASK_COLUMNS if c is not TASK_ID)
 _SAME_STUDY = "merge only the parts of one job array (same task file, grid, seed and streams)"
 
 
