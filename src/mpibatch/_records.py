@@ -18,6 +18,7 @@ import numpy as np
 
 from .devices import to_host
 from .errors import ResultError
+from .layout import TASK_STATUS, Status
 
 BARE = "value"  # key used when a task returns a bare scalar or array
 META = (("start", np.dtype("f8"), ()), ("elapsed", np.dtype("f8"), ()))
@@ -82,7 +83,7 @@ def describe(schema: Schema) -> str:
 def _layout(schema: Schema, rows: int) -> tuple[list[tuple[str, np.dtype, tuple, int]], int]:
     specs = [(name, dt, shp) for name, dt, shp in META]
     specs += [(f.key, f.dtype, f.shape) for f in schema]
-    specs.append(("status", np.dtype("i1"), ()))
+    specs.append((TASK_STATUS.name, np.dtype(TASK_STATUS.dtype), ()))
     out, offset = [], 0
     for name, dt, shp in specs:
         out.append((name, dt, shp, offset))
@@ -149,7 +150,7 @@ class Columns:
         """
         if not self.stale:
             return
-        left = self.status != 1
+        left = self.status != Status.DONE
         if self.schema and left.any():
             for f in self.schema:
                 self.results[f.key][left] = np.nan if f.dtype.kind in "fc" else 0

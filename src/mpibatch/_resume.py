@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UsageError
-from .grid import Grid
+from .layout import same_study
 
-# (attribute, what it is, how to fix a difference)
+# (attribute, what it is, how to fix a difference): layout.STUDY_ATTRS and the task range
 _CHECKS = (
     ("function", "task function", "pass --function {old}"),
     ("seed", "seed", "pass --seed {old}, or start a new file with another --out"),
@@ -27,21 +27,13 @@ _CHECKS = (
 )
 
 
-def _same(key: str, old, new) -> bool:
-    if key == "grid":
-        return Grid.from_json(old) == Grid.from_json(new)
-    if key == "function":  # a path-less name in the file matches module:name from the API
-        return str(old).split(":")[-1] == str(new).split(":")[-1]
-    return old == new
-
-
 def check(path: Path, stored: dict, now: dict, force: bool) -> None:
     """Raise a one-line UsageError naming the first difference that forbids resuming."""
     for key, what, fix in _CHECKS:
         if key == "task_file_sha256" and force:
             continue
         old, new = stored.get(key), now.get(key)
-        if old is not None and not _same(key, old, new):
+        if old is not None and not same_study(key, old, new):
             diff = "" if key in ("grid", "task_file_sha256") else f" (file: {old!r}, now: {new!r})"
             raise UsageError(
                 f"cannot resume '{path}': the {what} differs{diff}; " + fix.format(old=old)

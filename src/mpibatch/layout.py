@@ -1,13 +1,41 @@
 """The results file's layout, defined once: status codes, dataset names, error fields.
 
+One HDF5 file that plain h5py (or h5dump) can read; ``n`` rows, one per task of the
+run, in task order::
+
+    /tasks/id        (n,) int64     global task id of each row
+    /tasks/status    (n,) int8      Status: 0 pending, 1 done, 2 failed
+    /tasks/rank      (n,) int32     rank that ran it (-1 pending)
+    /tasks/start     (n,) float64   seconds since the run started (NaN pending)
+    /tasks/elapsed   (n,) float64   seconds the task took (NaN pending)
+    /params/<axis>   (n,)           grid value of each task; /params/rep the replicate
+    /results/<key>   (n, *shape)    what tasks returned (NaN / 0 where not done)
+    /errors/*        (m,)           task, rank, host, type, message, traceback per failure
+    /ranks/*         (n_ranks,)     host, local rank, cores, GPU, BLAS libraries per rank
+    attributes of /                seed, streams, schedule, grid, versions, command, ...
+
+While a run writes the file, its failures wait beside it in ``<file>.failures`` (one
+JSON object per line, the error fields); closing the file moves them into /errors.
+
 Every module that writes, reads, merges or resumes a results file takes its names from
-here, so the layout has one definition (see store.py for why it is written in the order
-it is).
+here; store.py writes it (see there for the order it writes in, and why). numpy and h5py
+are imported only inside the readers: workers import :class:`Status` without them.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import UsageError
+from .grid import Grid
+
+if TYPE_CHECKING:
+    import h5py
+    import numpy as np
 
 
 class Status(IntEnum):
@@ -16,3 +44,203 @@ class Status(IntEnum):
     PENDING = 0
     DONE = 1
     FAILED = 2
+
+
+STATUS_NAMES = {s: s.name.lower() for s in Status}  # {Status.PENDING: "pending", ...}
+
+TASKS, PARAMS, RESULTS, ERRORS, RANKS = "tasks", "params", "results", "errors", "ranks"
+TEXT = "text"  # dtype of a variable-length UTF-8 string dataset (see file_dtype)
+FAILURES_SUFFIX = ".failures"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A dataset: its name in its group, its dtype, and (in /tasks) a pending row's value."""
+
+    name: str
+    dtype: str
+    pending: Any = None
+
+    @property
+    def path(self) -> str:
+        """Its path in the file, for a column of /tasks."""
+        return f"{TASKS}/{self.name}"
+
+
+TASK_ID = Column("id", "i8")
+TASK_STATUS = Column("status", "i1", int(Status.PENDING))
+TASK_RANK = Column("rank", "i4", -1)
+TASK_START = Column("start", "f8", float("nan"))
+TASK_ELAPSED = Column("elapsed", "f8", float("nan"))
+TASK_COLUMNS = (TASK_ID, TASK_STATUS, TASK_RANK, TASK_START, TASK_ELAPSED)
+
+RANK_COLUMNS = (
+    Column("host", TEXT),
+    Column("local_rank", "i4"),
+    Column("cores", TEXT),
+    Column("gpu_index", "i4"),  # -1 on CPU ranks
+    Column("gpu_uuid", TEXT),
+    Column("gpu_name", TEXT),
+    Column("blas", TEXT),  # JSON: the BLAS libraries and their threads
+)
+
+
+@dataclass(frozen=True)
+class ErrorField:
+    """One field of a failure: a dataset of /errors and a key of the sidecar's lines."""
+
+    name: str
+    dtype: str
+    attr: str  # the attribute of worker.TaskFailure that holds it
+    kind: type  # its Python type, as read back
+
+
+ERROR_FIELDS = (
+    ErrorField("task", "i8", "task_id", int),
+    ErrorField("rank", "i4", "rank", int),
+    ErrorField("host", TEXT, "host", str),
+    ErrorField("type", TEXT, "type", str),
+    ErrorField("message", TEXT, "message", str),
+    ErrorField("traceback", TEXT, "traceback", str),
+)
+ERROR_NAMES = tuple(f.name for f in ERROR_FIELDS)
+
+# Root attributes that make two files one study: a file and the run that resumes it
+# (which also agree on "tasks"), or the parts that merge joins.
+STUDY_ATTRS = ("function", "seed", "streams", "grid", "task_file_sha256")
+
+
+def same_study(key: str, a: Any, b: Any) -> bool:
+    """Whether two values of study attribute ``key`` agree.
+
+    Grids compare as grids (not as JSON text); a function name agrees with the same
+    name behind a module (``mod:task`` from the API, ``task`` from the CLI).
+    """
+    if key == "grid":
+        return Grid.from_json(a) == Grid.from_json(b)
+    if key == "function":
+        return str(a).split(":")[-1] == str(b).split(":")[-1]
+    return a == b
+
+
+def failures_path(path: str | os.PathLike) -> Path:
+    """The sidecar where a running study's failures wait until its file closes."""
+    return Path(str(path) + FAILURES_SUFFIX)
+
+
+def failure_record(failure: Any) -> dict[str, Any]:
+    """A ``worker.TaskFailure`` as the error fields, as the sidecar stores it."""
+    return {f.name: getattr(failure, f.attr) for f in ERROR_FIELDS}
+
+
+def file_dtype(dtype: str) -> Any:
+    """The dtype h5py is given for a column's ``dtype`` (TEXT: variable-length UTF-8)."""
+    if dtype == TEXT:
+        import h5py
+
+        return h5py.string_dtype("utf-8")
+    return dtype
+
+
+class NotResultsFile(UsageError):
+    """A path that is not a results file mpibatch can read; ``problem`` says why."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.problem = problem
+        super().__init__(
+            f"'{path}': expected an mpibatch results file, got {problem}; "
+            "pass the .h5 file that mpibatch run --out wrote"
+        )
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _open_h5(path: str | os.PathLike) -> h5py.File:
+    """Read-only, locking off (a run writing the file does not block readers); if this
+    process already holds the file open with locking (a notebook's own h5py handle),
+    HDF5 refuses other locking flags, so that handle's are used."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        if "locking flag" not in str(exc):
+            raise
+        return h5py.File(path, "r")
+
+
+def open_file(path: str | os.PathLike) -> h5py.File:
+    """Open a results file for reading; NotResultsFile (one line) if it is not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise NotResultsFile(path, "no such file" if not p.exists() else "not a file")
+    with open(p, "rb") as fh:
+        if fh.read(8) != _HDF5_SIGNATURE:
+            raise NotResultsFile(path, "not an HDF5 file")
+    try:
+        f = _open_h5(p)
+    except OSError as exc:
+        raise NotResultsFile(path, f"a file HDF5 cannot open ({exc})") from None
+    if TASK_STATUS.path not in f:
+        f.close()
+        raise NotResultsFile(path, "an HDF5 file that mpibatch did not write")
+    return f
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a results file mpibatch can read (None if it is one)."""
+    try:
+        open_file(path).close()
+    except NotResultsFile as exc:
+        return exc.problem
+    return None
+
+
+def read_column(source: h5py.Group | str | os.PathLike, name: str) -> np.ndarray:
+    """Dataset ``name`` (e.g. ``"tasks/status"``) of a file or group; strings as str objects."""
+    if isinstance(source, (str, os.PathLike)):
+        with open_file(source) as f:
+            return read_column(f, name)
+    import h5py
+    import numpy as np
+
+    ds = source[name]
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        return np.asarray(ds.asstr()[()], dtype=object)
+    return ds[()]
+
+
+def read_group(f: h5py.Group, group: str) -> dict[str, np.ndarray]:
+    """Every dataset of ``group`` by name, in the file's order; empty if it is absent."""
+    return {name: read_column(f[group], name) for name in f[group]} if group in f else {}
+
+
+def read_errors(f: h5py.Group) -> list[dict[str, Any]]:
+    """The failures in /errors, one dict of plain Python values each, in the file's order."""
+    if ERRORS not in f:
+        return []
+    cols = [read_column(f[ERRORS], fld.name) for fld in ERROR_FIELDS]
+    return [
+        {fld.name: fld.kind(v) for fld, v in zip(ERROR_FIELDS, row, strict=True)}
+        for row in zip(*cols, strict=True)
+    ]
+
+
+def read_attrs(source: h5py.Group | str | os.PathLike) -> dict[str, Any]:
+    """The root attributes of a file as plain Python values (bytes decoded, scalars unwrapped)."""
+    if isinstance(source, (str, os.PathLike)):
+        with open_file(source) as f:
+            return read_attrs(f)
+    return {k: plain(v) for k, v in source.attrs.items()}
+
+
+def plain(v: Any) -> Any:
+    """An attribute or element as a plain Python value."""
+    import numpy as np
+
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

@@ -15,15 +15,34 @@ from pathlib import Path
 
 import numpy as np
 
-from . import results as _results
 from ._records import Field, describe
 from .errors import OutputError, UsageError
 from .grid import Grid
-from .results import failures_path, read_attrs, read_failures, read_file
+from .layout import (
+    ERROR_FIELDS,
+    RANKS,
+    RESULTS,
+    STUDY_ATTRS,
+    TASK_COLUMNS,
+    TASK_ELAPSED,
+    TASK_ID,
+    TASK_RANK,
+    TASK_START,
+    TASK_STATUS,
+    TASKS,
+    Status,
+    failures_path,
+    open_file,
+    read_attrs,
+    read_errors,
+    same_study,
+)
+from .results import read_failures
 from .store import Store, check_output
 
 _SLICE_BYTES = 64 << 20  # rows copied at a time: at most about this many bytes
-_STUDY = ("grid", "seed", "streams", "function", "task_file_sha256")
+# bytes a row takes in /tasks besides its id (which Store.create writes)
+_TASK_ROW_BYTES = sum(np.dtype(c.dtype).itemsize for c in TASK_COLUMNS if c is not TASK_ID)
 _SAME_STUDY = "merge only the parts of one job array (same task file, grid, seed and streams)"
 
 
@@ -59,23 +78,23 @@ class _Part:
 
 def _inspect(path: str) -> _Part:
     """A part's task range, attributes and result schema (reads no rows)."""
-    attrs, f = read_attrs(Path(path)), read_file(path)  # checked first
+    attrs, f = read_attrs(path), open_file(path)  # each a one-line error if not ours
     with f:
         missing = [k for k in ("grid", "seed", "streams", "function") if k not in attrs]
-        if missing or "tasks/id" not in f or "tasks/status" not in f:
+        if missing or TASK_ID.path not in f or TASK_STATUS.path not in f:
             raise UsageError(
                 f"part '{path}': expected a results file written by mpibatch run, got one "
-                f"without {'/tasks' if not missing else 'the ' + missing[0] + ' attribute'}; "
+                f"without {'/' + TASKS if not missing else 'the ' + missing[0] + ' attribute'}; "
                 "pass the files written by mpibatch run --out"
             )
-        ids, n = f["tasks/id"], f["tasks/id"].shape[0]
+        ids, n = f[TASK_ID.path], f[TASK_ID.path].shape[0]
         first, last = (int(ids[0]), int(ids[-1])) if n else (0, -1)
         if not n or last - first + 1 != n:
             raise UsageError(
                 f"part '{path}': expected contiguous task ids, got {n} rows (ids {first} to "
                 f"{last}); pass the files written by mpibatch run --tasks START:STOP"
             )
-        group = f["results"] if "results" in f else {}
+        group = f[RESULTS] if RESULTS in f else {}
         schema = tuple(Field(k, ds.dtype, ds.shape[1:]) for k, ds in group.items())
     return _Part(path, range(first, last + 1), attrs, schema)
 
@@ -88,21 +107,13 @@ def _show(key: str, value) -> str:
     return repr(value)
 
 
-def _same(key: str, a, b) -> bool:
-    if key == "grid":
-        return Grid.from_json(a) == Grid.from_json(b)
-    if key == "function":  # module:name from the API and a bare name from the CLI agree
-        return str(a).split(":")[-1] == str(b).split(":")[-1]
-    return a == b
-
-
 def _check_parts(parts: list[_Part]) -> list[tuple[int, int]]:
     """Raise unless all parts are of one study, one schema, disjoint; return the gaps."""
     ref = parts[0]
     for p in parts[1:]:
-        for key in _STUDY:
+        for key in STUDY_ATTRS:
             a, b = ref.attrs.get(key), p.attrs.get(key)
-            if not _same(key, a, b):
+            if not same_study(key, a, b):
                 raise UsageError(
                     f"part '{p.path}' is of another study than '{ref.path}': expected "
                     f"{key} {_show(key, a)}, got {_show(key, b)}; {_SAME_STUDY}"
@@ -174,38 +185,37 @@ def _attrs(parts: list[_Part], ids: range, grid: Grid, out: str) -> dict:
 def _copy_part(store: Store, part: _Part, shift: float) -> np.ndarray:
     """Copy a part's rows by slices; return its status counts (pending, done, failed)."""
     schema = store.schema or ()
-    row_bytes = 21 + sum(f.dtype.itemsize * int(np.prod(f.shape, dtype=np.int64)) for f in schema)
+    row_bytes = _TASK_ROW_BYTES + sum(
+        f.dtype.itemsize * int(np.prod(f.shape, dtype=np.int64)) for f in schema
+    )
     step = max(1, _SLICE_BYTES // row_bytes)
-    counts = np.zeros(3, np.int64)
+    counts = np.zeros(len(Status), np.int64)
     base = part.ids.start - store.ids.start
-    tasks, results = store.f["tasks"], store.f["results"]
-    with read_file(part.path) as src:
+    tasks, results = store.f[TASKS], store.f[RESULTS]
+    with open_file(part.path) as src:
         for a in range(0, len(part.ids), step):
             b = min(len(part.ids), a + step)
             out = slice(base + a, base + b)
             for fld in schema:  # results first, status last, as write_rows does
                 if part.schema:
-                    results[fld.key][out] = src["results"][fld.key][a:b]
+                    results[fld.key][out] = src[RESULTS][fld.key][a:b]
                 elif fld.dtype.kind in "fc":  # no task of this part succeeded
                     results[fld.key][out] = np.full((b - a, *fld.shape), np.nan, fld.dtype)
-            tasks["start"][out] = src["tasks/start"][a:b] + shift
-            tasks["elapsed"][out] = src["tasks/elapsed"][a:b]
-            tasks["rank"][out] = src["tasks/rank"][a:b]
-            status = src["tasks/status"][a:b]
-            tasks["status"][out] = status
-            counts += np.bincount(status.astype(np.int64), minlength=3)[:3]
+            tasks[TASK_START.name][out] = src[TASK_START.path][a:b] + shift
+            tasks[TASK_ELAPSED.name][out] = src[TASK_ELAPSED.path][a:b]
+            tasks[TASK_RANK.name][out] = src[TASK_RANK.path][a:b]
+            status = src[TASK_STATUS.path][a:b]
+            tasks[TASK_STATUS.name][out] = status
+            counts += np.bincount(status.astype(np.int64), minlength=len(Status))[: len(Status)]
     return counts
 
 
 def _part_failures(part: _Part) -> list[dict]:
     """A part's failure records: those in its /errors, then any left in its sidecar."""
-    names = list(_results.ERROR_FIELDS)
-    with read_file(part.path) as src:
-        cols = [_results._read(src["errors"][n]) for n in names] if "errors" in src else []
-    records = [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
-    records += read_failures(failures_path(part.path))
-    plain = {"task": int, "rank": int}
-    return [{n: plain.get(n, str)(r[n]) for n in names} for r in records]
+    with open_file(part.path) as src:
+        records = read_errors(src)
+    sidecar = read_failures(failures_path(part.path))
+    return records + [{f.name: f.kind(r[f.name]) for f in ERROR_FIELDS} for r in sidecar]
 
 
 def _write(tmp: Path, parts: list[_Part], grid: Grid, ids: range, attrs: dict) -> list:
@@ -219,9 +229,9 @@ def _write(tmp: Path, parts: list[_Part], grid: Grid, ids: range, attrs: dict) -
         for p in parts:  # start times count from the earliest part's start
             shift = p.attrs["t0"] - t0 if t0 is not None and "t0" in p.attrs else 0.0
             counts.append(_copy_part(store, p, shift).tolist())
-        with read_file(parts[0].path) as src:
-            if "ranks" in src:
-                src.copy(src["ranks"], store.f, "ranks")
+        with open_file(parts[0].path) as src:
+            if RANKS in src:
+                src.copy(src[RANKS], store.f, RANKS)
         lines = "".join(json.dumps(r) + "\n" for p in parts for r in _part_failures(p))
         failures_path(tmp).write_text(lines, encoding="utf-8")
         store.close(attrs)  # moves the latest failure of each failed task into /errors
@@ -293,7 +303,7 @@ def merge(
         tmp.unlink(missing_ok=True)
         failures_path(tmp).unlink(missing_ok=True)
     failures_path(dest).unlink(missing_ok=True)  # a stale sidecar would be read as this file's
-    done, failed = (sum(c[i] for c in counts) for i in (1, 2))
+    done, failed = (sum(c[s] for c in counts) for s in (Status.DONE, Status.FAILED))
     warnings = _warnings(infos, counts, gaps)
     return MergeSummary(
         str(out), len(infos), len(ids), done, failed, len(ids) - done - failed, gaps, warnings
@@ -307,9 +317,9 @@ def _warnings(parts: list[_Part], counts: list, gaps: list[tuple[int, int]]) -> 
         for a, b in gaps
     ]
     out += [
-        f"part '{p.path}' has {c[0]} pending tasks; resume that element "
+        f"part '{p.path}' has {c[Status.PENDING]} pending tasks; resume that element "
         f"({p.attrs.get('command', 'its mpibatch run command')} --resume) and merge again"
         for p, c in zip(parts, counts, strict=True)
-        if c[0]
+        if c[Status.PENDING]
     ]
     return out

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import timeline
 from .grid import Grid
+from .layout import Status
 from .results import Results
 
 _SHOW = 5
@@ -89,7 +90,7 @@ def _ranges(xs: list[int]) -> str:
 
 def _efficiency_lines(res: Results) -> list[str]:
     wall = res.attrs.get("wall_seconds")
-    ran = res.status > 0
+    ran = res.status != Status.PENDING
     busy = float(np.nansum(res.elapsed[ran]))
     n_ranks = int(res.attrs.get("n_ranks", 1))
     out = [f"task time: {busy:.3f} s summed over tasks"]
@@ -110,7 +111,7 @@ def _efficiency_lines(res: Results) -> list[str]:
 
 
 def _slowest_lines(res: Results) -> list[str]:
-    ran = np.flatnonzero(res.status > 0)
+    ran = np.flatnonzero(res.status != Status.PENDING)
     if ran.size == 0:
         return []
     order = ran[np.argsort(res.elapsed[ran])[::-1][:_SHOW]]

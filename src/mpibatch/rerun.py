@@ -16,6 +16,7 @@ import numpy as np
 from ._records import _items
 from .errors import UsageError
 from .grid import Grid
+from .layout import Status
 from .results import open_results
 from .streams import task_generator
 from .worker import TaskContext, blas_limits, file_hash, load_task_file, wants_context
@@ -140,10 +141,10 @@ def _call(fn, params: dict, attrs: dict, task_id: int, use_pdb: bool):
 
 
 def _compare(res, row: int, task_id: int, now: dict, exc, out: TextIO) -> int:
-    status = int(res.status[row])
-    if status == 2:  # failed
+    status = Status(int(res.status[row]))
+    if status == Status.FAILED:
         return _vs_failure(res, task_id, exc, out)
-    if status != 1:  # pending
+    if status == Status.PENDING:
         out.write(f"task {task_id} has no stored result (it is pending in the file)\n")
         return 0 if exc is None else 1
     if exc is not None:

@@ -1,19 +1,9 @@
-"""The results file: one HDF5 file that plain h5py (or h5dump) can read.
+"""The results file's writer: created by rank 0, written by slices, closed at the end.
 
-Layout (``n`` rows, one per task of the run, in task order)::
-
-    /tasks/id        (n,) int64     global task id of each row
-    /tasks/status    (n,) int8      0 pending, 1 done, 2 failed
-    /tasks/rank      (n,) int32     rank that ran it (-1 pending)
-    /tasks/start     (n,) float64   seconds since the run started (NaN pending)
-    /tasks/elapsed   (n,) float64   seconds the task took (NaN pending)
-    /params/<axis>   (n,)           grid value of each task; /params/rep the replicate
-    /results/<key>   (n, *shape)    what tasks returned (NaN / 0 where not done)
-    /errors/*        (m,)           task, rank, host, type, message, traceback per failure
-    /ranks/*         (n_ranks,)     host, local rank, BLAS libraries and threads per rank
-    attributes of /                seed, streams, schedule, grid, versions, command, ...
-
-Only rank 0 writes. Datasets are created at full size and written by slices.
+The layout (dataset names, dtypes, status codes, error fields) is defined in layout.py.
+Only rank 0 writes. Datasets are created at full size and written by slices, each row's
+results first and its status last (see :meth:`Store.write_rows`), so a kill leaves rows
+pending, never "done" without data.
 """
 
 from __future__ import annotations
@@ -31,7 +21,28 @@ import numpy as np
 
 from ._records import Columns, Field, Schema
 from .errors import OutputError
-from .results import _read, failures_path, file_problem, read_failures
+from .layout import (
+    ERROR_FIELDS,
+    ERRORS,
+    PARAMS,
+    RANK_COLUMNS,
+    RANKS,
+    RESULTS,
+    TASK_COLUMNS,
+    TASK_ELAPSED,
+    TASK_ID,
+    TASK_RANK,
+    TASK_START,
+    TASK_STATUS,
+    TASKS,
+    Status,
+    failure_record,
+    failures_path,
+    file_dtype,
+    file_problem,
+    read_errors,
+)
+from .results import read_failures
 
 _PARAM_CHUNK = 1 << 20
 # Bytes per write call for results. One big pwrite into the page cache ran 2-5x slower than
@@ -39,16 +50,6 @@ _PARAM_CHUNK = 1 << 20
 # folios; a VM that hands freed memory back to its host); elsewhere a piece costs one h5py
 # call (~30 us per MiB), and HDF5 itself writes chunked data a chunk at a time.
 _WRITE_PIECE = 1 << 20
-_STR = h5py.string_dtype("utf-8")
-_ATTR = {"task": "task_id"}
-_ERROR_FIELDS = (
-    ("task", "i8"),
-    ("rank", "i4"),
-    ("host", _STR),
-    ("type", _STR),
-    ("message", _STR),
-    ("traceback", _STR),
-)
 
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -158,14 +159,12 @@ class Store:
     @staticmethod
     def _fill(store: Store, grid, attrs: dict[str, Any]) -> Store:
         f, ids, n = store.f, store.ids, store.n
-        tasks = f.create_group("tasks")
-        _dataset(tasks, "id", (n,), "i8")[...] = np.arange(ids.start, ids.stop, dtype=np.int64)
-        _dataset(tasks, "status", (n,), "i1", 0)
-        _dataset(tasks, "rank", (n,), "i4", -1)
-        _dataset(tasks, "start", (n,), "f8", np.nan)
-        _dataset(tasks, "elapsed", (n,), "f8", np.nan)
+        tasks = f.create_group(TASKS)
+        for col in TASK_COLUMNS:  # every row pending; the ids written now
+            _dataset(tasks, col.name, (n,), col.dtype, col.pending)
+        tasks[TASK_ID.name][...] = np.arange(ids.start, ids.stop, dtype=TASK_ID.dtype)
         store._write_params(grid)
-        f.create_group("results", track_order=True)
+        f.create_group(RESULTS, track_order=True)
         f.attrs.update({k: v for k, v in attrs.items() if v is not None})
         f.flush()
         return store
@@ -175,25 +174,18 @@ class Store:
         """An existing file, to run its pending and failed tasks (``--resume``)."""
         f = h5py.File(h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR, fapl=_fapl()))
         store = cls(f, ids)
-        stored = f["tasks/id"]
+        stored = f[TASK_ID.path]
         if stored.shape != (store.n,) or (store.n and stored[0] != ids.start):
             f.close()
             raise OutputError(f"'{path}' holds other task ids than this run; start a new --out")
-        results = f["results"]
+        results = f[RESULTS]
         if len(results):
             store.schema = tuple(Field(k, ds.dtype, ds.shape[1:]) for k, ds in results.items())
-        old = (
-            [
-                dict(zip([n for n, _ in _ERROR_FIELDS], row, strict=True))
-                for row in zip(*(_read(f["errors"][n]) for n, _ in _ERROR_FIELDS), strict=True)
-            ]
-            if "errors" in f
-            else []
-        )
+        old = read_errors(f)
         if old:  # failures so far wait in the sidecar with this run's; the latest per task wins
             with open(failures_path(path), "a", encoding="utf-8") as fh:
-                fh.write("".join(json.dumps(_plain(e)) + "\n" for e in old))
-        for name in ("errors", "ranks"):
+                fh.write("".join(json.dumps(e) + "\n" for e in old))
+        for name in (ERRORS, RANKS):
             if name in f:
                 del f[name]
         f.flush()
@@ -201,7 +193,7 @@ class Store:
 
     def pending(self) -> list[tuple[int, int]]:
         """Row ranges whose tasks are not done (pending or failed)."""
-        todo = np.flatnonzero(self.f["tasks/status"][()] != 1)
+        todo = np.flatnonzero(self.f[TASK_STATUS.path][()] != Status.DONE)
         if todo.size == 0:
             return []
         cuts = np.flatnonzero(np.diff(todo) > 1)
@@ -211,11 +203,14 @@ class Store:
 
     def counts(self) -> tuple[int, int]:
         """(done, failed) over the whole file."""
-        status = self.f["tasks/status"][()]
-        return int(np.count_nonzero(status == 1)), int(np.count_nonzero(status == 2))
+        status = self.f[TASK_STATUS.path][()]
+        return (
+            int(np.count_nonzero(status == Status.DONE)),
+            int(np.count_nonzero(status == Status.FAILED)),
+        )
 
     def _write_params(self, grid) -> None:
-        group = self.f.create_group("params", track_order=True)
+        group = self.f.create_group(PARAMS, track_order=True)
         first = grid.columns(self.ids.start, min(self.ids.stop, self.ids.start + 1))
         dsets = {}
         for name, col in first.items():
@@ -234,7 +229,7 @@ class Store:
     def add_results(self, schema: Schema) -> None:
         """Create the result datasets (once, from the first schema) and write the metadata."""
         self.schema = schema
-        group = self.f["results"]
+        group = self.f[RESULTS]
         for fld in schema:
             _dataset(group, fld.key, (self.n, *fld.shape), fld.dtype)
         self.f.flush()
@@ -245,53 +240,55 @@ class Store:
         if k == 0:
             return
         sl = slice(row, row + k)
-        tasks = self.f["tasks"]
-        results = self.f["results"]
+        tasks = self.f[TASKS]
+        results = self.f[RESULTS]
         # results first, status last: a kill in between leaves rows pending, never
         # "done, no data"
         for key, arr in cols.results.items():
             _write_pieces(results[key], row, arr)
-        tasks["start"][sl] = cols.start
-        tasks["elapsed"][sl] = cols.elapsed
-        tasks["rank"][sl] = np.where(cols.status > 0, rank, -1).astype(np.int32)
-        tasks["status"][sl] = cols.status
+        tasks[TASK_START.name][sl] = cols.start
+        tasks[TASK_ELAPSED.name][sl] = cols.elapsed
+        ran = cols.status != Status.PENDING
+        tasks[TASK_RANK.name][sl] = np.where(ran, rank, TASK_RANK.pending).astype(TASK_RANK.dtype)
+        tasks[TASK_STATUS.name][sl] = cols.status
 
     def write_failures(self, failures: list) -> None:
         """Append failures to the sidecar file (moved into /errors when the file closes)."""
         if not failures:
             return
-        lines = "".join(
-            json.dumps({name: getattr(fl, _ATTR.get(name, name)) for name, _ in _ERROR_FIELDS})
-            + "\n"
-            for fl in failures
-        )
+        lines = "".join(json.dumps(failure_record(fl)) + "\n" for fl in failures)
         with open(failures_path(self.path), "a", encoding="utf-8") as fh:
             fh.write(lines)
 
     def _move_failures(self) -> None:
         """Failures of tasks that are still failed (the latest record of each) into /errors."""
-        status = self.f["tasks/status"][()]
+        status = self.f[TASK_STATUS.path][()]
         latest = {}
         for e in read_failures(failures_path(self.path)):
             row = e["task"] - self.ids.start
-            if 0 <= row < self.n and status[row] == 2:
+            if 0 <= row < self.n and status[row] == Status.FAILED:
                 latest[e["task"]] = e
         errors = [latest[t] for t in sorted(latest)]
-        if errors and "errors" not in self.f:
-            group = self.f.create_group("errors")
-            for name, dtype in _ERROR_FIELDS:
-                group.create_dataset(name, data=[e[name] for e in errors], dtype=dtype)
+        if errors and ERRORS not in self.f:
+            group = self.f.create_group(ERRORS)
+            for fld in ERROR_FIELDS:
+                data = [e[fld.name] for e in errors]
+                group.create_dataset(fld.name, data=data, dtype=file_dtype(fld.dtype))
 
     def write_ranks(self, infos: list[dict]) -> None:
-        group = self.f.create_group("ranks")
-        group.create_dataset("host", data=[i["host"] for i in infos], dtype=_STR)
-        group.create_dataset("local_rank", data=[i["local_rank"] for i in infos], dtype="i4")
-        group.create_dataset("cores", data=[i.get("cores", "") for i in infos], dtype=_STR)
         gpus = [i.get("device") or {} for i in infos]  # -1 and "" on CPU ranks
-        group.create_dataset("gpu_index", data=[g.get("index", -1) for g in gpus], dtype="i4")
-        for key in ("uuid", "name"):
-            group.create_dataset(f"gpu_{key}", data=[g.get(key) or "" for g in gpus], dtype=_STR)
-        group.create_dataset("blas", data=[json.dumps(i["blas"]) for i in infos], dtype=_STR)
+        values = {
+            "host": [i["host"] for i in infos],
+            "local_rank": [i["local_rank"] for i in infos],
+            "cores": [i.get("cores", "") for i in infos],
+            "gpu_index": [g.get("index", -1) for g in gpus],
+            "gpu_uuid": [g.get("uuid") or "" for g in gpus],
+            "gpu_name": [g.get("name") or "" for g in gpus],
+            "blas": [json.dumps(i["blas"]) for i in infos],
+        }
+        group = self.f.create_group(RANKS)
+        for col in RANK_COLUMNS:
+            group.create_dataset(col.name, data=values[col.name], dtype=file_dtype(col.dtype))
         hosts = sorted({i["host"] for i in infos})
         self.f.attrs["hosts"] = json.dumps(hosts)
         self.f.flush()
@@ -381,7 +378,3 @@ def _write_pieces(ds: h5py.Dataset, row: int, arr: np.ndarray) -> None:
     for a in range(0, n, step):
         b = min(n, a + step)
         ds[row + a : row + b] = arr[a:b]
-
-
-def _plain(record: dict) -> dict:
-    return {k: v.item() if isinstance(v, np.generic) else v for k, v in record.items()}

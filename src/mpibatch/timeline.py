@@ -11,7 +11,12 @@ from typing import Any
 
 import numpy as np
 
-_COLORS = {1: ("done", "#3a9a5b"), 2: ("failed", "#d62728")}
+from .layout import STATUS_NAMES, Status
+
+_COLORS = {
+    s: (STATUS_NAMES[s], color)
+    for s, color in ((Status.DONE, "#3a9a5b"), (Status.FAILED, "#d62728"))
+}
 _PLOT_HINT = "mpibatch plot needs matplotlib: pip install 'mpibatch[plot]'"
 
 
@@ -47,7 +52,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def stats(res) -> dict[str, Any]:
     """Per-rank busy seconds, load imbalance, idle and dispatch fractions of a run."""
-    ran = res.status > 0
+    ran = res.status != Status.PENDING
     n_ranks = _n_ranks(res, ran)
     elapsed = np.nan_to_num(res.elapsed[ran].astype(np.float64))
     ranks = res.rank[ran].astype(np.int64)
@@ -123,7 +128,7 @@ def _title(res, st: dict[str, Any]) -> str:
     )
 
 
-def _bars(res, status: int) -> np.ndarray:
+def _bars(res, status: Status) -> np.ndarray:
     """Rectangles (k, 4, 2) for the tasks with ``status``, one row per rank."""
     sel = res.status == status
     x0 = res.start[sel]
@@ -150,8 +155,10 @@ def _gantt(ax, res, st: dict[str, Any]) -> None:
     for status, (label, color) in _COLORS.items():
         verts = _bars(res, status)
         if len(verts):  # failed on top, with an edge: even a sub-pixel failure shows
-            edge = 0.8 if status == 2 else 0.0
-            ax.add_collection(PolyCollection(verts, color=color, linewidths=edge, zorder=status))
+            edge = 0.8 if status == Status.FAILED else 0.0
+            ax.add_collection(
+                PolyCollection(verts, color=color, linewidths=edge, zorder=int(status))
+            )
         handles.append(Patch(color=color, label=f"{label} ({len(verts):,})"))
     n_ranks = st["n_ranks"]
     ax.set_ylim(n_ranks - 0.5, -0.5)  # rank 0 at the top
@@ -165,7 +172,7 @@ def _gantt(ax, res, st: dict[str, Any]) -> None:
 
 
 def _histogram(ax, res) -> None:
-    ran = (res.status > 0) & np.isfinite(res.elapsed)
+    ran = (res.status != Status.PENDING) & np.isfinite(res.elapsed)
     ax.set_xlabel("task time (s)")
     ax.set_ylabel("tasks")
     ax.set_title("task times", fontsize=10, loc="left")
