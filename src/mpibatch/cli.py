@@ -15,8 +15,8 @@ import os
 import sys
 
 from . import __version__
-from ._cli_slurm import add_hostfile, add_slurm, split_slurm_command
 from .errors import MpibatchError
+from .slurm.cli import add_hostfile, add_slurm, split_slurm_command
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")

@@ -10,7 +10,7 @@ import os
 import re
 import shlex
 
-from .errors import UsageError
+from ..errors import UsageError
 
 KINDS = ("cpu", "hybrid", "gpu", "resume", "array")
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from ._slurm_script import KINDS, check_kind, check_options, positive, script, split_command
-from ._slurm_script import time_seconds as time_seconds
-from .errors import UsageError
+from ..errors import UsageError
+from .script import KINDS, check_kind, check_options, positive, script, split_command
+from .script import time_seconds as time_seconds
 
 EXAMPLE_ARGS = ["run", "study.py", "--reps", "1000", "--seed", "42", "--out", "study.h5"]
 _KIND_DEFAULTS = {  # kind -> (ranks per node, cores per rank, GPUs per node)

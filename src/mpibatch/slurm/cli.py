@@ -9,7 +9,7 @@ EXIT_OK = 0
 
 
 def _say(msg: str) -> None:
-    from .cli import say
+    from ..cli import say
 
     say(msg)
 
@@ -22,7 +22,7 @@ SLURM_EPILOG = """examples:
 
 
 def add_slurm(sub) -> None:
-    from ._slurm_script import KINDS
+    from .script import KINDS
 
     p = sub.add_parser(
         "slurm",
@@ -85,8 +85,8 @@ _SLURM_OPTIONS = (
 
 
 def cmd_slurm(args) -> int:
-    from .errors import UsageError
-    from .slurm import SlurmOptions, render, submit
+    from ..errors import UsageError
+    from .jobs import SlurmOptions, render, submit
 
     if not args.mpibatch_args:
         raise UsageError(
@@ -122,7 +122,7 @@ def add_hostfile(sub) -> None:
 
 
 def cmd_hostfile(args) -> int:
-    from .slurm import job_hostfile
+    from .jobs import job_hostfile
 
     sys.stdout.write(job_hostfile(args.flavor, args.slots, args.hosts or None))
     return EXIT_OK
