@@ -23,10 +23,28 @@ def outside_a_job(monkeypatch):
 
 
 def test_slurm_prints_what_render_makes(capsys):
-    flags = ["--time", "02:00:00", "--max-rounds", "3", "--partition", "long", "--grace", "30"]
+    given = {  # every flag of a resume script, each away from its default
+        "nodes": 2,
+        "ntasks_per_node": 8,
+        "cpus_per_task": 2,
+        "max_rounds": 3,
+        "signal_lead": 200,
+        "grace": 30,
+        "time": "02:00:00",
+        "partition": "long",
+        "account": "a1",
+        "job_name": "j",
+        "mpi": "pmix",
+        "launcher": "mpiexec",
+    }
+    flags = [x for k, v in given.items() for x in ("--" + k.replace("_", "-"), str(v))]
     assert cli.main(["slurm", "resume", *flags, "--", *STUDY]) is ExitCode.OK
-    opts = SlurmOptions(time="02:00:00", max_rounds=3, partition="long", grace=30)
-    assert capsys.readouterr().out == render("resume", STUDY, opts)
+    text = capsys.readouterr().out
+    assert text == render("resume", STUDY, SlurmOptions(**given)) != render("resume", STUDY)
+    assert cli.main(["slurm", "gpu", "--gpus-per-node", "2", "--", *STUDY]) is ExitCode.OK
+    assert capsys.readouterr().out == render("gpu", STUDY, SlurmOptions(gpus_per_node=2))
+    assert cli.main(["slurm", "array", "--array", "0-7", "--", *STUDY]) is ExitCode.OK
+    assert capsys.readouterr().out == render("array", STUDY, SlurmOptions(array="0-7"))
 
 
 def test_slurm_submit_prints_the_job_id(tmp_path, monkeypatch, capsys):

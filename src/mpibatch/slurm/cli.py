@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
 from .._say import say
 from ..errors import ExitCode, UsageError
@@ -63,24 +64,6 @@ def add_slurm(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_slurm, debug=False, file=None, mpibatch_args=[])
 
 
-_SLURM_OPTIONS = (
-    "nodes",
-    "ntasks_per_node",
-    "cpus_per_task",
-    "gpus_per_node",
-    "max_rounds",
-    "signal_lead",
-    "grace",
-    "time",
-    "partition",
-    "account",
-    "array",
-    "job_name",
-    "mpi",
-    "launcher",
-)
-
-
 def cmd_slurm(args: argparse.Namespace) -> int:
     """Print the sbatch script (or submit it and print the job id)."""
     if not args.mpibatch_args:
@@ -88,7 +71,8 @@ def cmd_slurm(args: argparse.Namespace) -> int:
             "expected the job's mpibatch command after --, got none; "
             "e.g. mpibatch slurm cpu -- run study.py --reps 1000 --seed 42 --out study.h5"
         )
-    given = {n: getattr(args, n) for n in _SLURM_OPTIONS if getattr(args, n) is not None}
+    names = [f.name for f in fields(SlurmOptions)]  # those without a flag stay default
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     text = render(args.kind, args.mpibatch_args, SlurmOptions(**given))
     if not args.submit:
         sys.stdout.write(text)
