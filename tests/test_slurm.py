@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mpibatch import slurm
-from mpibatch.errors import UsageError
+from mpibatch.errors import ExitCode, UsageError
 from mpibatch.slurm import EXAMPLE_ARGS, KINDS, SlurmOptions, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,10 +152,69 @@ def test_bad_options_are_one_line_usage_errors(kind, args, opts, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
-def test_time_seconds_reads_slurm_times():
-    seconds = [slurm.time_seconds(t) for t in ("30", "10:00", "01:00:00", "1-00", "2-1:30")]
-    assert seconds == [1800, 600, 3600, 86400, 178200]
-    assert slurm.time_seconds("UNLIMITED") is None
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("30", 30 * 60),  # M: minutes, as Slurm reads it (not 30 s)
+        ("0", 0),
+        ("90", 90 * 60),
+        ("2:30", 2 * 60 + 30),  # M:S
+        ("10:00", 600),
+        ("1:02:03", 3600 + 2 * 60 + 3),  # H:M:S
+        ("01:00:00", 3600),
+        ("1-12", 86400 + 12 * 3600),  # D-H: a day and 12 hours (not 86,412 s)
+        ("1-0", 86400),
+        ("1-00", 86400),
+        ("1-2:3", 86400 + 2 * 3600 + 3 * 60),  # D-H:M
+        ("2-1:30", 2 * 86400 + 3600 + 30 * 60),
+        ("1-2:3:4", 86400 + 2 * 3600 + 3 * 60 + 4),  # D-H:M:S
+        ("1-00:00:00", 86400),
+        (" 30 ", 1800),
+        ("UNLIMITED", None),
+        ("infinite", None),
+        ("Unlimited", None),
+    ],
+)
+def test_time_seconds_reads_slurm_times(text, seconds):
+    assert slurm.time_seconds(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        "1h",
+        "30s",
+        "1.5",
+        "-1",
+        "1-",
+        "-1-2",
+        "1--2",
+        "1-2-3",
+        ":30",
+        "30:",
+        "1:2:3:4",
+        "1-2:3:4:5",
+        "a",
+        "1:x",
+        "1 2",
+        "never",
+    ],
+)
+def test_time_seconds_refuses_anything_else_in_one_line(text):
+    with pytest.raises(UsageError) as info:
+        slurm.time_seconds(text)
+    assert "--time: expected MM, HH:MM:SS or D-HH:MM:SS" in str(info.value)
+    assert repr(text) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_resume_template_reads_the_exit_codes_of_errors_exit_code():
+    text = render("resume", EXAMPLE_ARGS)
+    assert f'\n{ExitCode.OK:d}) echo "mpibatch: done' in text
+    assert f"\n{ExitCode.STOPPED:d}) ;;" in text  # stopped early: requeue
+    assert f"exit status $rc ({ExitCode.FAILED:d} tasks failed" in text
+    assert f"{ExitCode.USAGE:d} bad input;" in text and f"{ExitCode.STUCK:d} a task hung" in text
 
 
 # --- the rendered scripts run, with srun, mpibatch and scontrol stubbed -------------------

@@ -1,8 +1,7 @@
 """The ``mpibatch`` command. Turns errors into one line and an exit code.
 
-Exit codes: 0 all tasks done; 1 some tasks failed; 2 bad input or results that
-cannot be stored; 3 stopped early on purpose (a signal, the time limit), resumable
-with --resume; 4 a task never returned and its rank ended the run; 130 interrupted.
+Exit codes: ``errors.ExitCode`` (0 done, 1 some tasks failed, 2 bad input, 3 stopped
+early and resumable, 4 a task never returned, 130 interrupted).
 
 This module imports neither numpy nor MPI at the top: ``run`` sets the BLAS thread
 variables first, so every rank starts with single-threaded BLAS.
@@ -15,11 +14,12 @@ import os
 import sys
 
 from . import __version__
-from ._cli_slurm import add_hostfile, add_slurm, split_slurm_command
-from .errors import MpibatchError
+from ._say import say
+from .errors import ExitCode, MpibatchError
+from .slurm.cli import add_hostfile, add_slurm, split_slurm_command
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
+EXIT_STOPPED, EXIT_INTERRUPTED = ExitCode.STOPPED, ExitCode.INTERRUPTED
 THREAD_VARS = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -34,21 +34,6 @@ EPILOG = """examples:
   mpibatch run study.py --grid lr=1e-5:1e-3:5log --grid model=ridge,lasso --reps 20 --dry-run
   mpibatch info bootstrap.h5
 """
-
-
-def _launcher_rank() -> int:
-    """This process's rank as the launcher says, without starting MPI (0 if unknown)."""
-    for var in _RANK_VARS:
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
-def say(msg: str, file=sys.stdout) -> None:
-    """Print on rank 0 only, one write per line so ranks never interleave mid-line."""
-    if _launcher_rank() == 0:
-        file.write(msg + "\n")
-        file.flush()
 
 
 def _set_thread_env(threads: int | None) -> None:

@@ -1,15 +1,46 @@
-"""Every error mpibatch raises on purpose. The CLI turns them into exit codes.
+"""Every error mpibatch raises on purpose, and the exit codes (``ExitCode``) the CLI turns
+them into.
 
 Each message is one line: what is wrong, then how to fix it.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What the ``mpibatch`` command exits with: the one definition for every subcommand.
+
+    ====  ===========  ===============================================================
+    code  name         meaning
+    ====  ===========  ===============================================================
+    0     OK           done: every task (run, merge), the same result (rerun), printed
+    1     FAILED       some tasks failed (``mpibatch errors FILE``); merge: some pending
+                       or failed; rerun: the task differs or raised
+    2     USAGE        bad input: arguments, grid, task file, output path, or results
+                       that cannot be stored
+    3     STOPPED      stopped early on purpose (a signal, the time limit): what finished
+                       is in the file, and ``--resume`` goes on from there
+    4     STUCK        a task never returned within the grace; its rank ended the run
+    70    BUG          reserved: an mpibatch bug (``EX_SOFTWARE`` of sysexits.h)
+    130   INTERRUPTED  interrupted (Ctrl-C: 128 + SIGINT)
+    ====  ===========  ===============================================================
+    """
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    STOPPED = 3
+    STUCK = 4
+    BUG = 70
+    INTERRUPTED = 130
+
 
 class MpibatchError(Exception):
     """Base class. ``exit_code`` is what the CLI exits with."""
 
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.USAGE
 
 
 class UsageError(MpibatchError):
@@ -35,4 +66,4 @@ class ResultError(MpibatchError):
 class TasksFailed(MpibatchError):
     """The run completed but some tasks raised (their tracebacks are in the file)."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED

@@ -1,18 +1,17 @@
-"""The ``mpibatch slurm`` and ``mpibatch hostfile`` commands (Slurm knowledge is in slurm.py)."""
+"""The ``mpibatch slurm`` and ``mpibatch hostfile`` commands (the Slurm knowledge is in
+the modules beside this one)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
-EXIT_OK = 0
-
-
-def _say(msg: str) -> None:
-    from .cli import say
-
-    say(msg)
-
+from .._say import say
+from ..errors import ExitCode, UsageError
+from .jobs import job_hostfile, submit
+from .options import KINDS, SlurmOptions
+from .script import render
 
 SLURM_EPILOG = """examples:
   mpibatch slurm cpu --nodes 2 --ntasks-per-node 64 --time 02:00:00 \\
@@ -21,9 +20,8 @@ SLURM_EPILOG = """examples:
 """
 
 
-def add_slurm(sub) -> None:
-    from ._slurm_script import KINDS
-
+def add_slurm(sub: argparse._SubParsersAction) -> None:
+    """The ``mpibatch slurm KIND [options] -- run ...`` subcommand."""
     p = sub.add_parser(
         "slurm",
         help="print (or submit) an sbatch script that runs an mpibatch command",
@@ -66,43 +64,25 @@ def add_slurm(sub) -> None:
     p.set_defaults(func=cmd_slurm, debug=False, file=None, mpibatch_args=[])
 
 
-_SLURM_OPTIONS = (
-    "nodes",
-    "ntasks_per_node",
-    "cpus_per_task",
-    "gpus_per_node",
-    "max_rounds",
-    "signal_lead",
-    "grace",
-    "time",
-    "partition",
-    "account",
-    "array",
-    "job_name",
-    "mpi",
-    "launcher",
-)
-
-
-def cmd_slurm(args) -> int:
-    from .errors import UsageError
-    from .slurm import SlurmOptions, render, submit
-
+def cmd_slurm(args: argparse.Namespace) -> int:
+    """Print the sbatch script (or submit it and print the job id)."""
     if not args.mpibatch_args:
         raise UsageError(
             "expected the job's mpibatch command after --, got none; "
             "e.g. mpibatch slurm cpu -- run study.py --reps 1000 --seed 42 --out study.h5"
         )
-    given = {n: getattr(args, n) for n in _SLURM_OPTIONS if getattr(args, n) is not None}
+    names = [f.name for f in fields(SlurmOptions)]  # those without a flag stay default
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     text = render(args.kind, args.mpibatch_args, SlurmOptions(**given))
     if not args.submit:
         sys.stdout.write(text)
-        return EXIT_OK
-    _say(f"submitted batch job {submit(text, kind=args.kind)}")
-    return EXIT_OK
+        return ExitCode.OK
+    say(f"submitted batch job {submit(text, kind=args.kind)}")
+    return ExitCode.OK
 
 
-def add_hostfile(sub) -> None:
+def add_hostfile(sub: argparse._SubParsersAction) -> None:
+    """The ``mpibatch hostfile [HOST ...]`` subcommand."""
     p = sub.add_parser(
         "hostfile",
         help="print a host file for mpiexec (default: this Slurm job's nodes)",
@@ -121,11 +101,10 @@ def add_hostfile(sub) -> None:
     p.set_defaults(func=cmd_hostfile, debug=False, file=None)
 
 
-def cmd_hostfile(args) -> int:
-    from .slurm import job_hostfile
-
+def cmd_hostfile(args: argparse.Namespace) -> int:
+    """Print a host file for this job's nodes (or the hosts given)."""
     sys.stdout.write(job_hostfile(args.flavor, args.slots, args.hosts or None))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def split_slurm_command(argv: list[str]) -> tuple[list[str], list[str]]:

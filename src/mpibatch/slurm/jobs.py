@@ -1,35 +1,22 @@
-"""Everything mpibatch knows about Slurm: job scripts, submission, job variables, arrays.
-
-No MPI and no numpy here. ``render`` is pure: it returns a complete, commented sbatch
-script for one of ``KINDS``; ``slurm/*.sbatch`` in the repository are its output for the
-defaults (``write_templates``). ``submit`` hands a script to ``sbatch``. ``job_info``,
-``end_time`` and ``array_slice`` read the job mpibatch runs in; ``hostfile`` writes the
-host list an ``mpiexec`` outside Slurm wants.
+"""Slurm jobs from the outside and the inside: ``submit`` hands a script to ``sbatch``;
+``job_info``, ``end_time`` and ``array_slice`` read the job mpibatch runs in; ``hostfile``
+writes the host list an ``mpiexec`` outside Slurm wants. No MPI and no numpy here.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from ._slurm_script import KINDS, check_kind, check_options, positive, script, split_command
-from ._slurm_script import time_seconds as time_seconds
-from .errors import UsageError
+from ..errors import UsageError
+from .options import positive
 
-EXAMPLE_ARGS = ["run", "study.py", "--reps", "1000", "--seed", "42", "--out", "study.h5"]
-_KIND_DEFAULTS = {  # kind -> (ranks per node, cores per rank, GPUs per node)
-    "cpu": (4, 1, None),
-    "hybrid": (2, 4, None),
-    "gpu": (None, 1, 1),  # ranks per node: one per GPU
-    "resume": (4, 1, None),
-    "array": (4, 1, None),
-}
 _ENV = {
     "job_id": "SLURM_JOB_ID",
     "job_name": "SLURM_JOB_NAME",
@@ -52,105 +39,7 @@ _ENV = {
 _UNSET_TIMES = ("", "unknown", "n/a", "none", "invalid", "unlimited", "infinite")
 
 
-@dataclass
-class SlurmOptions:
-    """What an sbatch script asks for. ``None`` means the kind's default (``resolved``)."""
-
-    job_name: str = "mpibatch"
-    nodes: int = 1
-    ntasks_per_node: int | None = None  # cpu/resume/array 4, hybrid 2, gpu = gpus_per_node
-    cpus_per_task: int | None = None  # cores per rank: hybrid 4, else 1
-    gpus_per_node: int | None = None  # gpu kind only: 1
-    time: str = "01:00:00"
-    partition: str | None = None
-    account: str | None = None
-    array: str | None = None  # array kind only: "0-3"
-    max_rounds: int | None = None  # resume kind only: 10
-    signal: str = "USR1"  # resume: sent to the batch script signal_lead seconds before the end
-    signal_lead: int = 120
-    grace: int = 60  # resume: what running tasks get once the signal came (< signal_lead)
-    mpi: str = "pmi2"  # srun --mpi=: pmi2 (MPICH, Intel MPI, the mpich wheel), pmix (Open MPI)
-    launcher: str = "srun"  # or "mpiexec"
-    output: str | None = None  # "%x-%j.out"; array "%x-%A_%a.out"
-
-    def resolved(self, kind: str) -> SlurmOptions:
-        """A copy with the kind's defaults filled in and every value checked."""
-        check_kind(kind)
-        ranks, cores, gpus = _KIND_DEFAULTS[kind]
-        for name, kinds in (("gpus_per_node", "gpu"), ("array", "array"), ("max_rounds", "resume")):
-            if getattr(self, name) is not None and kind != kinds:
-                flag = "--" + name.replace("_", "-")
-                raise UsageError(
-                    f"{flag}: expected only with the {kinds} kind, got it with {kind}; "
-                    f"drop {flag} or use mpibatch slurm {kinds}"
-                )
-        o = replace(
-            self,
-            gpus_per_node=_pick(self.gpus_per_node, gpus),
-            cpus_per_task=_pick(self.cpus_per_task, cores),
-            array=_pick(self.array, "0-3" if kind == "array" else None),
-            max_rounds=_pick(self.max_rounds, 10 if kind == "resume" else None),
-            output=_pick(self.output, "%x-%A_%a.out" if kind == "array" else "%x-%j.out"),
-        )
-        o.ntasks_per_node = _pick(self.ntasks_per_node, ranks or o.gpus_per_node)
-        check_options(o, kind)
-        return o
-
-
-def _pick(value, default):
-    return default if value is None else value
-
-
-def render(kind: str, mpibatch_args: list[str], opts: SlurmOptions | None = None) -> str:
-    """The complete sbatch script of ``kind`` running ``mpibatch <mpibatch_args>``."""
-    o = (opts or SlurmOptions()).resolved(kind)
-    study, out = split_command(kind, mpibatch_args)
-    q = shlex.quote
-    lines = [f"#SBATCH --job-name={o.job_name}", f"#SBATCH --nodes={o.nodes}"]
-    lines += [f"#SBATCH --ntasks-per-node={o.ntasks_per_node}"]
-    lines += [f"#SBATCH --cpus-per-task={o.cpus_per_task}"]
-    if kind == "gpu":
-        lines += [f"#SBATCH --gpus-per-node={o.gpus_per_node}"]
-    lines += [f"#SBATCH --time={o.time}", f"#SBATCH --output={o.output}"]
-    lines += [f"#SBATCH --partition={o.partition}" if o.partition else "##SBATCH --partition=NAME"]
-    lines += [f"#SBATCH --account={o.account}" if o.account else "##SBATCH --account=NAME"]
-    if kind == "array":
-        lines += [f"#SBATCH --array={o.array}"]
-    if kind == "resume":
-        lines += [f"#SBATCH --signal=B:{o.signal.upper().removeprefix('SIG')}@{o.signal_lead}"]
-        lines += ["#SBATCH --requeue", "#SBATCH --open-mode=append"]
-    stem = out[:-3] if out.endswith(".h5") else out
-    values = {
-        "KIND": kind,
-        "SBATCH": "\n".join(lines),
-        "MPI": o.mpi,
-        "SRUN": "" if o.launcher == "srun" else "# ",
-        "MPIEXEC": "" if o.launcher == "mpiexec" else "# ",
-        "STUDY": " ".join(q(a) for a in study),
-        "OUT": q(out),
-        "STEM": q(stem),
-        "STEM_TEXT": stem,
-        "MAX_ROUNDS": str(o.max_rounds),
-        "GRACE": str(o.grace),
-        "LEAD": str(o.signal_lead),
-        "SIGNAL": o.signal.upper().removeprefix("SIG"),
-    }
-    return re.sub(r"<<([A-Z_]+)>>", lambda m: values[m.group(1)], script(kind))
-
-
-def write_templates(folder: str | os.PathLike) -> list[Path]:
-    """Write ``<kind>.sbatch`` for every kind (defaults, ``EXAMPLE_ARGS``) into ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for kind in KINDS:
-        path = folder / f"{kind}.sbatch"
-        path.write_text(render(kind, EXAMPLE_ARGS, SlurmOptions()))
-        paths.append(path)
-    return paths
-
-
-def submit(text: str, extra_args: list[str] = (), kind: str | None = None) -> str:
+def submit(text: str, extra_args: Sequence[str] = (), kind: str | None = None) -> str:
     """Write ``text`` to ``mpibatch-<kind>-<time>.sbatch`` here, ``sbatch`` it, return the job id.
 
     The script is written under a temporary name and renamed, so a half-written script is
@@ -185,7 +74,7 @@ def submit(text: str, extra_args: list[str] = (), kind: str | None = None) -> st
     return job_id
 
 
-def _number(value: str | None):
+def _number(value: str | None) -> int | str | None:
     if value is None:
         return None
     return int(value) if value.strip().isdigit() else value
@@ -216,7 +105,7 @@ def expand_nodes(nodelist: str) -> list[str] | str:
         return nodelist
 
 
-def job_info(env: dict | None = None, end: bool = True) -> dict | None:
+def job_info(env: Mapping[str, str] | None = None, end: bool = True) -> dict[str, Any] | None:
     """The Slurm job this process runs in (None outside one): ``_ENV``'s keys (ints where
     numeric; ``tasks_per_node`` a list), ``nodes`` (host names, or the raw list plus a
     ``note`` without python-hostlist) and ``end_time`` (epoch seconds or None; asks
@@ -224,7 +113,7 @@ def job_info(env: dict | None = None, end: bool = True) -> dict | None:
     env = os.environ if env is None else env
     if not env.get("SLURM_JOB_ID"):
         return None
-    info = {key: _number(env.get(var)) for key, var in _ENV.items()}
+    info: dict[str, Any] = {key: _number(env.get(var)) for key, var in _ENV.items()}
     if info["gpus"] is None and info["job_gpus"] is not None:
         info["gpus"] = len(str(info["job_gpus"]).split(","))
     if isinstance(info["tasks_per_node"], str):
@@ -260,18 +149,25 @@ def end_time(job_id: str, timeout: float = 5) -> float | None:
         return None
 
 
-def _array_position(env) -> tuple[int, int]:
+def _env_int(env: Mapping[str, str], key: str) -> int | None:
+    """The integer in the variable of ``_ENV[key]``; None if unset or not a number."""
+    value = _number(env.get(_ENV[key]))
+    return value if isinstance(value, int) else None
+
+
+def _array_position(env: Mapping[str, str]) -> tuple[int, int]:
     """(index of this element among the array's ids, number of elements)."""
-    get = {k: _number(env.get(_ENV[k])) for k in _ENV if k.startswith("array_task")}
-    if not isinstance(get["array_task_id"], int):
+    tid = _env_int(env, "array_task_id")
+    if tid is None:
         raise UsageError(
             "--tasks array: not inside a Slurm job array (SLURM_ARRAY_TASK_ID is not set); "
             "use --tasks START:STOP"
         )
-    tid, step = get["array_task_id"], get["array_task_step"] or 1
-    lo = get["array_task_min"] if isinstance(get["array_task_min"], int) else tid
-    hi = get["array_task_max"] if isinstance(get["array_task_max"], int) else tid
-    count = get["array_task_count"] or (hi - lo) // step + 1
+    step = _env_int(env, "array_task_step") or 1
+    lo, hi = (_env_int(env, key) for key in ("array_task_min", "array_task_max"))
+    lo = tid if lo is None else lo
+    hi = tid if hi is None else hi
+    count = _env_int(env, "array_task_count") or (hi - lo) // step + 1
     index, off = divmod(tid - lo, step)
     if off or not 0 <= index < count or (hi - lo) // step + 1 != count:
         raise UsageError(
@@ -281,7 +177,7 @@ def _array_position(env) -> tuple[int, int]:
     return index, count
 
 
-def array_slice(n_tasks: int, env: dict | None = None) -> range:
+def array_slice(n_tasks: int, env: Mapping[str, str] | None = None) -> range:
     """This array element's share of ``range(n_tasks)``: contiguous, sizes differ by <= 1.
 
     The element's index is its position among the array's ids, ``(ID - MIN) // STEP``, so
@@ -314,7 +210,7 @@ def job_hostfile(
     flavor: str = "openmpi",
     slots: int | None = None,
     hosts: list[str] | None = None,
-    env: dict | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> str:
     """``hostfile`` with defaults: hosts from SLURM_JOB_NODELIST, slots from
     SLURM_TASKS_PER_NODE (else ``os.cpu_count()``)."""
@@ -324,26 +220,9 @@ def job_hostfile(
         if not isinstance(hosts, list):
             why = info["note"] if info and "note" in info else "not inside a Slurm job"
             raise UsageError(f"expected host names, got none ({why}); e.g. hostfile n01 n02")
+    counts: int | list[int] = slots if slots is not None else (os.cpu_count() or 1)
     if slots is None:
         per_node = info.get("tasks_per_node") if info else None
-        ok = isinstance(per_node, list) and len(per_node) == len(hosts)
-        slots = per_node if ok else (os.cpu_count() or 1)
-    return hostfile(hosts, slots, flavor)
-
-
-__all__ = [
-    "KINDS",
-    "EXAMPLE_ARGS",
-    "SlurmOptions",
-    "render",
-    "write_templates",
-    "submit",
-    "job_info",
-    "end_time",
-    "array_slice",
-    "hostfile",
-    "job_hostfile",
-    "counts_per_node",
-    "expand_nodes",
-    "time_seconds",
-]
+        if isinstance(per_node, list) and len(per_node) == len(hosts):
+            counts = per_node
+    return hostfile(hosts, counts, flavor)

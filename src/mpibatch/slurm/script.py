@@ -1,7 +1,6 @@
-"""The sbatch scripts' words and checks, for ``slurm.render``: template text with
-``<<NAME>>`` slots, option checks, and the split of the mpibatch command.
-
-Apart from ``slurm.py`` only for length; ``slurm`` is the API.
+"""The sbatch scripts: ``render`` fills a kind's template with the job's options and its
+mpibatch command. Pure (no files, no subprocesses): ``slurm/*.sbatch`` in the repository
+and tests/golden/*.sbatch are its output, so the text never changes by accident.
 """
 
 from __future__ import annotations
@@ -9,11 +8,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
+from .options import KINDS, SlurmOptions
 
-KINDS = ("cpu", "hybrid", "gpu", "resume", "array")
-
+EXAMPLE_ARGS = ["run", "study.py", "--reps", "1000", "--seed", "42", "--out", "study.h5"]
 _ALL = {"--threads-per-rank": "every template passes $SLURM_CPUS_PER_TASK (set --cpus-per-task)"}
 _RESERVED = {
     "cpu": _ALL,
@@ -33,77 +33,59 @@ _RESERVED = {
     },
 }
 
-_ARRAY_SPEC = re.compile(r"^\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?$")
-_WORD = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+def render(kind: str, mpibatch_args: list[str], opts: SlurmOptions | None = None) -> str:
+    """The complete sbatch script of ``kind`` running ``mpibatch <mpibatch_args>``."""
+    o = (opts or SlurmOptions()).resolved(kind)
+    study, out = split_command(kind, mpibatch_args)
+    q = shlex.quote
+    stem = out[:-3] if out.endswith(".h5") else out
+    values = {
+        "KIND": kind,
+        "SBATCH": "\n".join(_sbatch_lines(o, kind)),
+        "MPI": o.mpi,
+        "SRUN": "" if o.launcher == "srun" else "# ",
+        "MPIEXEC": "" if o.launcher == "mpiexec" else "# ",
+        "STUDY": " ".join(q(a) for a in study),
+        "OUT": q(out),
+        "STEM": q(stem),
+        "STEM_TEXT": stem,
+        "MAX_ROUNDS": str(o.max_rounds),
+        "GRACE": str(o.grace),
+        "LEAD": str(o.signal_lead),
+        "SIGNAL": o.signal.upper().removeprefix("SIG"),
+    }
+    return re.sub(r"<<([A-Z_]+)>>", lambda m: values[m.group(1)], script(kind))
 
 
-def check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise UsageError(f"expected a kind among {', '.join(KINDS)}, got {kind!r}; e.g. cpu")
+def _sbatch_lines(o: SlurmOptions, kind: str) -> list[str]:
+    """The ``#SBATCH`` header of resolved options ``o``."""
+    lines = [f"#SBATCH --job-name={o.job_name}", f"#SBATCH --nodes={o.nodes}"]
+    lines += [f"#SBATCH --ntasks-per-node={o.ntasks_per_node}"]
+    lines += [f"#SBATCH --cpus-per-task={o.cpus_per_task}"]
+    if kind == "gpu":
+        lines += [f"#SBATCH --gpus-per-node={o.gpus_per_node}"]
+    lines += [f"#SBATCH --time={o.time}", f"#SBATCH --output={o.output}"]
+    lines += [f"#SBATCH --partition={o.partition}" if o.partition else "##SBATCH --partition=NAME"]
+    lines += [f"#SBATCH --account={o.account}" if o.account else "##SBATCH --account=NAME"]
+    if kind == "array":
+        lines += [f"#SBATCH --array={o.array}"]
+    if kind == "resume":
+        lines += [f"#SBATCH --signal=B:{o.signal.upper().removeprefix('SIG')}@{o.signal_lead}"]
+        lines += ["#SBATCH --requeue", "#SBATCH --open-mode=append"]
+    return lines
 
 
-def positive(flag: str, value, limit: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{flag}: expected an integer >= 1, got {value!r}; e.g. {flag} 2")
-    if limit is not None and value > limit:
-        raise UsageError(f"{flag}: expected at most {limit}, got {value}; pass a smaller value")
-
-
-def _word(flag: str, value: str | None, pattern: re.Pattern = _WORD) -> None:
-    if value is not None and not pattern.match(str(value)):
-        raise UsageError(
-            f"{flag}: expected letters, digits or _.+- only, got {value!r}; pass a plain name"
-        )
-
-
-def check_options(o, kind: str) -> None:
-    for name in ("nodes", "ntasks_per_node", "cpus_per_task", "gpus_per_node", "max_rounds"):
-        if getattr(o, name) is not None:
-            positive("--" + name.replace("_", "-"), getattr(o, name))
-    for name in ("job_name", "partition", "account", "mpi"):
-        _word("--" + name.replace("_", "-"), getattr(o, name))
-    _word("--output", o.output, re.compile(r"^[^\s'\"]+$"))
-    limit = time_seconds(o.time)
-    if o.array is not None and not _ARRAY_SPEC.match(o.array):
-        raise UsageError(f"--array: expected A-B[:STEP][%MAX] or A,B,C, got {o.array!r}; e.g. 0-9")
-    if o.launcher not in ("srun", "mpiexec"):
-        raise UsageError(f"--launcher: expected srun or mpiexec, got {o.launcher!r}")
-    if kind != "resume":
-        return
-    if o.signal.upper().removeprefix("SIG") not in ("USR1", "TERM"):
-        raise UsageError(
-            f"--signal: expected USR1 or TERM (mpibatch stops on both), got {o.signal!r}"
-        )
-    positive("--signal-lead", o.signal_lead, 65535)
-    positive("--grace", o.grace)
-    if o.grace >= o.signal_lead:
-        raise UsageError(
-            f"--grace: expected less than the signal lead ({o.signal_lead} s), got {o.grace}; "
-            "lower --grace or raise --signal-lead"
-        )
-    if limit is not None and o.signal_lead >= limit:
-        raise UsageError(
-            f"--signal-lead: expected less than --time ({o.time} = {limit} s), got "
-            f"{o.signal_lead}; lower --signal-lead or raise --time"
-        )
-
-
-def time_seconds(value: str) -> int | None:
-    """Seconds in a Slurm time (MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]); None if unlimited."""
-    s = str(value).strip()
-    if s.lower() in ("unlimited", "infinite"):
-        return None
-    m = re.match(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$", s)
-    if not m:
-        raise UsageError(
-            f"--time: expected MM, HH:MM:SS or D-HH:MM:SS, got {value!r}; e.g. --time 02:00:00"
-        )
-    days, a, b, c = (int(g) if g else None for g in m.groups())
-    if days is not None:  # D-HH, D-HH:MM, D-HH:MM:SS
-        return days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    if c is not None:
-        return a * 3600 + b * 60 + c
-    return a * 60 + (b or 0)  # MM or MM:SS
+def write_templates(folder: str | os.PathLike) -> list[Path]:
+    """Write ``<kind>.sbatch`` for every kind (defaults, ``EXAMPLE_ARGS``) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for kind in KINDS:
+        path = folder / f"{kind}.sbatch"
+        path.write_text(render(kind, EXAMPLE_ARGS, SlurmOptions()))
+        paths.append(path)
+    return paths
 
 
 def split_command(kind: str, args: list[str]) -> tuple[list[str], str]:
