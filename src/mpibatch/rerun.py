@@ -54,7 +54,7 @@ def rerun(
 def _row(res, task_id: Any, path: str) -> int:
     """The row of ``task_id`` in the file, or a UsageError naming the ids it holds."""
     ok = isinstance(task_id, (int, np.integer)) and not isinstance(task_id, bool)
-    hits = np.flatnonzero(res.task_id == task_id) if ok else ()
+    hits = np.flatnonzero(res.task_id == task_id) if ok else np.empty(0, np.intp)
     if len(hits) == 0:
         ids = res.task_id
         held = f"tasks {ids.min()} to {ids.max()}" if ids.size else "no tasks"
@@ -116,14 +116,14 @@ def _no_study_runs():
         raise _StudyAtImport()
 
     before = mpibatch.__dict__.get("run")
-    mpibatch.run = refuse  # type: ignore[attr-defined]
+    mpibatch.run = refuse
     try:
         yield
     finally:
         if before is None:
             del mpibatch.run
         else:
-            mpibatch.run = before  # type: ignore[attr-defined]
+            mpibatch.run = before
 
 
 def _call(fn, params: dict, attrs: dict, task_id: int, use_pdb: bool):

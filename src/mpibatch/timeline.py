@@ -157,7 +157,7 @@ def _gantt(ax, res, st: dict[str, Any]) -> None:
         if len(verts):  # failed on top, with an edge: even a sub-pixel failure shows
             edge = 0.8 if status == Status.FAILED else 0.0
             ax.add_collection(
-                PolyCollection(verts, color=color, linewidths=edge, zorder=int(status))
+                PolyCollection(list(verts), color=color, linewidths=edge, zorder=int(status))
             )
         handles.append(Patch(color=color, label=f"{label} ({len(verts):,})"))
     n_ranks = st["n_ranks"]
