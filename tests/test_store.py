@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mpibatch import store as store_mod
 from mpibatch._records import Columns, Packer, infer_schema
 from mpibatch.errors import OutputError
 from mpibatch.grid import Grid
@@ -137,3 +138,28 @@ def test_a_new_file_appears_under_its_name_only_when_complete(tmp_path, monkeypa
     store.close({})
     with h5py.File(tmp_path / "s.h5", "r") as f:
         assert "tasks/status" in f
+
+
+@pytest.mark.parametrize("rows_at_once", [1, 2, 3, 4, 1 << 20])
+def test_pending_and_counts_read_status_in_slices(tmp_path, monkeypatch, rows_at_once):
+    monkeypatch.setattr(store_mod, "_ROWS_AT_ONCE", rows_at_once)
+    grid = Grid({"n": list(range(10))}, reps=1)
+    store = Store.create(tmp_path / "p.h5", grid, range(0, 10), {})
+    status = np.array([1, 0, 0, 1, 2, 2, 2, 1, 1, 0], dtype=np.int8)
+    store.f["tasks/status"][...] = status
+    assert store.pending() == [(1, 3), (4, 7), (9, 10)]
+    assert store.counts() == (4, 3)
+    assert store.f["tasks/id"][()].tolist() == list(range(10))
+    store.close({})
+
+
+def test_a_task_table_larger_than_the_free_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    class Usage:
+        free = 10_000
+
+    monkeypatch.setattr(store_mod.shutil, "disk_usage", lambda path: Usage)
+    grid = Grid({"name": ["a", "bbbb"]}, reps=1000)
+    with pytest.raises(OutputError, match="2,000 tasks need 0.0 GB") as info:
+        Store.create(tmp_path / "big.h5", grid, range(0, 2000), {})
+    assert "--tasks START:STOP" in str(info.value)
+    assert list(tmp_path.iterdir()) == []

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from .layout import (
 )
 from .results import read_failures
 
-_PARAM_CHUNK = 1 << 20
+_ROWS_AT_ONCE = 1 << 20
 # Bytes per write call for results. One big pwrite into the page cache ran 2-5x slower than
 # the same bytes in 1 MiB pieces on ext4 here (Linux 6.18, which gives big writes large
 # folios; a VM that hands freed memory back to its host); elsewhere a piece costs one h5py
@@ -88,6 +89,30 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
             "name or a previous results file (--overwrite replaces only those)"
         )
     return p
+
+
+def _table_bytes(grid, n: int) -> int:
+    """Bytes of the task table (/tasks and /params) of ``n`` tasks, results not counted."""
+    row = sum(np.dtype(col.dtype).itemsize for col in TASK_COLUMNS) + 8  # + /params/rep
+    for values in grid.axis_values().values():
+        if isinstance(values[0], str):
+            row += max(len(str(v).encode("utf-8")) for v in values) or 1
+        else:
+            row += 8
+    return row * n
+
+
+def _check_space(path: Path, grid, n: int) -> None:
+    """OutputError, before anything is written, if the task table alone cannot fit."""
+    need = _table_bytes(grid, n)
+    free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    if need > free:
+        raise OutputError(
+            f"{n:,} tasks need {need / 1e9:,.1f} GB for their task table alone (before any "
+            f"result), but {path.parent or '.'} has {free / 1e9:,.1f} GB free; split the "
+            "study with --tasks START:STOP over several runs or a job array (mpibatch slurm "
+            "array), or write --out where there is room"
+        )
 
 
 def _fapl():
@@ -144,6 +169,7 @@ class Store:
         datasets are created leaves no half-made file at ``path`` (and a previous file
         being replaced stays whole until then); the temporary file is removed on errors.
         """
+        _check_space(path, grid, len(ids))
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
         f = _create_file(tmp)
         try:
@@ -162,7 +188,9 @@ class Store:
         tasks = f.create_group(TASKS)
         for col in TASK_COLUMNS:  # every row pending; the ids written now
             _dataset(tasks, col.name, (n,), col.dtype, col.pending)
-        tasks[TASK_ID.name][...] = np.arange(ids.start, ids.stop, dtype=TASK_ID.dtype)
+        for a in range(0, n, _ROWS_AT_ONCE):  # bounded memory, whatever the number of tasks
+            b = min(n, a + _ROWS_AT_ONCE)
+            tasks[TASK_ID.name][a:b] = np.arange(ids.start + a, ids.start + b, dtype=np.int64)
         store._write_params(grid)
         f.create_group(RESULTS, track_order=True)
         f.attrs.update({k: v for k, v in attrs.items() if v is not None})
@@ -191,23 +219,34 @@ class Store:
         f.flush()
         return store
 
+    def _status_slices(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, statuses)`` a bounded slice at a time."""
+        ds = self.f[TASK_STATUS.path]
+        for a in range(0, self.n, _ROWS_AT_ONCE):
+            yield a, ds[a : min(self.n, a + _ROWS_AT_ONCE)]
+
     def pending(self) -> list[tuple[int, int]]:
         """Row ranges whose tasks are not done (pending or failed)."""
-        todo = np.flatnonzero(self.f[TASK_STATUS.path][()] != Status.DONE)
-        if todo.size == 0:
-            return []
-        cuts = np.flatnonzero(np.diff(todo) > 1)
-        starts = np.concatenate(([todo[0]], todo[cuts + 1]))
-        stops = np.concatenate((todo[cuts] + 1, [todo[-1] + 1]))
-        return list(zip(starts.tolist(), stops.tolist(), strict=True))
+        out: list[tuple[int, int]] = []
+        for a, status in self._status_slices():
+            todo = np.flatnonzero(status != Status.DONE) + a
+            if todo.size == 0:
+                continue
+            cuts = np.flatnonzero(np.diff(todo) > 1)
+            starts = np.concatenate(([todo[0]], todo[cuts + 1])).tolist()
+            stops = np.concatenate((todo[cuts] + 1, [todo[-1] + 1])).tolist()
+            if out and out[-1][1] == starts[0]:  # a range running on from the last slice
+                starts[0] = out.pop()[0]
+            out += zip(starts, stops, strict=True)
+        return out
 
     def counts(self) -> tuple[int, int]:
         """(done, failed) over the whole file."""
-        status = self.f[TASK_STATUS.path][()]
-        return (
-            int(np.count_nonzero(status == Status.DONE)),
-            int(np.count_nonzero(status == Status.FAILED)),
-        )
+        done = failed = 0
+        for _, status in self._status_slices():
+            done += int(np.count_nonzero(status == Status.DONE))
+            failed += int(np.count_nonzero(status == Status.FAILED))
+        return done, failed
 
     def _write_params(self, grid) -> None:
         group = self.f.create_group(PARAMS, track_order=True)
@@ -217,8 +256,8 @@ class Store:
             if col.dtype.kind == "U":  # width from the axis's own values, not the first row
                 col = np.asarray([str(v) for v in grid.axis_values()[name]])
             dsets[name] = _dataset(group, name, (self.n,), _param_dtype(col))
-        for a in range(0, self.n, _PARAM_CHUNK):
-            b = min(self.n, a + _PARAM_CHUNK)
+        for a in range(0, self.n, _ROWS_AT_ONCE):
+            b = min(self.n, a + _ROWS_AT_ONCE)
             cols = grid.columns(self.ids.start + a, self.ids.start + b)
             for name, col in cols.items():
                 ds = dsets[name]

@@ -5,6 +5,8 @@ Every launch has a timeout (conftest.mpirun): a hang fails the test.
 
 from __future__ import annotations
 
+import shutil
+
 from conftest import mpibatch
 
 
@@ -39,3 +41,15 @@ def test_overwrite_replaces_only_a_previous_results_file(tmp_path):
     r = mpibatch(2, "run", task, "--reps", 6, "--out", out, "--overwrite", timeout=60)
     assert r.returncode == 0, r.stderr
     assert "6 tasks: 6 done" in r.stdout
+
+
+def test_more_tasks_than_the_disk_holds_is_one_line_before_anything_is_written(tmp_path):
+    task = tmp_path / "study.py"
+    task.write_text("def task(params, rng):\n    return rng.random()\n")
+    reps = 2 * shutil.disk_usage(tmp_path).free // 30  # a task row takes more than 30 bytes
+    out = tmp_path / "huge.h5"
+    r = mpibatch(2, "run", task, "--reps", reps, "--out", out, timeout=60)
+    assert r.returncode == 2, r.stderr
+    line = _one_error_line(r)
+    assert f"{reps:,} tasks need" in line and "--tasks START:STOP" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.py"]
