@@ -1,6 +1,7 @@
 """mpibatch: run one Python function over a grid of tasks on N MPI ranks.
 
-The public API is three names: :func:`run`, :class:`Grid` and :func:`open`.
+The public API is three names: :func:`run`, :class:`Grid` and :func:`open`, plus the
+types ``run`` returns: :class:`Summary` (and :class:`Plan` with ``dry_run=True``).
 They are imported lazily so that ``import mpibatch`` (and the ``mpibatch``
 command) can set the ``*_NUM_THREADS`` variables before numpy loads.
 """
@@ -8,7 +9,7 @@ command) can set the ``*_NUM_THREADS`` variables before numpy loads.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["run", "Grid", "open", "__version__"]
+__all__ = ["run", "Grid", "open", "Summary", "Plan", "__version__"]
 
 
 def __getattr__(name: str):
@@ -20,6 +21,14 @@ def __getattr__(name: str):
         from .grid import Grid
 
         return Grid
+    if name == "Summary":
+        from .engine import Summary
+
+        return Summary
+    if name == "Plan":
+        from ._plan import Plan
+
+        return Plan
     if name == "open":
         from .results import open_results
 

@@ -16,7 +16,9 @@ import sys
 
 from . import __version__
 from ._cli_slurm import add_hostfile, add_slurm, split_slurm_command
+from ._config import setting
 from .errors import MpibatchError
+from .options import RunOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
@@ -52,7 +54,8 @@ def say(msg: str, file=sys.stdout) -> None:
 
 
 def _set_thread_env(threads: int | None) -> None:
-    value = str(threads if threads is not None else os.environ.get("MPIBATCH_THREADS_PER_RANK", 1))
+    """Set every BLAS/OpenMP thread variable to the threads_per_rank setting (before numpy)."""
+    value = str(setting("threads_per_rank", threads))
     for var in THREAD_VARS:
         os.environ[var] = value
 
@@ -78,7 +81,7 @@ _RUN_FLAGS = {  # flag -> (argparse options, help); grouped as --help shows them
         ),
         "--block-size": ({"type": int}, "fix the tasks per dynamic block (default: guided)"),
         "--dedicated-root": (
-            {"action": "store_true"},
+            {"action": "store_true", "default": None},  # None: MPIBATCH_DEDICATED_ROOT
             "rank 0 only dispatches and writes (default: it runs tasks too)",
         ),
         "--root-tasks": (
@@ -127,7 +130,10 @@ _RUN_FLAGS = {  # flag -> (argparse options, help); grouped as --help shows them
     },
     "messages": {
         "--dry-run": ({"action": "store_true"}, "print the tasks and exit"),
-        "--quiet": ({"action": "store_true"}, "print nothing but errors"),
+        "--quiet": (
+            {"action": "store_true", "default": None},  # None: MPIBATCH_QUIET
+            "print nothing but errors",
+        ),
         "--debug": ({"action": "store_true"}, "show tracebacks of mpibatch errors"),
     },
 }
@@ -154,8 +160,22 @@ def _add_run(sub) -> None:
 
 def cmd_run(args) -> int:
     _set_thread_env(args.threads_per_rank)
-    from .engine import run
+    from .engine import start
 
+    options = _run_options(args)
+    result = start(options)
+    if result is None:
+        return EXIT_OK
+    if options.dry_run:
+        from .report import format_plan
+
+        say(format_plan(result, args.file, args.function))
+        return EXIT_OK
+    return _report_run(result, setting("quiet", options.quiet))
+
+
+def _run_options(args) -> RunOptions:
+    """The run the flags ask for: the same RunOptions that mpibatch.run builds."""
     out = args.out or (os.path.splitext(os.path.basename(args.file))[0] + ".h5")
     grid = None
     if args.grid:
@@ -163,24 +183,9 @@ def cmd_run(args) -> int:
 
         grid = Grid.from_spec(args.grid, args.reps if args.reps is not None else 1)
     names = [f[2:].replace("-", "_") for flags in _RUN_FLAGS.values() for f in flags]
-    skip = ("grid", "out", "quiet", "debug")
-    kwargs = {n: getattr(args, n) for n in names if n not in skip}
-    result = run(
-        args.file,
-        grid,
-        out=out,
-        quiet=args.quiet or None,
-        argv=["mpibatch", *sys.argv[1:]],
-        **kwargs,
-    )
-    if result is None:
-        return EXIT_OK
-    if args.dry_run:
-        from .report import format_plan
-
-        say(format_plan(result, args.file, args.function))
-        return EXIT_OK
-    return _report_run(result, args.quiet)
+    flags = {n: getattr(args, n) for n in names if n not in ("grid", "out", "debug")}
+    argv = ("mpibatch", *getattr(args, "argv", sys.argv[1:]))
+    return RunOptions(task=args.file, grid=grid, out=out, argv=argv, **flags)
 
 
 def _report_run(result, quiet: bool) -> int:
@@ -308,6 +313,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv, command = split_slurm_command(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
+    args.argv = argv  # what the file records as the command line
     if command:
         args.mpibatch_args = command
     try:
