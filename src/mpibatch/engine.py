@@ -1,7 +1,11 @@
-"""Orchestration only: plan on rank 0 -> share -> serve blocks / run blocks -> close the file.
+"""Orchestration only: the run path, top to bottom (:func:`_run` numbers its steps).
 
-Every rank calls :func:`run` (SPMD). Errors that every rank agrees on are raised
-on every rank; anything unexpected aborts the whole job instead of hanging it.
+``run`` (or the CLI) builds :class:`RunOptions` -> every rank resolves its settings ->
+binds its GPU -> loads the task -> rank 0 plans and opens the file -> the plan is shared
+-> ranks run blocks while rank 0 serves them and writes -> rank 0 closes the file.
+
+Every rank calls :func:`run` (SPMD). Errors found before the tasks start are agreed:
+raised on every rank; anything unexpected aborts the whole job instead of hanging it.
 """
 
 from __future__ import annotations
@@ -142,11 +146,11 @@ def start(options: RunOptions, comm=None) -> Summary | Plan | None:
         _comm.abort(comm)
 
 
-def _run(comm, options: RunOptions) -> Summary | Plan | None:
+def _run(comm, requested: RunOptions) -> Summary | Plan | None:
     """The run, top to bottom, on every rank; errors before step 6 are agreed on every rank."""
     rank, size = comm.Get_rank(), comm.Get_size()
     # 1. settings: keyword -> MPIBATCH_<NAME> -> default, each checked
-    options = _agreed(comm, lambda: options.resolved(size))
+    options = _agreed(comm, lambda: requested.resolved(size))
     # 2. this rank's GPU (or None), bound before the task file is imported
     local, n_local = _comm.local_rank(comm)
     device = _agreed(comm, lambda: _choose_device(options, local, n_local))
