@@ -43,13 +43,14 @@ def _duration_seconds(text: str) -> int | None:
     m = _DURATION.match(s)
     if not m:
         raise ValueError(text)
-    days, a, b, c = (int(g) if g else None for g in m.groups())
+    days, first, second, third = m.groups()
+    a, b, c = int(first), int(second or 0), int(third or 0)
     if days is not None:  # D-HH, D-HH:MM, D-HH:MM:SS
-        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    elif c is not None:  # HH:MM:SS
+        seconds = int(days) * 86400 + a * 3600 + b * 60 + c
+    elif third is not None:  # HH:MM:SS
         seconds = a * 3600 + b * 60 + c
     else:  # MM or MM:SS
-        seconds = a * 60 + (b or 0)
+        seconds = a * 60 + b
     return seconds or None
 
 
@@ -84,9 +85,10 @@ def _number(low: float, *, above: bool = True, finite: bool = False) -> Callable
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, Real):
             raise ValueError(value)
-        if not (value > low if above else value >= low) or finite and math.isinf(value):
+        number = float(value)
+        if not (number > low if above else number >= low) or finite and math.isinf(number):
             raise ValueError(value)
-        return float(value)
+        return number
 
     return check
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from . import __version__
 from ._cli_slurm import add_hostfile, add_slurm, split_slurm_command
@@ -60,7 +61,9 @@ def _set_thread_env(threads: int | None) -> None:
         os.environ[var] = value
 
 
-_RUN_FLAGS = {  # flag -> (argparse options, help); grouped as --help shows them
+# group -> flag -> (argparse options, help), grouped as --help shows them; each flag is a
+# RunOptions field
+_RUN_FLAGS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
     "tasks": {
         "--function": ({"default": "task"}, "name of the task function (default: task)"),
         "--grid": (
@@ -160,13 +163,14 @@ def _add_run(sub) -> None:
 
 def cmd_run(args) -> int:
     _set_thread_env(args.threads_per_rank)
+    from ._plan import Plan
     from .engine import start
 
     options = _run_options(args)
     result = start(options)
     if result is None:
         return EXIT_OK
-    if options.dry_run:
+    if isinstance(result, Plan):  # --dry-run
         from .report import format_plan
 
         say(format_plan(result, args.file, args.function))
@@ -183,7 +187,9 @@ def _run_options(args) -> RunOptions:
 
         grid = Grid.from_spec(args.grid, args.reps if args.reps is not None else 1)
     names = [f[2:].replace("-", "_") for flags in _RUN_FLAGS.values() for f in flags]
-    flags = {n: getattr(args, n) for n in names if n not in ("grid", "out", "debug")}
+    flags: dict[str, Any] = {
+        n: getattr(args, n) for n in names if n not in ("grid", "out", "debug")
+    }
     argv = ("mpibatch", *getattr(args, "argv", sys.argv[1:]))
     return RunOptions(task=args.file, grid=grid, out=out, argv=argv, **flags)
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from . import _comm, _dispatch, _plan, _resume, devices, schedule, streams
 from ._plan import Plan
@@ -158,7 +158,7 @@ def _run(comm, requested: RunOptions) -> Summary | Plan | None:
         # 3. every rank loads the task; 4. rank 0 plans and creates (or reopens) the file
         fn, source, plan, store = _agreed(comm, lambda: _load_and_plan(options, rank, size))
         # 5. rank 0 shares the plan; a rank running other code than rank 0 fails the launch
-        plan = _comm.share(comm, plan)
+        plan = cast(Plan, _comm.share(comm, plan))
         _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
         if options.dry_run:
             return plan if rank == 0 else None
