@@ -123,7 +123,8 @@ _RUN_FLAGS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
         ),
         "--time-limit": (
             {"metavar": "HH:MM:SS"},
-            "stop early, resumably, before this much wall time has passed",
+            "stop early, resumably, before this much wall time has passed; read as "
+            "sbatch --time reads it (MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]: 30 is 30 minutes)",
         ),
         "--grace": (
             {"type": float, "metavar": "SECONDS"},
@@ -147,7 +148,9 @@ def _add_run(sub) -> None:
         "run",
         help="run a task file over a grid of tasks on every MPI rank",
         description="Run FILE's task(params, rng[, ctx]) over every task of the grid, on all "
-        "ranks of mpiexec (or as a single rank without it).",
+        "ranks of mpiexec (or as a single rank without it). A setting not given as a flag "
+        "comes from its MPIBATCH_<NAME> variable (e.g. MPIBATCH_GRACE=60, MPIBATCH_QUIET=1), "
+        "else its default.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
