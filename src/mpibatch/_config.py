@@ -22,7 +22,7 @@ from .errors import UsageError
 
 BOOLEAN = "a boolean (1/0, true/false, yes/no, on/off)"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-DURATION = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (as sbatch --time)"
+DURATION = "MM, HH:MM:SS or D-HH:MM:SS (or MM:SS, D-HH, D-HH:MM: as sbatch --time)"
 _DURATION = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 DEFAULT_STREAMS = "task"  # when neither a keyword, MPIBATCH_STREAMS nor a resumed file names one
 
