@@ -1,6 +1,6 @@
 """Bad input under real ``mpiexec``: one line on rank 0 saying what is wrong and how to fix
 it, non-zero exit on every rank within a bound (mpirun's timeout), no traceback, no
-half-written file. Most cases run in one process (tests/test_bad_inputs.py); these keep
+half-written file. Most cases run in one process (tests/test_usage_errors.py); these keep
 the ranks' agreement on an error tested: found by every rank, by rank 0 alone, by the
 ranks running tasks, or in a setting every rank reads."""
 
