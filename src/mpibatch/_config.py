@@ -19,11 +19,13 @@ from numbers import Integral, Real
 from typing import Any
 
 from .errors import UsageError
+from .schedule import SCHEDULES
 
 BOOLEAN = "a boolean (1/0, true/false, yes/no, on/off)"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 DURATION = "MM, HH:MM:SS or D-HH:MM:SS (or MM:SS, D-HH, D-HH:MM: as sbatch --time)"
 _DURATION = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+ROOT_TASKS = ("thread", "main")  # where rank 0 runs its own tasks: a helper thread, or main
 DEFAULT_STREAMS = "task"  # when neither a keyword, MPIBATCH_STREAMS nor a resumed file names one
 
 
@@ -102,6 +104,12 @@ def _one_of(*choices: str) -> Callable[[Any], str]:
     return check
 
 
+def _streams(value: Any) -> str:
+    from .streams import STREAMS  # imported here: streams loads numpy
+
+    return _one_of(*STREAMS)(value)
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, str):
         return parse_bool(value)
@@ -141,18 +149,14 @@ SETTINGS: dict[str, Setting] = {
     # None: the resumed file's seed, else one drawn from OS entropy (and recorded)
     "seed": Setting(None, int, _int_at_least(0), "a non-negative integer", "--seed 42"),
     # None: the resumed file's streams, else DEFAULT_STREAMS
-    "streams": Setting(None, str, _one_of("task", "rank"), "one of task, rank", "--streams task"),
+    "streams": Setting(None, str, _streams, "one of task, rank", "--streams task"),
     "schedule": Setting(
-        "auto",
-        str,
-        _one_of("auto", "static", "dynamic"),
-        "one of auto, static, dynamic",
-        "--schedule auto",
+        "auto", str, _one_of(*SCHEDULES), f"one of {', '.join(SCHEDULES)}", "--schedule auto"
     ),
     "block_size": Setting(None, int, _int_at_least(1), _INT1, "--block-size 10"),
     "dedicated_root": Setting(False, parse_bool, _boolean, BOOLEAN, "--dedicated-root"),
     "root_tasks": Setting(
-        "thread", str, _one_of("thread", "main"), "thread or main", "--root-tasks thread"
+        "thread", str, _one_of(*ROOT_TASKS), " or ".join(ROOT_TASKS), "--root-tasks thread"
     ),
     "threads_per_rank": Setting(1, int, _int_at_least(1), _INT1, "--threads-per-rank 1"),
     "gpus": Setting("auto", str, _gpus, "auto, none or a number of GPUs per node", "--gpus auto"),

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import __version__
 from ._cli_slurm import add_hostfile, add_slurm, split_slurm_command
-from ._config import setting
+from ._config import ROOT_TASKS, setting
 from .errors import MpibatchError
 from .options import RunOptions
 
@@ -88,7 +88,7 @@ _RUN_FLAGS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
             "rank 0 only dispatches and writes (default: it runs tasks too)",
         ),
         "--root-tasks": (
-            {"choices": ("thread", "main"), "metavar": "thread|main"},
+            {"choices": ROOT_TASKS, "metavar": "|".join(ROOT_TASKS)},
             "where rank 0 runs its own tasks: thread (default: a helper thread, so rank 0 "
             "answers the other ranks at once) or main (for tasks that need the main "
             "thread, e.g. to install signal handlers)",
