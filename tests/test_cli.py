@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from mpibatch import cli
+from mpibatch.errors import UsageError
 
 
 def test_help_lists_commands_and_examples(capsys):
@@ -40,11 +41,21 @@ def test_importing_the_cli_does_not_load_numpy_or_mpi():
 
 
 def test_thread_variables_are_set_before_numpy_loads(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "16")
-    cli._set_thread_env(3)
     import os
 
+    for var in cli.THREAD_VARS:  # monkeypatch puts them back afterwards
+        monkeypatch.setenv(var, "16")
+    monkeypatch.delenv("MPIBATCH_THREADS_PER_RANK", raising=False)
+    cli._set_thread_env(3)
     assert all(os.environ[v] == "3" for v in cli.THREAD_VARS)
+    cli._set_thread_env(None)  # the default
+    assert all(os.environ[v] == "1" for v in cli.THREAD_VARS)
+    monkeypatch.setenv("MPIBATCH_THREADS_PER_RANK", "4")
+    cli._set_thread_env(None)
+    assert all(os.environ[v] == "4" for v in cli.THREAD_VARS)
+    monkeypatch.setenv("MPIBATCH_THREADS_PER_RANK", "four")
+    with pytest.raises(UsageError, match="^MPIBATCH_THREADS_PER_RANK: expected an integer >= 1"):
+        cli._set_thread_env(None)
 
 
 def test_info_on_a_missing_file_is_one_line(capsys):

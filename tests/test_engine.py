@@ -25,8 +25,26 @@ def test_run_returns_a_summary_and_open_reads_it(tmp_path):
 
 def test_dry_run_returns_the_plan_without_writing(tmp_path):
     plan = mpibatch.run(task, {"mu": [1.0]}, reps=4, seed=1, out=tmp_path / "x.h5", dry_run=True)
+    assert isinstance(plan, mpibatch.Plan)
     assert plan.id_range == range(4) and plan.seed == 1
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_summary_is_built_with_keywords_only():
+    with pytest.raises(TypeError):
+        mpibatch.Summary("r.h5", 1, 1, 0, 1, 1.0, 1.0)  # type: ignore[misc]
+    s = mpibatch.Summary(
+        path="r.h5", n_tasks=4, done=2, failed=1, n_ranks=2, wall_seconds=1.0, task_seconds=1.0
+    )
+    assert s.pending == 1 and s.efficiency == 0.5
+
+
+def test_a_time_limit_string_is_a_slurm_time(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)  # else the job's end is the deadline
+    plan = mpibatch.run(task, {"mu": [1.0]}, out=tmp_path / "x.h5", time_limit="1-12", dry_run=True)
+    assert plan.deadline - plan.session_t0 == pytest.approx(129_600)
+    plan = mpibatch.run(task, {"mu": [1.0]}, out=tmp_path / "x.h5", time_limit=90, dry_run=True)
+    assert plan.deadline - plan.session_t0 == pytest.approx(90)  # a number: seconds
 
 
 def test_seed_comes_from_the_environment_then_is_drawn_and_recorded(tmp_path, monkeypatch):

@@ -156,7 +156,7 @@ def test_bad_options_are_one_line_usage_errors(kind, args, opts, words):
     "text, seconds",
     [
         ("30", 30 * 60),  # M: minutes, as Slurm reads it (not 30 s)
-        ("0", 0),
+        ("0", None),  # Slurm: a zero time limit is no limit
         ("90", 90 * 60),
         ("2:30", 2 * 60 + 30),  # M:S
         ("10:00", 600),

@@ -1,88 +1,224 @@
-"""Settings resolve as: keyword argument -> ``MPIBATCH_<NAME>`` environment variable -> default."""
+"""Every setting, resolved one way: keyword (or flag) -> ``MPIBATCH_<NAME>`` -> default.
+
+:data:`SETTINGS` lists each setting once: its default, how its environment variable's
+text is read, what values it accepts and a flag that fixes a bad one. :func:`setting`
+is the only place a setting is resolved; a bad value is a one-line :class:`UsageError`
+naming the keyword or the environment variable. :func:`parse_duration` reads times as
+Slurm does (``sbatch --time``). This module imports neither numpy nor MPI: the CLI uses
+it before either loads.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 from .errors import UsageError
+from .schedule import SCHEDULES
 
-DEFAULTS: dict[str, Any] = {
-    "seed": None,
-    "streams": "task",
-    "schedule": "auto",
-    "flush_seconds": 30.0,
-    "grace": 30.0,
-    "gpus": "auto",
-    "ranks_per_gpu": None,
-    "threads_per_rank": 1,
-    "gather_mb": 64,
-    "quiet": False,
-    "root_tasks": "thread",
-}
+BOOLEAN = "a boolean (1/0, true/false, yes/no, on/off)"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+DURATION = "MM, HH:MM:SS or D-HH:MM:SS (or MM:SS, D-HH, D-HH:MM: as sbatch --time)"
+_DURATION = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+ROOT_TASKS = ("thread", "main")  # where rank 0 runs its own tasks: a helper thread, or main
+DEFAULT_STREAMS = "task"  # when neither a keyword, MPIBATCH_STREAMS nor a resumed file names one
 
 
-def _as_int(name: str, text: str) -> int:
+def parse_bool(text: str) -> bool:
+    """1/true/yes/on -> True, 0/false/no/off -> False (any case); else ValueError."""
+    word = text.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ValueError(text)
+    return word in _TRUE
+
+
+def _duration_seconds(text: str) -> int | None:
+    """Seconds in a Slurm time; None for unlimited (``UNLIMITED``, ``INFINITE``, ``0``)."""
+    s = str(text).strip()
+    if s.lower() in ("unlimited", "infinite"):
+        return None
+    m = _DURATION.match(s)
+    if not m:
+        raise ValueError(text)
+    days, first, second, third = m.groups()
+    a, b, c = int(first), int(second or 0), int(third or 0)
+    if days is not None:  # D-HH, D-HH:MM, D-HH:MM:SS
+        seconds = int(days) * 86400 + a * 3600 + b * 60 + c
+    elif third is not None:  # HH:MM:SS
+        seconds = a * 3600 + b * 60 + c
+    else:  # MM or MM:SS
+        seconds = a * 60 + b
+    return seconds or None
+
+
+def parse_duration(text: str, flag: str = "--time-limit") -> int | None:
+    """Seconds in a Slurm time: ``"30"`` is 30 minutes, ``"1-12"`` is 1 day 12 hours.
+
+    MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, as ``sbatch --time`` reads them;
+    None (no limit) for ``UNLIMITED``, ``INFINITE`` or a zero time. Anything else is a
+    one-line UsageError naming ``flag``.
+    """
     try:
-        return int(text)
+        return _duration_seconds(text)
     except ValueError:
         raise UsageError(
-            f"MPIBATCH_{name.upper()}: expected an integer, got {text!r}; fix or unset it"
+            f"{flag}: expected {DURATION}, got {text!r}; e.g. {flag} 01:30:00"
         ) from None
 
 
-def _as_number(name: str, text: str) -> float:
+# ---- checks: a value -> the value to use, or ValueError ----
+
+
+def _int_at_least(low: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+            raise ValueError(value)
+        return int(value)
+
+    return check
+
+
+def _number(low: float, *, above: bool = True, finite: bool = False) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise ValueError(value)
+        number = float(value)
+        if not (number > low if above else number >= low) or finite and math.isinf(number):
+            raise ValueError(value)
+        return number
+
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(value)
+        return str(value)
+
+    return check
+
+
+def _streams(value: Any) -> str:
+    from .streams import STREAMS  # imported here: streams loads numpy
+
+    return _one_of(*STREAMS)(value)
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, str):
+        return parse_bool(value)
+    if value not in (0, 1):  # True, False, 0, 1 (numpy's too)
+        raise ValueError(value)
+    return bool(value)
+
+
+def _time_limit(value: Any) -> float | None:
+    """A Slurm time (a string) or seconds (a number); None (no limit) for zero."""
+    if isinstance(value, str):
+        seconds = _duration_seconds(value)
+        return None if seconds is None else float(seconds)
+    return _number(0.0, above=False)(value) or None
+
+
+def _gpus(value: Any) -> str | int:
+    from .devices import parse_request  # imported here: devices loads numpy
+
     try:
-        return float(text)
-    except ValueError:
-        raise UsageError(
-            f"MPIBATCH_{name.upper()}: expected a number, got {text!r}; fix or unset it"
-        ) from None
+        return parse_request(value)
+    except UsageError:
+        raise ValueError(value) from None
 
 
-def _as_bool(name: str, text: str) -> bool:
-    return text.strip().lower() in ("1", "true", "yes", "on")
+@dataclass(frozen=True)
+class Setting:
+    default: Any
+    parse: Callable[[str], Any]  # the environment variable's text -> a value
+    check: Callable[[Any], Any]  # a value -> the value to use; ValueError if bad
+    expected: str  # what ``check`` accepts, for the error message
+    example: str  # a flag that fixes a bad value
 
 
-_PARSE: dict[str, Callable[[str, str], Any]] = {
-    "seed": _as_int,
-    "threads_per_rank": _as_int,
-    "gather_mb": _as_int,
-    "flush_seconds": lambda name, text: _as_number(name, text),
-    "grace": lambda name, text: _as_number(name, text),
-    "ranks_per_gpu": _as_int,
-    "quiet": _as_bool,
+_INT1 = "an integer >= 1"
+SETTINGS: dict[str, Setting] = {
+    # None: the resumed file's seed, else one drawn from OS entropy (and recorded)
+    "seed": Setting(None, int, _int_at_least(0), "a non-negative integer", "--seed 42"),
+    # None: the resumed file's streams, else DEFAULT_STREAMS
+    "streams": Setting(None, str, _streams, "one of task, rank", "--streams task"),
+    "schedule": Setting(
+        "auto", str, _one_of(*SCHEDULES), f"one of {', '.join(SCHEDULES)}", "--schedule auto"
+    ),
+    "block_size": Setting(None, int, _int_at_least(1), _INT1, "--block-size 10"),
+    "dedicated_root": Setting(False, parse_bool, _boolean, BOOLEAN, "--dedicated-root"),
+    "root_tasks": Setting(
+        "thread", str, _one_of(*ROOT_TASKS), " or ".join(ROOT_TASKS), "--root-tasks thread"
+    ),
+    "threads_per_rank": Setting(1, int, _int_at_least(1), _INT1, "--threads-per-rank 1"),
+    "gpus": Setting("auto", str, _gpus, "auto, none or a number of GPUs per node", "--gpus auto"),
+    "ranks_per_gpu": Setting(None, int, _int_at_least(1), _INT1, "--ranks-per-gpu 1"),
+    "flush_seconds": Setting(30.0, float, _number(0.0), "a number > 0", "--flush-seconds 30"),
+    "retries": Setting(0, int, _int_at_least(0), "an integer >= 0", "--retries 2"),
+    "max_failures": Setting(None, int, _int_at_least(1), _INT1, "--max-failures 10"),
+    "task_timeout": Setting(None, float, _number(0.0), "a number > 0", "--task-timeout 600"),
+    "grace": Setting(30.0, float, _number(0.0, above=False), "a number >= 0", "--grace 30"),
+    "time_limit": Setting(
+        None, str, _time_limit, f"{DURATION} or seconds >= 0", "--time-limit 01:30:00"
+    ),
+    "quiet": Setting(False, parse_bool, _boolean, BOOLEAN, "--quiet"),
+    # rank 0's budget for results in flight, in MiB (environment only)
+    "gather_mb": Setting(64, int, _int_at_least(1), _INT1, "MPIBATCH_GATHER_MB=64"),
+    # seconds between progress lines in a log (environment only; 0.5 s on a terminal)
+    "progress_seconds": Setting(
+        30.0,
+        float,
+        _number(0.0, finite=True),
+        "a number of seconds > 0",
+        "MPIBATCH_PROGRESS_SECONDS=30",
+    ),
 }
+DEFAULTS: dict[str, Any] = {name: s.default for name, s in SETTINGS.items()}
 
 
-def resolve(name: str, value: Any = None) -> Any:
-    """The setting ``name``: ``value`` if given, else its environment variable, else default."""
+def env_name(name: str) -> str:
+    return f"MPIBATCH_{name.upper()}"
+
+
+def setting(name: str, value: Any = None) -> Any:
+    """Setting ``name``: ``value`` if not None, else ``MPIBATCH_<NAME>``, else its default.
+
+    The value is checked (and normalised: ``"2"`` GPUs -> 2, a Slurm time -> seconds);
+    a bad one is a one-line UsageError naming the keyword or the environment variable.
+    """
+    spec = SETTINGS[name]
     if value is not None:
-        return value
-    text = os.environ.get(f"MPIBATCH_{name.upper()}")
-    if text is not None and text != "":
-        return _PARSE.get(name, lambda n, t: t)(name, text)
-    return DEFAULTS[name]
+        try:
+            return spec.check(value)
+        except ValueError:
+            raise UsageError(
+                f"{name}: expected {spec.expected}, got {value!r}; e.g. {spec.example}"
+            ) from None
+    var = env_name(name)
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return spec.default
+    try:
+        return spec.check(spec.parse(text))
+    except ValueError:
+        raise UsageError(
+            f"{var}: expected {spec.expected}, got {text!r}; fix or unset it"
+        ) from None
 
 
 def positive_int(name: str, value: Any, flag: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{name}: expected an integer >= 1, got {value!r}; pass {flag} 1 or more")
-    return value
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``SECONDS``, ``MM:SS``, ``HH:MM:SS`` or Slurm's ``D-HH:MM:SS``."""
+    """``value`` if it is an integer >= 1, else a one-line UsageError naming ``flag``."""
     try:
-        days, _, clock = text.strip().rpartition("-")
-        parts = [float(p) for p in clock.split(":")]
-        if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
-            raise ValueError
-        seconds = sum(p * 60**k for k, p in enumerate(reversed(parts)))
-        return seconds + 86400 * (int(days) if days else 0)
+        return _int_at_least(1)(value)
     except ValueError:
         raise UsageError(
-            f"time limit: expected HH:MM:SS (or D-HH:MM:SS, or seconds), got {text!r}; "
-            "e.g. --time-limit 01:30:00"
+            f"{name}: expected {_INT1}, got {value!r}; pass {flag} 1 or more"
         ) from None

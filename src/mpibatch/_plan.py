@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__, _comm, _config, schedule, streams
 from .errors import UsageError
 from .grid import Grid
+from .options import RunOptions
 from .worker import file_hash, load_task_file, wants_context
 
 
@@ -80,57 +81,13 @@ def resolve_grid(grid, module, reps) -> Grid:
     return Grid.coerce(grid, reps)
 
 
-def _number(name: str, value, flag: str, minimum: float = 0.0) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > minimum:
-        raise UsageError(f"{name}: expected a number > {minimum:g}, got {value!r}; e.g. {flag}")
-    return float(value)
-
-
-def _limits(opts: dict, size: int, now: float, job: dict | None) -> dict:
-    if opts["dedicated_root"] and size < 2:
-        raise UsageError(
-            f"--dedicated-root: expected at least 2 ranks, got {size}; launch with "
-            "mpiexec -n 2 or more, or drop --dedicated-root"
-        )
-    root_tasks = _config.resolve("root_tasks", opts["root_tasks"])
-    if root_tasks not in ("thread", "main"):
-        raise UsageError(
-            f"root_tasks: expected thread or main, got {root_tasks!r}; "
-            "use --root-tasks thread (default) or --root-tasks main"
-        )
-    for key, flag in (("block_size", "--block-size"), ("max_failures", "--max-failures")):
-        if opts[key] is not None:
-            _config.positive_int(key, opts[key], flag)
-    if opts["retries"] is not None and (
-        not isinstance(opts["retries"], int) or opts["retries"] < 0
-    ):
-        raise UsageError(
-            f"retries: expected an integer >= 0, got {opts['retries']!r}; e.g. --retries 2"
-        )
-    flush = _number(
-        "flush_seconds",
-        _config.resolve("flush_seconds", opts["flush_seconds"]),
-        "--flush-seconds 30",
-    )
-    limit = opts["time_limit"]
-    limit = _config.parse_duration(limit) if isinstance(limit, str) else limit
-    deadline = now + _number("time_limit", limit, "--time-limit 01:00:00") if limit else None
+def _deadline(time_limit: str | float | None, now: float, job: dict | None) -> float | None:
+    """When the run must have exited: the time limit, or the Slurm job's end if sooner."""
+    assert not isinstance(time_limit, str)  # resolved options hold seconds
+    deadline = now + time_limit if time_limit else None
     if job and job.get("end_time") and (deadline is None or job["end_time"] < deadline):
         deadline = job["end_time"]  # inside a Slurm job: stop in time for its end
-    return {
-        "block_size": opts["block_size"],
-        "dedicated_root": bool(opts["dedicated_root"]),
-        "root_tasks": root_tasks,
-        "flush_seconds": flush,
-        "block_seconds": schedule.block_seconds(size, flush),
-        "retries": opts["retries"] or 0,
-        "max_failures": opts["max_failures"],
-        "task_timeout": _number("task_timeout", opts["task_timeout"], "--task-timeout 600"),
-        "grace": _number("grace", _config.resolve("grace", opts["grace"]), "--grace 30", -1e-9),
-        "deadline": deadline,
-    }
+    return deadline
 
 
 def _slurm_job() -> dict | None:
@@ -144,51 +101,63 @@ def _slurm_job() -> dict | None:
     return job_info()
 
 
-def make(grid: Grid, opts: dict, size: int, stored: dict | None = None) -> Plan:
-    """The plan for this run; ``stored`` are the attributes of the file being resumed."""
-    stored = stored or {}
-    seed = _config.resolve("seed", opts["seed"])
-    seed = stored.get("seed") if seed is None else seed
-    seed = streams.fresh_seed() if seed is None else streams.check_seed(seed)
-    threads = _config.positive_int(
-        "threads_per_rank",
-        _config.resolve("threads_per_rank", opts["threads_per_rank"]),
-        "--threads-per-rank",
-    )
-    gather_mb = _config.positive_int("MPIBATCH_GATHER_MB", _config.resolve("gather_mb"), "")
-    if opts["tasks"] == "array":  # this Slurm job-array element's share of the tasks
+def _task_ids(tasks: str | None, n_tasks: int) -> range:
+    if tasks == "array":  # this Slurm job-array element's share of the tasks
         from .slurm import array_slice
 
-        ids = array_slice(grid.n_tasks)
-    else:
-        ids = schedule.parse_task_slice(opts["tasks"], grid.n_tasks)
-    out = opts["out"]
-    if not opts["dry_run"]:
-        if out is None:
-            raise UsageError("out: expected an output file path, got None; pass out='results.h5'")
-        if not opts["resume"]:
-            from .store import check_output  # rank 0 only: the others never import h5py
+        return array_slice(n_tasks)
+    return schedule.parse_task_slice(tasks, n_tasks)
 
-            check_output(out, opts["overwrite"])
-    now = time.time()
-    job = _slurm_job()
+
+def _check_out(options: RunOptions) -> None:
+    if options.dry_run:
+        return
+    if options.out is None:
+        raise UsageError("out: expected an output file path, got None; pass out='results.h5'")
+    if not options.resume:
+        from .store import check_output  # rank 0 only: the others never import h5py
+
+        check_output(options.out, options.overwrite)
+
+
+def make(grid: Grid, options: RunOptions, size: int, stored: dict | None = None) -> Plan:
+    """The plan for this run from resolved ``options``; ``stored``: the resumed file's attrs.
+
+    Resolved options hold every setting (never None where it has a default).
+    """
+    stored = stored or {}
+    seed = stored.get("seed") if options.seed is None else options.seed
+    seed = streams.fresh_seed() if seed is None else streams.check_seed(seed)
+    ids = _task_ids(options.tasks, grid.n_tasks)
+    _check_out(options)
+    now, job = time.time(), _slurm_job()
+    flush = float(options.flush_seconds or 0)
     return Plan(
         grid_json=grid.to_json(),
         seed=seed,
         streams=streams.check_streams(
-            _config.resolve("streams", opts["streams"] or stored.get("streams"))
+            options.streams or stored.get("streams") or _config.DEFAULT_STREAMS
         ),
-        schedule=schedule.check_schedule(_config.resolve("schedule", opts["schedule"])),
+        schedule=str(options.schedule),
         ids=(ids.start, ids.stop),
-        threads=threads,
-        gather_bytes=gather_mb << 20,
-        quiet=bool(_config.resolve("quiet", opts["quiet"])),
+        threads=int(options.threads_per_rank or 1),
+        gather_bytes=int(options.gather_mb or 0) << 20,
+        quiet=bool(options.quiet),
         t0=float(stored.get("t0", now)),
         session_t0=now,
-        resume=bool(opts["resume"]),
-        out=str(out or ""),
+        block_size=options.block_size,
+        dedicated_root=bool(options.dedicated_root),
+        root_tasks=str(options.root_tasks),
+        flush_seconds=flush,
+        block_seconds=schedule.block_seconds(size, flush),
+        retries=int(options.retries or 0),
+        max_failures=options.max_failures,
+        task_timeout=options.task_timeout,
+        grace=float(options.grace or 0),
+        deadline=_deadline(options.time_limit, now, job),
+        resume=options.resume,
+        out=str(options.out or ""),
         slurm=job or {},
-        **_limits(opts, size, now, job),
     )
 
 

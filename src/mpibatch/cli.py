@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from . import __version__
+from ._config import ROOT_TASKS, setting
 from ._say import say
 from .errors import ExitCode, MpibatchError
+from .options import RunOptions
 from .slurm.cli import add_hostfile, add_slurm, split_slurm_command
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
@@ -37,12 +40,15 @@ EPILOG = """examples:
 
 
 def _set_thread_env(threads: int | None) -> None:
-    value = str(threads if threads is not None else os.environ.get("MPIBATCH_THREADS_PER_RANK", 1))
+    """Set every BLAS/OpenMP thread variable to the threads_per_rank setting (before numpy)."""
+    value = str(setting("threads_per_rank", threads))
     for var in THREAD_VARS:
         os.environ[var] = value
 
 
-_RUN_FLAGS = {  # flag -> (argparse options, help); grouped as --help shows them
+# group -> flag -> (argparse options, help), grouped as --help shows them; each flag is a
+# RunOptions field
+_RUN_FLAGS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
     "tasks": {
         "--function": ({"default": "task"}, "name of the task function (default: task)"),
         "--grid": (
@@ -63,11 +69,11 @@ _RUN_FLAGS = {  # flag -> (argparse options, help); grouped as --help shows them
         ),
         "--block-size": ({"type": int}, "fix the tasks per dynamic block (default: guided)"),
         "--dedicated-root": (
-            {"action": "store_true"},
+            {"action": "store_true", "default": None},  # None: MPIBATCH_DEDICATED_ROOT
             "rank 0 only dispatches and writes (default: it runs tasks too)",
         ),
         "--root-tasks": (
-            {"choices": ("thread", "main"), "metavar": "thread|main"},
+            {"choices": ROOT_TASKS, "metavar": "|".join(ROOT_TASKS)},
             "where rank 0 runs its own tasks: thread (default: a helper thread, so rank 0 "
             "answers the other ranks at once) or main (for tasks that need the main "
             "thread, e.g. to install signal handlers)",
@@ -102,7 +108,8 @@ _RUN_FLAGS = {  # flag -> (argparse options, help); grouped as --help shows them
         ),
         "--time-limit": (
             {"metavar": "HH:MM:SS"},
-            "stop early, resumably, before this much wall time has passed",
+            "stop early, resumably, before this much wall time has passed; read as "
+            "sbatch --time reads it (MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]: 30 is 30 minutes)",
         ),
         "--grace": (
             {"type": float, "metavar": "SECONDS"},
@@ -112,7 +119,10 @@ _RUN_FLAGS = {  # flag -> (argparse options, help); grouped as --help shows them
     },
     "messages": {
         "--dry-run": ({"action": "store_true"}, "print the tasks and exit"),
-        "--quiet": ({"action": "store_true"}, "print nothing but errors"),
+        "--quiet": (
+            {"action": "store_true", "default": None},  # None: MPIBATCH_QUIET
+            "print nothing but errors",
+        ),
         "--debug": ({"action": "store_true"}, "show tracebacks of mpibatch errors"),
     },
 }
@@ -123,7 +133,9 @@ def _add_run(sub) -> None:
         "run",
         help="run a task file over a grid of tasks on every MPI rank",
         description="Run FILE's task(params, rng[, ctx]) over every task of the grid, on all "
-        "ranks of mpiexec (or as a single rank without it).",
+        "ranks of mpiexec (or as a single rank without it). A setting not given as a flag "
+        "comes from its MPIBATCH_<NAME> variable (e.g. MPIBATCH_GRACE=60, MPIBATCH_QUIET=1), "
+        "else its default.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -139,8 +151,23 @@ def _add_run(sub) -> None:
 
 def cmd_run(args) -> int:
     _set_thread_env(args.threads_per_rank)
-    from .engine import run
+    from ._plan import Plan
+    from .engine import start
 
+    options = _run_options(args)
+    result = start(options)
+    if result is None:
+        return EXIT_OK
+    if isinstance(result, Plan):  # --dry-run
+        from .report import format_plan
+
+        say(format_plan(result, args.file, args.function))
+        return EXIT_OK
+    return _report_run(result, setting("quiet", options.quiet))
+
+
+def _run_options(args) -> RunOptions:
+    """The run the flags ask for: the same RunOptions that mpibatch.run builds."""
     out = args.out or (os.path.splitext(os.path.basename(args.file))[0] + ".h5")
     grid = None
     if args.grid:
@@ -148,24 +175,11 @@ def cmd_run(args) -> int:
 
         grid = Grid.from_spec(args.grid, args.reps if args.reps is not None else 1)
     names = [f[2:].replace("-", "_") for flags in _RUN_FLAGS.values() for f in flags]
-    skip = ("grid", "out", "quiet", "debug")
-    kwargs = {n: getattr(args, n) for n in names if n not in skip}
-    result = run(
-        args.file,
-        grid,
-        out=out,
-        quiet=args.quiet or None,
-        argv=["mpibatch", *sys.argv[1:]],
-        **kwargs,
-    )
-    if result is None:
-        return EXIT_OK
-    if args.dry_run:
-        from .report import format_plan
-
-        say(format_plan(result, args.file, args.function))
-        return EXIT_OK
-    return _report_run(result, args.quiet)
+    flags: dict[str, Any] = {
+        n: getattr(args, n) for n in names if n not in ("grid", "out", "debug")
+    }
+    argv = ("mpibatch", *getattr(args, "argv", sys.argv[1:]))
+    return RunOptions(task=args.file, grid=grid, out=out, argv=argv, **flags)
 
 
 def _report_run(result, quiet: bool) -> int:
@@ -302,6 +316,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv, command = split_slurm_command(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
+    args.argv = argv  # what the file records as the command line
     if command:
         args.mpibatch_args = command
     try:

@@ -1,7 +1,11 @@
-"""Orchestration only: plan on rank 0 -> share -> serve blocks / run blocks -> close the file.
+"""Orchestration only: the run path, top to bottom (:func:`_run` numbers its steps).
 
-Every rank calls :func:`run` (SPMD). Errors that every rank agrees on are raised
-on every rank; anything unexpected aborts the whole job instead of hanging it.
+``run`` (or the CLI) builds :class:`RunOptions` -> every rank resolves its settings ->
+binds its GPU -> loads the task -> rank 0 plans and opens the file -> the plan is shared
+-> ranks run blocks while rank 0 serves them and writes -> rank 0 closes the file.
+
+Every rank calls :func:`run` (SPMD). Errors found before the tasks start are agreed:
+raised on every rank; anything unexpected aborts the whole job instead of hanging it.
 """
 
 from __future__ import annotations
@@ -11,23 +15,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
-from . import _comm, _config, _dispatch, _plan, _resume, devices, schedule, streams
+from . import _comm, _dispatch, _plan, _resume, devices, schedule, streams
 from ._plan import Plan
 from ._records import Buffers
 from ._stop import Stopper
 from .errors import MpibatchError, UsageError
 from .grid import Grid
+from .options import RunOptions
 from .worker import Runner, blas_info, blas_limits, cores
 
 if TYPE_CHECKING:  # only rank 0 writes the file: the other ranks never import h5py
     from .store import Store
 
+T = TypeVar("T")
 
-@dataclass
+
+@dataclass(kw_only=True)
 class Summary:
-    """What :func:`run` returns on rank 0: the state of the file after this run."""
+    """What :func:`run` returns on rank 0: the state of the file after this run (keywords only)."""
 
     path: str
     n_tasks: int
@@ -66,7 +73,7 @@ def run(
     streams: str | None = None,
     schedule: str | None = None,
     block_size: int | None = None,
-    dedicated_root: bool = False,
+    dedicated_root: bool | None = None,
     root_tasks: str | None = None,
     flush_seconds: float | None = None,
     threads_per_rank: int | None = None,
@@ -90,60 +97,104 @@ def run(
     """Run ``task(params, rng[, ctx])`` over every task of ``grid`` x ``reps`` on all ranks.
 
     Call it on every rank. ``task`` is a function or the path of a task file defining
-    ``function``. Returns a :class:`Summary` on rank 0 and None elsewhere (with
-    ``dry_run`` the :class:`Plan`, and nothing is run or written). The keywords are
-    the ``mpibatch run`` flags; see ``mpibatch run --help``.
+    ``function``. Returns a :class:`Summary` on rank 0 and None elsewhere; with
+    ``dry_run=True``, the :class:`~mpibatch.Plan` on rank 0 (None elsewhere), and nothing is
+    run or written. The keywords are the ``mpibatch run`` flags (``mpibatch run --help``);
+    a setting left None comes from ``MPIBATCH_<NAME>``, else its default. ``time_limit``
+    is a Slurm time when a string (``"30"`` = 30 minutes) and seconds when a number.
     """
-    opts = {k: v for k, v in locals().items() if k not in ("task", "grid", "function", "comm")}
+    options = RunOptions(
+        task=task,
+        grid=grid,
+        function=function,
+        reps=reps,
+        tasks=tasks,
+        out=out,
+        resume=resume,
+        force=force,
+        overwrite=overwrite,
+        dry_run=dry_run,
+        argv=tuple(argv) if argv is not None else None,
+        seed=seed,
+        streams=streams,
+        schedule=schedule,
+        block_size=block_size,
+        dedicated_root=dedicated_root,
+        root_tasks=root_tasks,
+        threads_per_rank=threads_per_rank,
+        gpus=gpus,
+        ranks_per_gpu=ranks_per_gpu,
+        flush_seconds=flush_seconds,
+        retries=retries,
+        max_failures=max_failures,
+        task_timeout=task_timeout,
+        grace=grace,
+        time_limit=time_limit,
+        quiet=quiet,
+    )
+    return start(options, comm)
+
+
+def start(options: RunOptions, comm=None) -> Summary | Plan | None:
+    """Run ``options`` on every rank of ``comm`` (default: the world); what :func:`run` does."""
     comm = _comm.world(comm)
     try:
-        return _run(comm, task, function, grid, opts)
+        return _run(comm, options)
     except MpibatchError:
         raise  # agreed: raised on every rank
     except Exception:
         _comm.abort(comm)
 
 
-def _run(comm, task, function: str, grid, opts: dict):
-    local = _comm.local_rank(comm)
-    device = _choose_device(comm, opts, local)
-    with devices.bound(device):  # before the task file is imported: CUDA sees one device
-        return _run_bound(comm, task, function, grid, opts, device, local[0])
-
-
-def _choose_device(comm, opts: dict, local_rank: tuple[int, int]):
-    """This rank's GPU (or None): local rank k gets visible GPU k mod G (see devices.py)."""
-    local, n_local = local_rank
-    device, error = None, None
-    try:
-        request = devices.parse_request(_config.resolve("gpus", opts["gpus"]))
-        per_gpu = _config.resolve("ranks_per_gpu", opts["ranks_per_gpu"])
-        if request != "none":
-            device = devices.choose(
-                local, n_local, devices.visible_gpus(), request, per_gpu, host=_comm.host()
-            )
-    except MpibatchError as exc:
-        error = exc
-    _comm.agree(comm, error)
-    return device
-
-
-def _run_bound(comm, task, function: str, grid, opts: dict, device, local: int):
+def _run(comm, requested: RunOptions) -> Summary | Plan | None:
+    """The run, top to bottom, on every rank; errors before step 6 are agreed on every rank."""
     rank, size = comm.Get_rank(), comm.Get_size()
-    error, fn, plan, store = None, None, None, None
+    # 1. settings: keyword -> MPIBATCH_<NAME> -> default, each checked
+    options = _agreed(comm, lambda: requested.resolved(size))
+    # 2. this rank's GPU (or None), bound before the task file is imported
+    local, n_local = _comm.local_rank(comm)
+    device = _agreed(comm, lambda: _choose_device(options, local, n_local))
+    with devices.bound(device):
+        # 3. every rank loads the task; 4. rank 0 plans and creates (or reopens) the file
+        fn, source, plan, store = _agreed(comm, lambda: _load_and_plan(options, rank, size))
+        # 5. rank 0 shares the plan; a rank running other code than rank 0 fails the launch
+        plan = cast(Plan, _comm.share(comm, plan))
+        _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
+        if options.dry_run:
+            return plan if rank == 0 else None
+        # 6. run the tasks; rank 0 also hands out blocks and writes the file
+        return _execute(comm, fn, plan, store, device, local)
+
+
+def _agreed(comm, step: Callable[[], T]) -> T:
+    """``step()`` on every rank; if it raises a MpibatchError anywhere, every rank raises it."""
+    value, error = None, None
     try:
-        fn, module, source = _plan.load(task, function)
-        if rank == 0:
-            grid = _plan.resolve_grid(grid, module, opts["reps"])
-            plan, store = _prepare(grid, opts, size, source)
+        value = step()
     except MpibatchError as exc:
         error = exc
     _comm.agree(comm, error)
-    plan = _comm.share(comm, plan)
-    _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
-    if opts["dry_run"]:
-        return plan if rank == 0 else None
-    return _execute(comm, fn, plan, store, device, local)
+    return value  # type: ignore[return-value]  # set: no rank raised
+
+
+def _choose_device(options: RunOptions, local: int, n_local: int) -> devices.Device | None:
+    """This rank's GPU (or None): local rank k gets visible GPU k mod G (see devices.py)."""
+    if options.gpus == "none":
+        return None
+    gpus = devices.visible_gpus()
+    return devices.choose(
+        local, n_local, gpus, options.gpus, options.ranks_per_gpu, host=_comm.host()
+    )
+
+
+def _load_and_plan(options: RunOptions, rank: int, size: int):
+    """(task function, where it came from, and on rank 0 the plan and the open file)."""
+    fn, module, source = _plan.load(options.task, options.function)
+    if rank != 0:
+        return fn, source, None, None
+    grid = _plan.resolve_grid(options.grid, module, options.reps)
+    plan, store = _prepare(grid, options, size, source)
+    return fn, source, plan, store
 
 
 def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
@@ -168,23 +219,23 @@ def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
     return None
 
 
-def _prepare(grid: Grid, opts: dict, size: int, source: dict) -> tuple[Plan, Store | None]:
+def _prepare(grid: Grid, options: RunOptions, size: int, source: dict) -> tuple[Plan, Store | None]:
     """Rank 0: the plan, and the file it writes (created, or reopened to resume)."""
     from .results import read_attrs
     from .store import Store
 
-    path = Path(opts["out"]) if opts["out"] else None
+    path = Path(options.out) if options.out else None
     stored = None
-    if opts["resume"] and not opts["dry_run"]:
+    if options.resume and not options.dry_run:
         if path is None or not path.exists():
             raise _resume.missing(path)
         stored = read_attrs(path)
-    plan = _plan.make(grid, opts, size, stored)
-    plan.attrs.update(_plan.attrs(plan, source, size, opts["argv"]))
-    if opts["dry_run"]:
+    plan = _plan.make(grid, options, size, stored)
+    plan.attrs.update(_plan.attrs(plan, source, size, options.argv))
+    if options.dry_run:
         return plan, None
     if stored is not None:
-        _resume.check(path, stored, plan.attrs, opts["force"])
+        _resume.check(path, stored, plan.attrs, options.force)
         for key in ("start_time", "t0"):
             plan.attrs.pop(key)  # the study started when its first session did
         return plan, Store.reopen(path, plan.id_range)
@@ -236,16 +287,16 @@ def _serve(comm, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str
     wall = now - plan.session_t0
     resume = plan.attrs["command"] + " --resume" if done + failed < store.n else ""
     summary = Summary(
-        plan.out,
-        store.n,
-        done,
-        failed,
-        size,
-        wall,
-        root.busy,
-        root.done + root.failed,
-        root.stopped,
-        resume,
+        path=plan.out,
+        n_tasks=store.n,
+        done=done,
+        failed=failed,
+        n_ranks=size,
+        wall_seconds=wall,
+        task_seconds=root.busy,
+        ran=root.done + root.failed,
+        stopped=root.stopped,
+        resume_command=resume,
     )
     return summary, root.fatal
 

@@ -7,37 +7,23 @@ seconds have passed since the last line. Each line goes out in one ``write`` cal
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
 
-from .errors import UsageError
+from ._config import DEFAULTS, env_name, setting
 
-ENV_SECONDS = "MPIBATCH_PROGRESS_SECONDS"
+ENV_SECONDS = env_name("progress_seconds")
 TTY_SECONDS = 0.5
-LOG_SECONDS = 30.0
+LOG_SECONDS = DEFAULTS["progress_seconds"]
 WIDTH = 100  # a redrawn line stays shorter than this, so it never wraps
 _BAR = 20
 
 
 def _default_interval(tty: bool) -> float:
     """0.5 s on a terminal; else ``MPIBATCH_PROGRESS_SECONDS`` or 30 s (batch logs)."""
-    if tty:
-        return TTY_SECONDS
-    text = os.environ.get(ENV_SECONDS, "").strip()
-    if not text:
-        return LOG_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or math.isinf(value):
-        raise UsageError(
-            f"{ENV_SECONDS}: expected a number of seconds > 0, got {text!r}; fix or unset it"
-        )
-    return value
+    return TTY_SECONDS if tty else float(setting("progress_seconds"))
 
 
 def _isatty(stream: TextIO) -> bool:

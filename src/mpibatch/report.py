@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,6 +11,9 @@ from . import timeline
 from .grid import Grid
 from .layout import Status
 from .results import Results
+
+if TYPE_CHECKING:
+    from ._plan import Plan
 
 _SHOW = 5
 
@@ -24,7 +28,8 @@ def _params_text(params: dict) -> str:
     return " ".join(f"{k}={v!r}" for k, v in params.items())
 
 
-def format_plan(plan, task_file: str, function: str) -> str:
+def format_plan(plan: Plan, task_file: str, function: str) -> str:
+    """The --dry-run text: the task file, the grid, the task range and a few of its tasks."""
     grid = Grid.from_json(plan.grid_json)
     ids = plan.id_range
     lines = [

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from .._config import parse_duration
 from ..errors import UsageError
 
 KINDS = ("cpu", "hybrid", "gpu", "resume", "array")
@@ -23,7 +24,6 @@ _KIND_DEFAULTS = {  # kind -> (ranks per node, cores per rank, GPUs per node)
 _ONLY_WITH = (("gpus_per_node", "gpu"), ("array", "array"), ("max_rounds", "resume"))
 _ARRAY_SPEC = re.compile(r"^\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?$")
 _WORD = re.compile(r"^[A-Za-z0-9_.+-]+$")
-_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _T = TypeVar("_T")
 
 
@@ -134,23 +134,5 @@ def _check_resume(o: SlurmOptions, limit: int | None) -> None:
 
 
 def time_seconds(value: str) -> int | None:
-    """Seconds in a Slurm time limit, with Slurm's meaning; None if unlimited.
-
-    ``M`` (minutes: "30" is 1800), ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``
-    ("1-12" is 129600); "UNLIMITED" or "infinite" give None. Anything else is a UsageError.
-    """
-    s = str(value).strip()
-    if s.lower() in ("unlimited", "infinite"):
-        return None
-    m = _TIME.match(s)
-    if not m:
-        raise UsageError(
-            f"--time: expected MM, HH:MM:SS or D-HH:MM:SS, got {value!r}; e.g. --time 02:00:00"
-        )
-    days, a, b, c = (int(g) if g else None for g in m.groups())
-    assert a is not None  # the pattern's one required group
-    if days is not None:  # D-H, D-H:M, D-H:M:S
-        return days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    if c is not None:  # H:M:S
-        return a * 3600 + (b or 0) * 60 + c
-    return a * 60 + (b or 0)  # M or M:S
+    """Seconds in a Slurm time limit (``--time``); None if unlimited (see parse_duration)."""
+    return parse_duration(str(value), "--time")

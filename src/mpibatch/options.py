@@ -1,0 +1,72 @@
+"""What one run is asked to do: :class:`RunOptions`, built by ``mpibatch.run`` and the CLI.
+
+The settings among its fields may be left None: :meth:`RunOptions.resolved` fills each
+in as keyword -> ``MPIBATCH_<NAME>`` -> default (see ``_config.SETTINGS``) and checks it.
+Every rank resolves them before anything else, and the ranks agree on any error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
+
+from ._config import SETTINGS, setting
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .grid import Grid
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The keywords of :func:`mpibatch.run`, the flags of ``mpibatch run``.
+
+    ``time_limit`` is a Slurm time when a string (``"30"`` is 30 minutes, ``"1-12"`` a
+    day and a half) and seconds when a number; resolved, it is seconds or None.
+    """
+
+    task: Callable[..., Any] | str | os.PathLike
+    grid: Grid | dict | None = None
+    function: str = "task"
+    reps: int | None = None
+    tasks: str | None = None  # "START:STOP", "array" (this Slurm array element's share) or None
+    out: str | os.PathLike | None = None
+    resume: bool = False
+    force: bool = False
+    overwrite: bool = False
+    dry_run: bool = False
+    argv: tuple[str, ...] | None = None  # the command line the file records
+    # settings: None is MPIBATCH_<NAME>, else the default
+    seed: int | None = None
+    streams: str | None = None
+    schedule: str | None = None
+    block_size: int | None = None
+    dedicated_root: bool | None = None
+    root_tasks: str | None = None
+    threads_per_rank: int | None = None
+    gpus: str | int | None = None
+    ranks_per_gpu: int | None = None
+    flush_seconds: float | None = None
+    retries: int | None = None
+    max_failures: int | None = None
+    task_timeout: float | None = None
+    grace: float | None = None
+    time_limit: str | float | None = None
+    quiet: bool | None = None
+    gather_mb: int | None = None
+
+    def resolved(self, n_ranks: int) -> RunOptions:
+        """These options with every setting resolved and checked (UsageError if bad)."""
+        values = {f.name: setting(f.name, getattr(self, f.name)) for f in _SETTING_FIELDS}
+        setting("progress_seconds")  # read by progress.py on rank 0: a bad one fails all now
+        if values["dedicated_root"] and n_ranks < 2:
+            raise UsageError(
+                f"--dedicated-root: expected at least 2 ranks, got {n_ranks}; launch with "
+                "mpiexec -n 2 or more, or drop --dedicated-root"
+            )
+        return replace(self, **values)
+
+
+_SETTING_FIELDS = tuple(f for f in fields(RunOptions) if f.name in SETTINGS)
