@@ -90,13 +90,13 @@ def test_close_prints_a_final_line_once():
     assert text.count("\n") == 1
 
     p, clock, out = _progress(total=10)
-    clock.t += 2
+    clock.t += 1.9  # before the first log line is due (2 s)
     p.update(8, failed=2)
     p.close()
     p.close()
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].endswith(
-        "10/10 tasks (100.0%), 5.0 tasks/s, 2 failed, elapsed 0:00:02"
+        "10/10 tasks (100.0%), 5.3 tasks/s, 2 failed, elapsed 0:00:02"
     )
 
 
@@ -163,3 +163,31 @@ def test_a_broken_stream_does_not_stop_the_run():
     p.update(5)
     p.close()
     assert p.quiet
+
+
+def test_log_lines_come_within_seconds_then_at_a_calmer_pace(monkeypatch):
+    monkeypatch.setenv(ENV_SECONDS, "30")
+    clock, out = FakeClock(), io.StringIO()
+    p = Progress(1_000_000, stream=out, clock=clock, tty=False)
+    for t in range(1, 200):
+        clock.t = 1000 + t
+        p.update(t * 10)
+    stamps = [
+        int(ln.split(" tasks")[0].split()[-1].split("/")[0].replace(",", "")) // 10
+        for ln in out.getvalue().splitlines()
+    ]
+    assert stamps[:6] == [2, 6, 14, 30, 60, 90]  # gaps 2, 4, 8, 16, then 30 s each
+
+
+def test_start_says_what_started_at_once_and_quiet_says_nothing():
+    p, _, out = _progress()
+    p.start("1,000 tasks on 4 ranks, schedule auto -> out.h5")
+    assert re.fullmatch(
+        STAMP + r"1,000 tasks on 4 ranks, schedule auto -> out.h5\n", out.getvalue()
+    )
+    p, _, out = _progress(tty=True)
+    p.start("x")
+    assert out.getvalue() == "mpibatch: x\n"
+    p, _, out = _progress(quiet=True)
+    p.start("x")
+    assert out.getvalue() == ""

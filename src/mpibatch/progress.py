@@ -1,7 +1,10 @@
 """Rank 0's live progress: a redrawn bar on a terminal, a timestamped line per interval in logs.
 
-``update`` is called after every block or task, so it returns at once unless ``interval``
-seconds have passed since the last line. Each line goes out in one ``write`` call.
+``start`` says at once what started; ``update`` is called after every block or task, so it
+returns at once unless the next line is due. In logs (under mpiexec stderr is a pipe, so
+this is also an interactive run's case) the first line comes after 2 s and the gaps double
+up to ``MPIBATCH_PROGRESS_SECONDS``: progress within seconds, then a calm pace in batch
+logs. Each line goes out in one ``write`` call.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ._config import DEFAULTS, env_name, setting
 
 ENV_SECONDS = env_name("progress_seconds")
 TTY_SECONDS = 0.5
+FIRST_SECONDS = 2.0  # the first log line; later gaps double up to the interval
 LOG_SECONDS = DEFAULTS["progress_seconds"]
 WIDTH = 100  # a redrawn line stays shorter than this, so it never wraps
 _BAR = 20
@@ -70,9 +74,11 @@ class Progress:
         self.stream = sys.stderr if stream is None else stream
         self.tty = _isatty(self.stream) if tty is None else tty
         self.interval = _default_interval(self.tty) if interval is None else float(interval)
+        ramp = interval is None and not self.tty  # a fixed interval, when given, is kept
+        self._gap = min(FIRST_SECONDS, self.interval) if ramp else self.interval
         self.clock = clock
         self.t0 = clock()
-        self._next = self.t0 + self.interval
+        self._next = self.t0 + self._gap
         self.done = self.failed = 0
         self._drawn = 0  # length of the bar now on the terminal line
         self.closed = False
@@ -85,8 +91,15 @@ class Progress:
         now = self.clock()
         if now < self._next:
             return
-        self._next = now + self.interval
+        self._gap = min(2 * self._gap, self.interval)
+        self._next = now + self._gap
         self._emit(now, final=False)
+
+    def start(self, what: str) -> None:
+        """Say at once what started (tasks, ranks, schedule, output file)."""
+        if not self.quiet:
+            stamp = "" if self.tty else time.strftime("%Y-%m-%d %H:%M:%S ")
+            self._write(f"{stamp}mpibatch: {what}\n")
 
     def close(self) -> None:
         """Print the final line (ending the bar on a terminal); later calls do nothing."""
