@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__, _comm, _config, schedule, streams
-from .errors import UsageError
+from .errors import GridError, UsageError
 from .grid import Grid
 from .options import RunOptions
 from .worker import file_hash, load_task_file, wants_context
@@ -193,13 +194,21 @@ def attrs(plan: Plan, source: dict, size: int, argv) -> dict:
 
 
 def command(plan: Plan, source: dict, size: int) -> str:
-    """A command line that reproduces the run (the grid spelled out as --grid flags)."""
+    """A shell command line that reproduces the run (the grid spelled out as --grid flags).
+
+    Every word is shell-quoted. A grid that --grid flags cannot spell (a string holding
+    both kinds of quote) is left out, and a trailing comment points to the file's JSON.
+    """
     grid = Grid.from_json(plan.grid_json)
     fn = source["function"].split(":")[-1]
     parts = ["mpiexec", "-n", str(size), "mpibatch", "run", source["task_file"] or "TASK_FILE"]
     if fn != "task":
         parts += ["--function", fn]
-    parts += [f"--grid={spec}" for spec in grid.to_specs()]
+    try:
+        parts += [f"--grid={spec}" for spec in grid.to_specs()]
+        note = ""
+    except GridError as exc:
+        note = f"  # {exc}"
     parts += [
         "--reps",
         str(grid.reps),
@@ -213,7 +222,7 @@ def command(plan: Plan, source: dict, size: int) -> str:
     ids = plan.id_range
     if (ids.start, ids.stop) != (0, grid.n_tasks):
         parts += ["--tasks", f"{ids.start}:{ids.stop}"]
-    return " ".join(parts + ["--out", plan.out])
+    return shlex.join(parts + ["--out", plan.out]) + note
 
 
 def iso(t: float) -> str:

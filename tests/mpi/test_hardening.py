@@ -5,9 +5,23 @@ Every launch has a timeout (conftest.mpirun): a hang fails the test.
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
-from conftest import mpibatch
+import h5py
+from conftest import MPIBATCH, MPIEXEC, mpibatch, mpirun
+
+
+def mpibatch_open(path, dataset=None):
+    """The root attributes of a results file, or one dataset's values."""
+    with h5py.File(path, "r") as f:
+        if dataset is None:
+            return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        return f[dataset][()]
 
 
 def _one_error_line(r) -> str:
@@ -53,3 +67,38 @@ def test_more_tasks_than_the_disk_holds_is_one_line_before_anything_is_written(t
     line = _one_error_line(r)
     assert f"{reps:,} tasks need" in line and "--tasks START:STOP" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.py"]
+
+
+API_SCRIPT = """
+import sys
+import mpibatch
+
+
+def task(params, rng):
+    return {"x": rng.random() + len(params["s"]) + params["n"]}
+
+
+if __name__ == "__main__":
+    grid = {"s": ["a,b", "007", "1:3", "it's"], "n": [1, 2]}
+    mpibatch.run(task, grid, reps=2, seed=9, out=sys.argv[1], quiet=True)
+"""
+
+
+def test_the_recorded_command_reproduces_any_grid_from_a_path_with_spaces(tmp_path):
+    folder = tmp_path / "my study"
+    folder.mkdir()
+    script = folder / "api study.py"
+    script.write_text(API_SCRIPT)
+    first = folder / "first run.h5"
+    r = mpirun(2, sys.executable, script, first, timeout=90)
+    assert r.returncode == 0, r.stderr
+    attrs = mpibatch_open(first)
+    again = folder / "again.h5"
+    command = attrs["command"].replace(shlex.quote(str(first)), shlex.quote(str(again)))
+    assert shlex.split(command)[:3] == ["mpiexec", "-n", "2"]
+    path = f"{Path(MPIEXEC).parent}:{Path(MPIBATCH).parent}:{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path}  # the command names plain mpiexec and mpibatch
+    r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=90, env=env)
+    assert r.returncode == 0, r.stderr
+    a, b = mpibatch_open(first, "results/x"), mpibatch_open(again, "results/x")
+    assert a.tobytes() == b.tobytes() and len(a) == 16  # 4 x 2 x 2 tasks, not 9 x 2 x 2
