@@ -105,3 +105,20 @@ def test_a_rank_with_another_environment_fails_the_launch_naming_its_host():
     err = _launch_check(plan, {"task_file_sha256": "bbb"})
     assert "task file" in str(err) and "'bbb' but rank 0 has 'aaa'" in str(err)
     assert "rank on " in str(err) and "shared filesystem" in str(err)
+
+
+def test_resume_says_how_the_grid_differs():
+    from mpibatch._resume import grid_difference
+    from mpibatch.grid import Grid
+
+    def diff(a, b):
+        return grid_difference(a.to_json(), b.to_json())
+
+    assert diff(Grid({"n": [1, 2]}, reps=10), Grid({"n": [1, 2]}, reps=20)) == (
+        " (file: 10 reps, now: 20)"
+    )
+    assert diff(Grid({"n": [1]}), Grid({"m": [1]})) == " (file: axes n; now: m)"
+    assert "n = 5 values: 1, 2, 3, 4, ...; now: 2 values: 1, 2" in diff(
+        Grid({"n": [1, 2, 3, 4, 5]}), Grid({"n": [1, 2]})
+    )
+    assert "zipped" in diff(Grid({"a": [1], "b": [2]}), Grid(Grid.zip(a=[1], b=[2])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UsageError
+from .grid import Grid
 from .layout import same_study
 
 # (attribute, what it is, how to fix a difference): layout.STUDY_ATTRS and the task range
@@ -27,6 +28,26 @@ _CHECKS = (
 )
 
 
+def grid_difference(old_json: str, new_json: str) -> str:
+    """How two grids differ, in a few words: `` (file: 10 reps, now: 20)``."""
+    old, new = Grid.from_json(old_json), Grid.from_json(new_json)
+    if old.reps != new.reps and old.names == new.names:
+        return f" (file: {old.reps} reps, now: {new.reps})"
+    if old.names != new.names:
+        was, now_ = ", ".join(old.names) or "none", ", ".join(new.names) or "none"
+        return f" (file: axes {was}; now: {now_})"
+    then, now = old.axis_values(), new.axis_values()
+    name = next((n for n in old.names if then[n] != now[n]), None)
+    if name is None:
+        return " (the same values, zipped or typed differently)"
+    return f" (file: {name} = {_few(then[name])}; now: {_few(now[name])})"
+
+
+def _few(values: list) -> str:
+    text = ", ".join(map(repr, values[:4])) + (", ..." if len(values) > 4 else "")
+    return f"{len(values)} values: {text}"
+
+
 def check(path: Path, stored: dict, now: dict, force: bool) -> None:
     """Raise a one-line UsageError naming the first difference that forbids resuming."""
     for key, what, fix in _CHECKS:
@@ -34,7 +55,11 @@ def check(path: Path, stored: dict, now: dict, force: bool) -> None:
             continue
         old, new = stored.get(key), now.get(key)
         if old is not None and not same_study(key, old, new):
-            diff = "" if key in ("grid", "task_file_sha256") else f" (file: {old!r}, now: {new!r})"
+            diff = f" (file: {old!r}, now: {new!r})"
+            if key == "grid":
+                diff = grid_difference(old, new)
+            elif key == "task_file_sha256":
+                diff = ""
             raise UsageError(
                 f"cannot resume '{path}': the {what} differs{diff}; " + fix.format(old=old)
             )

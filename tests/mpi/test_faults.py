@@ -330,7 +330,7 @@ def test_resume_refuses_a_different_seed_grid_or_edited_file(tmp_path):
     r = mpibatch(1, "run", task, "--reps", 4, "--seed", 2, "--out", out, "--resume")
     assert r.returncode == 2 and "the seed differs (file: 1, now: 2)" in r.stderr
     r = mpibatch(1, "run", task, "--reps", 5, "--out", out, "--resume")
-    assert r.returncode == 2 and "the grid differs" in r.stderr
+    assert r.returncode == 2 and "the grid differs (file: 4 reps, now: 5)" in r.stderr
     task.write_text("def task(params, rng):\n    return rng.random() + 0\n")
     r = mpibatch(1, "run", task, "--reps", 4, "--out", out, "--resume")
     assert r.returncode == 2 and "--force" in r.stderr
