@@ -63,3 +63,24 @@ def test_info_on_a_missing_file_is_one_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("mpibatch: error: '/nonexistent.h5': expected an mpibatch results")
     assert "no such file" in err and err.count("\n") == 1
+
+
+def test_an_mpibatch_bug_is_exit_70_with_the_traceback_and_a_plea(monkeypatch, capsys):
+    def broken(args):
+        raise RuntimeError("an internal invariant broke")
+
+    monkeypatch.setattr(cli, "cmd_info", broken)
+    assert cli.main(["info", "x.h5"]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: an internal invariant broke" in err
+    assert "mpibatch: internal error: a bug in mpibatch" in err and "please report it" in err
+
+
+def test_a_file_system_refusal_is_one_line_exit_2(monkeypatch, capsys):
+    def full(args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "cmd_info", full)
+    assert cli.main(["info", "x.h5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err

@@ -1,7 +1,7 @@
 """The ``mpibatch`` command. Turns errors into one line and an exit code.
 
 Exit codes: ``errors.ExitCode`` (0 done, 1 some tasks failed, 2 bad input, 3 stopped
-early and resumable, 4 a task never returned, 130 interrupted).
+early and resumable, 4 a task never returned, 70 a bug in mpibatch, 130 interrupted).
 
 This module imports neither numpy nor MPI at the top: ``run`` sets the BLAS thread
 variables first, so every rank starts with single-threaded BLAS.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from typing import Any
 
 from . import __version__
@@ -329,13 +330,21 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:  # an optional extra is missing: the message names it
         say(f"mpibatch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (FileNotFoundError, OSError) as exc:
-        if args.debug or args.command == "run":
+    except OSError as exc:  # the file system said no: a full disk, a permission, a lost file
+        if args.debug:
             raise
-        say(f"mpibatch: error: cannot read {args.file!r}: {exc}", file=sys.stderr)
+        say(f"mpibatch: error: {exc}; check the path, its permissions and free space", sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Exception:  # anything else is mpibatch's fault: say so, with the traceback
+        traceback.print_exc()
+        say(
+            f"mpibatch: internal error: a bug in mpibatch {__version__}; please report it with "
+            "the traceback above and the command you ran",
+            sys.stderr,
+        )
+        return ExitCode.BUG
 
 
 if __name__ == "__main__":
