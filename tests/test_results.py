@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import h5py
+import numpy as np
 import pytest
 
 import mpibatch
@@ -39,3 +40,25 @@ def test_a_file_open_for_writing_elsewhere_still_opens(tmp_path):
     mpibatch.run(lambda p, rng: rng.random(), {"a": [1, 2]}, seed=1, out=out, quiet=True)
     with h5py.File(out, "r+"):  # another handle holds the file, with HDF5 locking
         assert mpibatch.open(out).n_tasks == 2
+
+
+def _task(params, rng):
+    if params["n"] % 3 == 0:
+        raise ValueError("every third fails")
+    return {"k": params["n"] * 10, "ok": True, "x": float(params["n"]), "v": [params["n"]] * 2}
+
+
+def test_failed_rows_are_missing_in_every_view_never_0_or_false(tmp_path):
+    out = tmp_path / "r.h5"
+    mpibatch.run(_task, {"n": [1, 2, 3, 4, 5, 6]}, seed=1, out=out, quiet=True)
+    res = mpibatch.open(out)
+    k, ok = res.results["k"], res.results["ok"]
+    assert k.mask.tolist() == [False, False, True, False, False, True]
+    assert k.mean() == (10 + 20 + 40 + 50) / 4  # not dragged down by zeros
+    assert ok.count() == 4 and ok.all()
+    assert np.isnan(res.results["x"][[2, 5]]).all()
+    assert res.results["v"].mask[2].all() and not res.results["v"].mask[0].any()
+    df = res.to_pandas()
+    assert str(df["k"].dtype) == "Int64" and df["k"].isna().tolist() == [0, 0, 1, 0, 0, 1]
+    assert str(df["ok"].dtype) == "boolean" and df["ok"].isna().sum() == 2
+    assert df["k"].mean() == 30.0

@@ -58,9 +58,7 @@ class Results:
                 self.errors = {
                     name: np.asarray([e[name] for e in found], dtype=object) for name in ERROR_NAMES
                 }
-        for arr in self.results.values():  # rows without a result read as NaN
-            if arr.dtype.kind in "fc":
-                arr[self.status != Status.DONE] = np.nan
+        self.results = {k: _missing_rows(v, self.status) for k, v in self.results.items()}
 
     @property
     def n_tasks(self) -> int:
@@ -79,7 +77,7 @@ class Results:
                 "to_pandas() needs pandas: pip install 'mpibatch[pandas]' (or pip install pandas)"
             ) from None
         cols = {"task_id": self.task_id, **self.params}
-        cols.update({k: v for k, v in self.results.items() if v.ndim == 1})
+        cols.update({k: _pandas_column(v) for k, v in self.results.items() if v.ndim == 1})
         cols["status"] = np.asarray([STATUS_NAMES[int(s)] for s in self.status])
         cols.update(rank=self.rank, start=self.start, elapsed=self.elapsed)
         return pd.DataFrame(cols).set_index("task_id")
@@ -107,3 +105,30 @@ def read_failures(path: Path) -> list[dict]:
 def open_results(path: str | os.PathLike) -> Results:
     """Read a results file: ``mpibatch.open("out.h5").results["estimate"]``."""
     return Results(path)
+
+
+def _missing_rows(arr: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """Rows without a result (pending or failed) as missing values, never as 0 or False.
+
+    Floats and complex read as NaN; integers, bools and the rest as a masked array.
+    """
+    left = status != Status.DONE
+    if arr.dtype.kind in "fc":
+        arr[left] = np.nan
+        return arr
+    mask = np.broadcast_to(left.reshape((-1,) + (1,) * (arr.ndim - 1)), arr.shape)
+    return np.ma.MaskedArray(arr, mask=mask.copy())
+
+
+def _pandas_column(arr: np.ndarray):
+    """A 1-D result for pandas: masked integers and bools become nullable (pd.NA)."""
+    if not isinstance(arr, np.ma.MaskedArray):
+        return arr
+    import pandas as pd
+
+    kind = {"b": "boolean", "i": "Int64", "u": "UInt64"}.get(arr.dtype.kind)
+    if kind is None:
+        return arr.astype(object).filled(None)
+    out = pd.array(arr.data, dtype=kind)
+    out[arr.mask] = pd.NA
+    return out
