@@ -185,6 +185,17 @@ class Runner:
         """
         done, starts, ends, floats = RowsDone(), [], [], []
         cols = Columns.reusing(self.packer.schema if self.packer else (), len(ids), self.buffers)
+        cols, fast = self._loop(ids, cols, done, (starts, ends, floats), poll, poll_every)
+        failed = [f.task_id - ids.start for f in done.failures]
+        _finish(cols, starts, ends, floats if fast else None, self.clock_offset, failed)
+        done.ran = len(starts)
+        return cols, done
+
+    def _loop(
+        self, ids: range, cols: Columns, done: RowsDone, lists: tuple, poll, poll_every: float
+    ) -> tuple[Columns, bool]:
+        """The hot loop of :meth:`run`: fills ``lists`` (starts, ends, floats) and ``cols``."""
+        starts, ends, floats = lists
         fast = self.packer is not None and self.packer.scalar_float
         fn, ctx, for_task, stopper = self.fn, self.with_context, self.streams.for_task, self.stopper
         clock, timed = time.perf_counter, stopper.task_timeout is not None
@@ -196,7 +207,7 @@ class Runner:
                 break
             rng = for_task(i)
             t = clock()
-            stopper.task_id, stopper.task_started = i, t
+            stopper.task_id, stopper.task_started = i, t  # begin() without its time-out
             try:
                 if timed:
                     stopper.begin(i)
@@ -228,10 +239,7 @@ class Runner:
             if ends[-1] >= next_poll:
                 poll()
                 next_poll = clock() + poll_every
-        failed = [f.task_id - ids.start for f in done.failures]
-        _finish(cols, starts, ends, floats if fast else None, self.clock_offset, failed)
-        done.ran = len(starts)
-        return cols, done
+        return cols, fast
 
     def _put(self, cols: Columns, row: int, out, i: int, done: RowsDone, floats: list) -> Columns:
         """Check and store one result (setting the schema on the first); returns the columns."""
