@@ -24,7 +24,7 @@ from ._records import Report
 ROOT = 0
 
 
-def world(comm: object | None = None) -> MPI.Comm:
+def world(comm: MPI.Comm | None = None) -> MPI.Comm:
     return MPI.COMM_WORLD if comm is None else comm
 
 
@@ -208,7 +208,7 @@ def abort_named(where: str, current_task: Callable[[], int | None]):
     """
     real = MPI.COMM_WORLD
 
-    class _World(type(real)):
+    class _World(type(real)):  # type: ignore[misc]
         def Abort(self, errorcode: int = 0):  # noqa: N802  (mpi4py's name)
             task = current_task()
             what = f"task {task}" if task is not None else "code outside a task"
@@ -220,11 +220,11 @@ def abort_named(where: str, current_task: Callable[[], int | None]):
             time.sleep(0.5)  # let the launcher forward the line before the job is torn down
             return real.Abort(errorcode)
 
-    MPI.COMM_WORLD = _World(real)
+    MPI.COMM_WORLD = _World(real)  # type: ignore[misc]
     try:
         yield
     finally:
-        MPI.COMM_WORLD = real
+        MPI.COMM_WORLD = real  # type: ignore[misc]
 
 
 def abort(comm: MPI.Comm | None = None, code: int = 1) -> None:

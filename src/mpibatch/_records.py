@@ -111,7 +111,7 @@ def describe(schema: Schema) -> str:
 
 @lru_cache(maxsize=256)
 def _layout(schema: Schema, rows: int) -> tuple[list[tuple[str, np.dtype, tuple, int]], int]:
-    specs = [(name, dt, shp) for name, dt, shp in META]
+    specs: list[tuple[str, np.dtype, tuple]] = [(name, dt, shp) for name, dt, shp in META]
     specs += [(f.key, f.dtype, f.shape) for f in schema]
     specs.append(("status", np.dtype("i1"), ()))
     out, offset = [], 0

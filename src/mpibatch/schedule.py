@@ -154,7 +154,12 @@ def choose(times: Sequence[float], n_left: int, n_ranks: int) -> tuple[str, str]
 
 
 class AutoQueue(Queue):
-    """Probe with single tasks from the front, then hand over to a static or guided queue."""
+    """Probe with single tasks from the front, then hand over to a static or guided queue.
+
+    Its ``name`` is "auto" until it decides, then the name of the queue it chose.
+    """
+
+    name = "auto"
 
     def __init__(
         self, start: int, stop: int, n_ranks: int, segs: Segments, block_size: int | None = None
@@ -165,10 +170,6 @@ class AutoQueue(Queue):
         self.probe_out: set[int] = set()  # rows of the probe not yet back
         self.times: list[float] = []
         self.inner: StaticQueue | GuidedQueue | None = None
-
-    @property
-    def name(self) -> str:
-        return self.inner.name if self.inner else "auto"
 
     def observe(self, row: int, n_rows: int, times: Sequence[float]) -> None:
         """Times (seconds) of the tasks that ran in rows ``row .. row + n_rows``.
@@ -198,6 +199,7 @@ class AutoQueue(Queue):
             self.inner = GuidedQueue(
                 self.front, self.stop, self.n_ranks, self.segs, self.block_size
             )
+        self.name = self.inner.name
 
     def next(self, rank: int, cap: int) -> tuple[int, int] | None:
         if self.inner is not None:

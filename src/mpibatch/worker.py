@@ -74,6 +74,11 @@ def load_task_file(path: str | Path, function: str = "task") -> tuple[Callable, 
         )
     name = "mpibatch_task_" + hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(name, p)
+    if spec is None or spec.loader is None:  # a name Python does not import (not .py)
+        raise TaskFileError(
+            f"task file {str(path)!r} is not a Python module; expected a .py file defining "
+            f"{function}(params, rng)"
+        )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -183,7 +188,7 @@ class Runner:
         is called between tasks at most every ``poll_every`` seconds. Bare float results
         (the commonest tiny task) skip the packer and go through a plain list.
         """
-        done, starts, ends, floats = RowsDone(), [], [], []
+        done, starts, ends, floats = RowsDone(), [], [], []  # type: ignore[var-annotated]
         cols = Columns.reusing(self.packer.schema if self.packer else (), len(ids), self.buffers)
         cols, fast = self._loop(ids, cols, done, (starts, ends, floats), poll, poll_every)
         failed = [f.task_id - ids.start for f in done.failures]
@@ -235,7 +240,7 @@ class Runner:
                     starts.pop()
                     ends.pop()
                     break
-                fast = self.packer.scalar_float
+                fast = self.packer is not None and self.packer.scalar_float
             if ends[-1] >= next_poll:
                 poll()
                 next_poll = clock() + poll_every

@@ -59,6 +59,7 @@ class OwnBlocks:
     def take(self) -> tuple[tuple[int, int], Columns, RowsDone]:
         """The finished block, its columns and what else came of it (re-raises its error)."""
         block, future = self.block, self.future
+        assert block is not None and future is not None, "no block to take"
         self.block = self.future = None
         cols, done = future.result()
         return block, cols, done

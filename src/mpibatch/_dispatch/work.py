@@ -55,7 +55,7 @@ def work(transport, runner: Runner, ids0: int) -> None:
             report.fatal = str(done.fatal)
         if stopper.requested and not stopper.reason.startswith("asked"):
             report.stop = stopper.reason  # a signal reached this rank: stop them all
-        if cols.schema and not schema_sent:
+        if cols.schema and not schema_sent and runner.packer is not None:
             report.schema, report.schema_task = cols.schema, runner.packer.schema_task
             schema_sent = True
         sent.release()
