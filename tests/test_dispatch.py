@@ -80,14 +80,14 @@ def _plan(n: int, **kw) -> Plan:
 
 
 def simulate(
-    fn, n=40, size=3, on_thread=False, retries=0, stoppers: list | None = None, **kw
+    fn, n=40, size=3, on_thread=False, retries=0, stoppers: list | None = None, store=None, **kw
 ) -> Sim:
     """Run ``fn`` over ``n`` tasks on ``size`` ranks of a fake world; rank 0 is the root.
 
     ``stoppers``, if given, receives each rank's Stopper (a task may then stop the run).
     """
     plan = _plan(n, **kw)
-    world, store = World(size), FakeStore(n)
+    world, store = World(size), store if store is not None else FakeStore(n)
     grid = Grid(None, reps=n)
     stoppers = stoppers if stoppers is not None else []
     stoppers.extend(Stopper(plan.grace, None, f"rank {r}") for r in range(size))
@@ -127,6 +127,19 @@ def test_every_result_lands_in_its_row_and_every_rank_works():
     ledger = sim.root.ledger
     assert (ledger.done, ledger.failed, ledger.owed) == (200, 0, [0, 0, 0, 0])
     assert not any(sim.world.boxes.values()), "a message was never received"
+
+
+def test_results_land_in_the_right_rows_of_a_real_file(tmp_path):
+    from mpibatch.results import open_results
+    from mpibatch.store import Store
+
+    store = Store.create(tmp_path / "r.h5", Grid(None, reps=120), range(120), {"seed": 5})
+    sim = simulate(twice, n=120, size=3, store=store, block_size=4)
+    store.close({})
+    assert not sim.errors()
+    res = open_results(tmp_path / "r.h5")
+    assert res.results["x"].tolist() == [2.0 * i for i in range(120)]
+    assert (res.rank == res.results["r"]).all() and (res.status == 1).all()
 
 
 @pytest.mark.parametrize("on_thread", [False, True])
@@ -325,3 +338,42 @@ def test_report_says_when_it_has_more_than_a_header():
     assert Report(0, 5, 40, failures=[1]).has_control()
     assert Report(0, 5, 40, stop="SIGTERM").has_control()
     assert Report(0, 5, 40, schema=()).has_control()
+
+
+def _bad_returns(kind: str):
+    """tests/mpi/tasks/bad_returns.py, in process: values that cannot be stored."""
+
+    def task(params, rng):
+        i = params["rep"]
+        return {
+            "string": lambda: "hello",
+            "shape": lambda: {"v": np.zeros(2 if i < 5 else 3)},
+            "keys": lambda: {"a": 1.0} if i < 5 else {"b": 1.0},
+            "ragged": lambda: [[1, 2], [3]],
+            "object": lambda: np.array([object()]),
+            "dtype": lambda: 1.5 if i < 5 else "x",
+        }[kind]()
+
+    return task
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("string", ["type str", "expected a number"]),
+        ("shape", ["'v'", "expected shape (2,)"]),
+        ("keys", ["expected ['a']"]),
+        ("ragged", ["ragged"]),
+        ("object", ["expected a number"]),
+        ("dtype", ["type str"]),
+    ],
+)
+def test_unstorable_results_stop_the_run_with_one_line_on_every_rank(kind, words):
+    sim = simulate(_bad_returns(kind), n=9, size=3)
+    errors = sim.errors()
+    assert len(errors) == 3 and len({str(e) for e in errors}) == 1
+    msg = str(errors[0])
+    assert isinstance(errors[0], ResultError) and "\n" not in msg
+    assert all(w in msg for w in words), msg
+    if kind in ("shape", "keys", "dtype"):  # names the offending task (the first to go wrong)
+        assert any(f"task {i} returned" in msg for i in range(5, 9)), msg
