@@ -222,8 +222,8 @@ def test_policy_caps_blocks_by_the_time_left_before_the_limit():
     ledger.done, ledger.busy = 100, 1.0  # 10 ms a task: 10 in a 0.1-s block
     policy = BlockPolicy(plan, 3, ledger, gate)
     assert policy.cap() == 10 and policy.ahead(1000)
-    policy.stop_at = time.time() + 0.05  # 50 ms left: no block longer than that
-    assert 3 <= policy.cap() <= 5
+    policy.stop_at = time.time() - 1.0  # past the time limit: one task at a time
+    assert policy.cap() == 1 and policy.time_is_up()
     ledger.busy = 100 * LONG_TASK * 2  # long tasks: one at a time, no look-ahead
     assert not policy.ahead(1000) and policy.cap(one_long=True) == 1
     assert not BlockPolicy(plan, 3, Ledger(3), gate).ahead(5)  # near the end
