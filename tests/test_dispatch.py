@@ -18,9 +18,9 @@ from mpibatch._records import Columns, Field, Report
 from mpibatch._stop import Stopper
 from mpibatch.errors import ResultError
 from mpibatch.grid import Grid
+from mpibatch.runner import Runner
 from mpibatch.schedule import make_queue, static_blocks
 from mpibatch.streams import TaskStreams
-from mpibatch.worker import Runner
 
 
 class FakeStore:

@@ -12,7 +12,7 @@ from pathlib import Path
 from . import __version__, _comm, _config, schedule, streams
 from .errors import UsageError
 from .grid import Grid
-from .worker import file_hash, load_task_file, wants_context
+from .taskfile import file_hash, load_task_file, wants_context
 
 
 @dataclass

@@ -237,7 +237,7 @@ class Packer:
         self.schema, self.schema_task = schema, schema_task
         self.bare = len(schema) == 1 and schema[0].key == BARE
         self.keys = [f.key for f in schema]
-        # a bare float64 scalar: the worker's fast path may store such values itself
+        # a bare float64 scalar: the runner's fast path may store such values itself
         self.scalar_float = self.bare and schema[0].shape == () and schema[0].dtype == np.float64
 
     def put(self, cols: Columns, row: int, out: object, task_id: int) -> None:

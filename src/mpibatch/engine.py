@@ -19,7 +19,7 @@ from ._records import Buffers
 from ._stop import Stopper
 from .errors import MpibatchError, UsageError
 from .grid import Grid
-from .worker import Runner, blas_info, blas_limits, cores
+from .runner import Runner, blas_info, blas_limits, cores
 
 if TYPE_CHECKING:  # only rank 0 writes the file: the other ranks never import h5py
     from .store import Store

@@ -7,7 +7,7 @@ from concurrent import futures
 from concurrent.futures import Future
 
 from .._records import Columns
-from ..worker import RowsDone, Runner, TaskThread
+from ..runner import RowsDone, Runner, TaskThread
 
 POLL_EVERY = 0.002  # seconds: how often rank 0 serves others between its own tasks
 

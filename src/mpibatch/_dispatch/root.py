@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from .._records import Columns, Report
-from ..worker import RowsDone, Runner
+from ..runner import RowsDone, Runner
 from .ledger import Ledger, SchemaGate
 from .own import POLL_EVERY, OwnBlocks
 from .policy import BlockPolicy

@@ -6,7 +6,7 @@ from collections import deque
 
 from .._records import Columns, Report
 from ..errors import ResultError
-from ..worker import RowsDone, Runner
+from ..runner import RowsDone, Runner
 
 
 class _Hand:

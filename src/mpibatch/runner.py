@@ -1,23 +1,21 @@
-"""Running tasks on one rank: the task function, its stream, BLAS limits, its context.
+"""Running tasks on one rank (rank 0 included): the task function, its stream, its context.
 
-No MPI here: the engine hands a rank its rows and takes back filled columns.
+:class:`Runner` runs a block of tasks into filled columns; :class:`TaskThread` runs
+them on a helper thread (rank 0, so its main thread can serve the others); plus the
+BLAS thread limits and what a rank reports about its cores and libraries. No MPI here:
+the dispatch loop hands a rank its rows and takes back filled columns.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import inspect
 import os
 import queue
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,8 @@ import numpy as np
 from ._config import DEFAULTS
 from ._records import BARE, Buffers, Columns, Packer, infer_schema
 from ._stop import Stopper, TaskInterrupted, TaskTimeout
-from .errors import ResultError, TaskFileError
+from .errors import ResultError
+from .taskfile import wants_context
 
 
 @dataclass
@@ -58,68 +57,6 @@ class RowsDone:
     failures: list = field(default_factory=list)
     ran: int = 0
     fatal: ResultError | None = None
-
-
-def file_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def load_task_file(path: str | Path, function: str = "task") -> tuple[Callable, Any]:
-    """Import ``path`` as a module and return (its ``function``, the module)."""
-    p = Path(path)
-    if not p.is_file():
-        raise TaskFileError(
-            f"task file {str(path)!r} not found; expected a Python file defining "
-            f"{function}(params, rng) - check the path"
-        )
-    name = "mpibatch_task_" + hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, p)
-    if spec is None or spec.loader is None:  # a name Python does not import (not .py)
-        raise TaskFileError(
-            f"task file {str(path)!r} is not a Python module; expected a .py file defining "
-            f"{function}(params, rng)"
-        )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        raise TaskFileError(
-            f"task file {str(path)!r} has a syntax error at line {exc.lineno}: {exc.msg}; "
-            "fix it (python -m py_compile FILE shows it)"
-        ) from None
-    except Exception as exc:
-        raise TaskFileError(
-            f"task file {str(path)!r} failed to import: {type(exc).__name__}: {exc}; "
-            "fix the error (python FILE shows the traceback)"
-        ) from None
-    fn = getattr(module, function, None)
-    if not callable(fn):
-        raise TaskFileError(
-            f"task file {str(path)!r} defines no function {function!r}; expected "
-            f"def {function}(params, rng): ... (or pass --function NAME)"
-        )
-    return fn, module
-
-
-def wants_context(fn: Callable) -> bool:
-    """True for ``task(params, rng, ctx)``, False for ``task(params, rng)``; else raise."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return False
-    params = list(sig.parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = [p for p in positional if p.default is p.empty]
-    star = any(p.kind == p.VAR_POSITIONAL for p in params)
-    if len(required) <= 3 and (len(positional) >= 3 or star):
-        return True
-    if len(required) <= 2 and len(positional) >= 2:
-        return False
-    name = getattr(fn, "__name__", "task")
-    raise TaskFileError(
-        f"task function {name}{sig}: expected {name}(params, rng) or {name}(params, rng, ctx)"
-    )
 
 
 class Runner:
