@@ -27,8 +27,8 @@ from mpibatch.layout import (
     same_study,
 )
 from mpibatch.results import open_results, read_failures
+from mpibatch.runner import TaskFailure
 from mpibatch.store import Store
-from mpibatch.worker import TaskFailure
 
 FAILURES = [
     TaskFailure(3, 1, "node-é", "KeyError", "'k'", "Traceback (most recent call last):\n  ..."),

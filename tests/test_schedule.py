@@ -140,3 +140,14 @@ def test_unknown_schedule():
     assert check_schedule("static") == "static"
     with pytest.raises(UsageError, match="expected one of auto, static, dynamic"):
         check_schedule("fancy")
+
+
+def test_every_queue_has_the_base_class_interface():
+    from mpibatch.schedule import Queue
+
+    for kind in ("static", "dynamic", "auto"):
+        q = make_queue(kind, [(0, 10), (20, 25)], 2)
+        assert isinstance(q, Queue) and q.remaining == 15
+        q.observe(0, 1, [0.01])  # a no-op unless the queue probes task times
+        assert isinstance(q.reason, str) and q.name in ("static", "dynamic", "auto")
+    assert make_queue("dynamic", [(0, 5)], 2).reason == ""  # chosen by the user, not the queue

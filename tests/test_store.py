@@ -9,8 +9,8 @@ from mpibatch._records import Columns, Packer, infer_schema
 from mpibatch.errors import OutputError
 from mpibatch.grid import Grid
 from mpibatch.results import open_results
+from mpibatch.runner import TaskFailure
 from mpibatch.store import Store, check_output
-from mpibatch.worker import TaskFailure
 
 
 def _store(tmp_path, ids=range(0, 6)):

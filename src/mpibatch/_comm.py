@@ -1,8 +1,10 @@
 """Every MPI call mpibatch makes, in one private module.
 
-Written as small functions, root/worker pairs where the two sides differ. All calls
-happen on the main thread. Control messages (plans, error records) are small pickled
-objects; numeric results always travel as raw byte buffers (``Scatter``/``Gatherv``).
+A :class:`Transport` carries a run's messages over one communicator; a few functions
+ask MPI about the process (its host, its node) or end the job. All calls happen on the
+main thread. Control messages (plans, error records, a report's failures) are small
+pickled objects; numeric results always travel as raw byte buffers, sent and received
+without blocking (``Isend``/``Irecv``) so rank 0 stores one report while others arrive.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from contextlib import contextmanager
 import numpy as np
 from mpi4py import MPI
 
+from ._records import Report
+
 ROOT = 0
 
 
-def world(comm: object | None = None) -> MPI.Comm:
+def world(comm: MPI.Comm | None = None) -> MPI.Comm:
     return MPI.COMM_WORLD if comm is None else comm
 
 
@@ -49,114 +53,149 @@ def library_version() -> str:
 
 def agree(comm: MPI.Comm, error: BaseException | None) -> None:
     """Collective: if any rank has an error, every rank raises the lowest rank's error."""
-    errors = comm.allgather(error)
-    for err in errors:
+    for err in comm.allgather(error):
         if err is not None:
             raise err
 
 
 def share(comm: MPI.Comm, obj: object = None) -> object:
-    """Root sends a small control object (a plan, a decision) to every rank."""
+    """Collective: rank 0 sends a small control object (a plan, a decision) to every rank."""
     return comm.bcast(obj, root=ROOT)
 
 
-def gather_small(comm: MPI.Comm, obj: object) -> list | None:
-    """Small control objects to the root (a list there, None elsewhere)."""
-    return comm.gather(obj, root=ROOT)
-
-
 # ---- blocks and reports: rank 0 hands out row ranges, ranks send back filled columns ----
-# tags: a block descriptor (int64[2], (-1, -1) = none), a report header (int64[5]),
-# its pickled extras (failures, schema; only when flagged) and its raw result bytes.
-BLOCK, REPORT, EXTRAS, DATA, STOP = 11, 12, 13, 14, 15
-HAS_EXTRAS = 1
+# tags: a block descriptor (int64[2], (-1, -1) = none), a report header (int64[5]: pos,
+# rows, nbytes, failures, has control), its pickled control part and its raw result bytes.
+BLOCK, REPORT, CONTROL, DATA, STOP = 11, 12, 13, 14, 15
+HAS_CONTROL = 1
 _BACKOFF = 0.001  # seconds: longest nap while waiting, so idle ranks leave cores to busy ones
-
-
-def _probe(comm: MPI.Comm, source: int, tag: int, status: MPI.Status | None = None) -> bool:
-    """Iprobe twice: a first miss may be the probe that pulled the message in (MPICH)."""
-    return comm.Iprobe(source, tag, status) or comm.Iprobe(source, tag, status)
+_EMPTY = np.empty(0, dtype=np.uint8)
 
 
 def nap(delay: float) -> float:
+    """Sleep ``delay`` seconds; returns the next, longer delay (up to a millisecond)."""
     time.sleep(delay)
     return min(_BACKOFF, delay * 2 + 1e-5)
 
 
-def send_block_root(comm: MPI.Comm, dest: int, block: tuple[int, int] | None) -> None:
-    comm.Send(np.asarray(block if block else (-1, -1), dtype=np.int64), dest=dest, tag=BLOCK)
+class Transport:
+    """Every message of a run, over one communicator: collectives, blocks and reports.
 
-
-def send_stop_root(comm: MPI.Comm, dest: int) -> None:
-    """Tell a rank to stop after its current task (a stop request, the time limit)."""
-    comm.Send(np.zeros(1, dtype=np.int64), dest=dest, tag=STOP)
-
-
-def stop_waiting_worker(comm: MPI.Comm) -> bool:
-    """True (and the message consumed) if rank 0 asked this rank to stop."""
-    if not _probe(comm, ROOT, STOP):
-        return False
-    comm.Recv(np.empty(1, dtype=np.int64), source=ROOT, tag=STOP)
-    return True
-
-
-def block_waiting_worker(comm: MPI.Comm) -> bool:
-    return _probe(comm, ROOT, BLOCK)
-
-
-def recv_block_worker(comm: MPI.Comm) -> tuple[int, int] | None:
-    delay = 0.0
-    while not _probe(comm, ROOT, BLOCK):
-        delay = nap(delay)
-    buf = np.empty(2, dtype=np.int64)
-    comm.Recv(buf, source=ROOT, tag=BLOCK)
-    return None if buf[0] < 0 else (int(buf[0]), int(buf[1]))
-
-
-def send_report_worker(comm: MPI.Comm, header: list[int], data: np.ndarray, extras) -> MPI.Request:
-    """Header and extras now (small); the data without blocking: returns its request."""
-    head = np.asarray(header + [HAS_EXTRAS if extras is not None else 0], dtype=np.int64)
-    comm.Send(head, dest=ROOT, tag=REPORT)
-    if extras is not None:
-        comm.send(extras, dest=ROOT, tag=EXTRAS)
-    return comm.Isend(data, dest=ROOT, tag=DATA) if data.nbytes else MPI.REQUEST_NULL
-
-
-def report_waiting_root(comm: MPI.Comm) -> int | None:
-    """The rank whose report header is waiting, or None."""
-    status = MPI.Status()
-    return status.Get_source() if _probe(comm, MPI.ANY_SOURCE, REPORT, status) else None
-
-
-def recv_report_root(comm: MPI.Comm, source: int, take: Callable[[int], np.ndarray]):
-    """Header and extras of ``source``'s report; the data arrives into a buffer later.
-
-    ``take(nbytes)`` gives a byte buffer of at least ``nbytes``. Returns (header, extras,
-    buffer, request): test or wait on ``request`` before reading the buffer.
+    Rank 0 hands out blocks (``send_block``, ``send_stop``) and takes reports
+    (``report_waiting``, ``recv_report``); any other rank takes blocks (``block_waiting``,
+    ``recv_block``, ``stop_waiting``) and sends reports (``send_report``). A report is a
+    small header, its control part pickled only when it has one (failures, a fatal
+    error, a stop, the schema) and its raw result bytes, sent without blocking.
     """
-    head = np.empty(5, dtype=np.int64)
-    comm.Recv(head, source=source, tag=REPORT)
-    extras = comm.recv(source=source, tag=EXTRAS) if head[4] & HAS_EXTRAS else None
-    nbytes = int(head[2])  # header: pos, rows, nbytes, failures, flags
-    buf = take(nbytes) if nbytes else np.empty(0, dtype=np.uint8)
-    req = comm.Irecv(buf[:nbytes], source=source, tag=DATA) if nbytes else MPI.REQUEST_NULL
-    return [int(x) for x in head[:4]], extras, buf, req
 
+    def __init__(self, comm: MPI.Comm) -> None:
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self._block = np.empty(2, dtype=np.int64)  # Send/Recv block: reused
+        self._stop = np.zeros(1, dtype=np.int64)
+        self._head = np.empty(5, dtype=np.int64)
 
-def done(request: MPI.Request) -> bool:
-    return request.Test()
+    # ---- collectives (every rank calls them) ----
+    def agree(self, error: BaseException | None) -> None:
+        """If any rank has an error, every rank raises the lowest rank's error."""
+        agree(self.comm, error)
 
+    def share(self, obj: object = None) -> object:
+        """Rank 0 sends a small control object (a plan, a decision) to every rank."""
+        return share(self.comm, obj)
 
-def wait(request: MPI.Request) -> None:
-    """Wait for a request without spinning a core."""
-    delay = 0.0
-    while not request.Test():
-        delay = nap(delay)
+    def gather_small(self, obj: object) -> list | None:
+        """Small control objects to rank 0 (a list there, None elsewhere)."""
+        return self.comm.gather(obj, root=ROOT)
 
+    def barrier(self) -> None:
+        """A barrier that naps instead of spinning while others are still busy."""
+        self.wait(self.comm.Ibarrier())
 
-def barrier(comm: MPI.Comm) -> None:
-    """A barrier that naps instead of spinning while others are still busy."""
-    wait(comm.Ibarrier())
+    # ---- requests and waiting ----
+    def done(self, request: MPI.Request) -> bool:
+        return request.Test()
+
+    def wait(self, request: MPI.Request) -> None:
+        """Wait for a request without spinning a core."""
+        delay = 0.0
+        while not request.Test():
+            delay = nap(delay)
+
+    def idle(self, delay: float) -> float:
+        """Nap while nothing is waiting (see :func:`nap`); returns the next delay."""
+        return nap(delay)
+
+    def _probe(self, source: int, tag: int, status: MPI.Status | None = None) -> bool:
+        """Iprobe twice: a first miss may be the probe that pulled the message in (MPICH)."""
+        comm = self.comm
+        return comm.Iprobe(source, tag, status) or comm.Iprobe(source, tag, status)
+
+    # ---- rank 0's side ----
+    def send_block(self, dest: int, block: tuple[int, int] | None) -> None:
+        buf = self._block
+        buf[0], buf[1] = block if block else (-1, -1)
+        self.comm.Send(buf, dest=dest, tag=BLOCK)
+
+    def send_stop(self, dest: int) -> None:
+        """Tell a rank to stop after its current task (a stop request, the time limit)."""
+        self.comm.Send(self._stop, dest=dest, tag=STOP)
+
+    def report_waiting(self) -> int | None:
+        """The rank whose report is waiting, or None."""
+        status = MPI.Status()
+        return status.Get_source() if self._probe(MPI.ANY_SOURCE, REPORT, status) else None
+
+    def recv_report(
+        self, source: int, take: Callable[[int], np.ndarray]
+    ) -> tuple[Report, np.ndarray, MPI.Request]:
+        """``source``'s report; its data arrives into a buffer later.
+
+        ``take(nbytes)`` gives a byte buffer of at least ``nbytes``. Returns (report,
+        buffer, request): test or wait on ``request`` before reading the buffer.
+        """
+        head, comm = self._head, self.comm
+        comm.Recv(head, source=source, tag=REPORT)
+        pos, rows, nbytes, _, flags = head.tolist()
+        report = Report(pos, rows, nbytes)
+        if flags & HAS_CONTROL:
+            report.failures, report.fatal, report.stop, report.schema, report.schema_task = (
+                comm.recv(source=source, tag=CONTROL)
+            )
+        buf = take(nbytes) if nbytes else _EMPTY
+        req = comm.Irecv(buf[:nbytes], source=source, tag=DATA) if nbytes else MPI.REQUEST_NULL
+        return report, buf, req
+
+    # ---- every other rank's side ----
+    def stop_waiting(self) -> bool:
+        """True (and the message consumed) if rank 0 asked this rank to stop."""
+        if not self._probe(ROOT, STOP):
+            return False
+        self.comm.Recv(self._stop, source=ROOT, tag=STOP)
+        return True
+
+    def block_waiting(self) -> bool:
+        return self._probe(ROOT, BLOCK)
+
+    def recv_block(self) -> tuple[int, int] | None:
+        delay = 0.0
+        while not self._probe(ROOT, BLOCK):
+            delay = nap(delay)
+        buf = self._block
+        self.comm.Recv(buf, source=ROOT, tag=BLOCK)
+        return None if buf[0] < 0 else (int(buf[0]), int(buf[1]))
+
+    def send_report(self, report: Report, data: np.ndarray) -> MPI.Request:
+        """Header and control part now (small); the data without blocking: its request."""
+        control = report.has_control()
+        head = self._head
+        head[:] = (report.pos, report.rows, report.nbytes, len(report.failures), control)
+        comm = self.comm
+        comm.Send(head, dest=ROOT, tag=REPORT)
+        if control:
+            parts = (report.failures, report.fatal, report.stop, report.schema)
+            comm.send((*parts, report.schema_task), dest=ROOT, tag=CONTROL)
+        return comm.Isend(data, dest=ROOT, tag=DATA) if data.nbytes else MPI.REQUEST_NULL
 
 
 @contextmanager
@@ -169,7 +208,7 @@ def abort_named(where: str, current_task: Callable[[], int | None]):
     """
     real = MPI.COMM_WORLD
 
-    class _World(type(real)):
+    class _World(type(real)):  # type: ignore[misc]
         def Abort(self, errorcode: int = 0):  # noqa: N802  (mpi4py's name)
             task = current_task()
             what = f"task {task}" if task is not None else "code outside a task"
@@ -181,16 +220,23 @@ def abort_named(where: str, current_task: Callable[[], int | None]):
             time.sleep(0.5)  # let the launcher forward the line before the job is torn down
             return real.Abort(errorcode)
 
-    MPI.COMM_WORLD = _World(real)
+    MPI.COMM_WORLD = _World(real)  # type: ignore[misc]
     try:
         yield
     finally:
-        MPI.COMM_WORLD = real
+        MPI.COMM_WORLD = real  # type: ignore[misc]
 
 
 def abort(comm: MPI.Comm | None = None, code: int = 1) -> None:
-    """Print the current exception with a ``rank N on HOST`` header and abort every rank."""
+    """Call while handling an exception: end the job, or raise it again in one process.
+
+    With more than one rank, print it with a ``rank N on HOST`` header and abort every
+    rank (a rank raising alone would leave the others waiting for it forever). In a
+    single process (a notebook, ``mpibatch run`` without mpiexec) it is raised as is.
+    """
     comm = world(comm)
+    if comm.Get_size() == 1:
+        raise  # the exception being handled
     header = (
         f"mpibatch: unhandled error on rank {comm.Get_rank()} on {host()}; aborting all ranks\n"
     )

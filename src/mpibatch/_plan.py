@@ -14,7 +14,7 @@ from . import __version__, _comm, _config, schedule, streams
 from .errors import GridError, UsageError
 from .grid import Grid
 from .options import RunOptions
-from .worker import file_hash, load_task_file, wants_context
+from .taskfile import file_hash, load_task_file, wants_context
 
 
 @dataclass

@@ -3,14 +3,16 @@
 A *schema* is the ordered list of result fields ``(key, dtype, shape)``, set by the
 first task that succeeds. A :class:`Columns` object lays out ``rows`` rows of every
 field (plus the per-task start, elapsed and status) in one contiguous ``uint8``
-buffer, so a round of results is sent with one buffer-based MPI call and unpacked
-on rank 0 as zero-copy views. No per-task pickling.
+buffer, so a block of results is sent with one buffer-based MPI call and unpacked
+on rank 0 as zero-copy views. No per-task pickling. A :class:`Report` says what a
+block's buffer holds and what else came of the block (failures, a fatal error).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -34,6 +36,35 @@ class Field:
 
 
 Schema = tuple  # tuple[Field, ...]
+
+
+@dataclass
+class Report:
+    """What a rank sends rank 0 about one block: rows ``pos .. pos + rows`` of the run.
+
+    The block's columns travel separately as ``nbytes`` raw bytes. The rest is only
+    set when there is something to say: the tasks that failed, a fatal result error
+    (the run stops), a stop request that reached this rank (a signal), and the rank's
+    schema (in its first report with results; ``schema_task`` is the task that set it).
+    """
+
+    pos: int
+    rows: int
+    nbytes: int
+    failures: Sequence = ()
+    fatal: str | None = None
+    stop: str | None = None
+    schema: Schema | None = None
+    schema_task: int = -1
+
+    def has_control(self) -> bool:
+        """True if anything besides the header and the data must travel."""
+        return (
+            bool(self.failures)
+            or self.fatal is not None
+            or self.stop is not None
+            or (self.schema is not None)
+        )
 
 
 def _as_array(key: str, value: object, task_id: int) -> np.ndarray:
@@ -81,7 +112,7 @@ def describe(schema: Schema) -> str:
 
 @lru_cache(maxsize=256)
 def _layout(schema: Schema, rows: int) -> tuple[list[tuple[str, np.dtype, tuple, int]], int]:
-    specs = [(name, dt, shp) for name, dt, shp in META]
+    specs: list[tuple[str, np.dtype, tuple]] = [(name, dt, shp) for name, dt, shp in META]
     specs += [(f.key, f.dtype, f.shape) for f in schema]
     specs.append((TASK_STATUS.name, np.dtype(TASK_STATUS.dtype), ()))
     out, offset = [], 0
@@ -94,7 +125,7 @@ def _layout(schema: Schema, rows: int) -> tuple[list[tuple[str, np.dtype, tuple,
 
 @lru_cache(maxsize=64)
 def record_bytes(schema: Schema) -> int:
-    """Bytes one row takes in a round buffer (before alignment padding)."""
+    """Bytes one row takes in a block's buffer (before alignment padding)."""
     return 17 + sum(f.dtype.itemsize * math.prod(f.shape) for f in schema)
 
 
@@ -207,7 +238,7 @@ class Packer:
         self.schema, self.schema_task = schema, schema_task
         self.bare = len(schema) == 1 and schema[0].key == BARE
         self.keys = [f.key for f in schema]
-        # a bare float64 scalar: the worker's fast path may store such values itself
+        # a bare float64 scalar: the runner's fast path may store such values itself
         self.scalar_float = self.bare and schema[0].shape == () and schema[0].dtype == np.float64
 
     def put(self, cols: Columns, row: int, out: object, task_id: int) -> None:

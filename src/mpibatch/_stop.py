@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -42,15 +43,23 @@ class Stopper:
         self.reason = ""
         self.stop_deadline = float("inf")
         self.task_deadline = float("inf")
+        # the task running now (None between tasks): the task loop sets both on its hot
+        # path; the alarm handler and the watchdog read them
         self.task_id: int | None = None
         self.task_started = 0.0
-        self.tasks_on_main = True  # False: tasks run on a helper thread, never interrupt here
+        self._on_main = True  # False: tasks run on a helper thread, never interrupt here
+        self._alarms = False  # True while our SIGALRM handler is installed
+        self._quit = threading.Event()  # ends the watchdog thread
 
     def request(self, reason: str) -> None:
         if not self.requested:
             self.requested, self.reason = True, reason
             self.stop_deadline = time.perf_counter() + self.grace
             self._arm()
+
+    def past_grace(self) -> bool:
+        """True once a stop was asked and its grace period is over."""
+        return self.requested and time.perf_counter() >= self.stop_deadline
 
     # ---- around each task (only used when a time-out or a stop can interrupt it) ----
     def begin(self, task_id: int) -> None:
@@ -64,13 +73,31 @@ class Stopper:
         if self.task_timeout is not None:
             self.task_deadline = float("inf")
 
+    # ---- where the tasks run (rank 0 may run them on a helper thread) ----
+    def tasks_on_helper_thread(self) -> None:
+        """From now on tasks run on a helper thread: the alarm never interrupts this one."""
+        self._on_main = False
+
+    @contextmanager
+    def tasks_here(self) -> Iterator[None]:
+        """While it lasts tasks run on the main thread, where a stop may interrupt them."""
+        before, self._on_main = self._on_main, True
+        try:
+            yield
+        finally:
+            self._on_main = before
+
+    def abandon_task(self) -> None:
+        """Give up on the running task (left behind, pending): the watchdog ignores it."""
+        self.task_id = None
+
     def _arm(self) -> None:
         soonest = min(self.stop_deadline, self.task_deadline)
-        if soonest != float("inf"):
+        if soonest != float("inf") and self._alarms:
             signal.setitimer(signal.ITIMER_REAL, max(1e-4, soonest - time.perf_counter()))
 
     def _on_alarm(self, signum, frame) -> None:
-        if self.task_id is None or not self.tasks_on_main:
+        if self.task_id is None or not self._on_main:
             return  # between tasks (MPI, HDF5), or the task is on another thread
         now = time.perf_counter()
         if now >= self.stop_deadline:
@@ -81,8 +108,7 @@ class Stopper:
 
     def _watch(self) -> None:
         """Watchdog thread: a task past its time-out by more than a margin ends the rank."""
-        while True:
-            time.sleep(0.25)
+        while not self._quit.wait(0.25):
             tid, started = self.task_id, self.task_started
             limit = min(self.task_timeout or float("inf"), self.stop_deadline - started)
             if tid is not None and time.perf_counter() - started > limit + _HARD_EXTRA:
@@ -95,9 +121,12 @@ class Stopper:
                 os._exit(EXIT_STUCK)
 
     @contextmanager
-    def installed(self):
-        """Handle stop signals and SIGALRM while the run lasts; restore the old handlers."""
-        old = {}
+    def installed(self) -> Iterator[Stopper]:
+        """Handle stop signals and SIGALRM while the run lasts; restore the old handlers.
+
+        The watchdog thread it starts ends (and is joined) when the context exits.
+        """
+        old: dict = {}
 
         def on_signal(signum, frame):
             self.request(signal.Signals(signum).name)
@@ -107,13 +136,22 @@ class Stopper:
                 sig = getattr(signal, name)
                 old[sig] = signal.signal(sig, on_signal)
             old[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)
+            self._alarms = True
         except ValueError:  # not the main thread: run without signal handling
             pass
+        watchdog = None
         if self.task_timeout is not None or old:
-            threading.Thread(target=self._watch, daemon=True, name="mpibatch-watchdog").start()
+            self._quit.clear()
+            watchdog = threading.Thread(target=self._watch, daemon=True, name="mpibatch-watchdog")
+            watchdog.start()
         try:
             yield self
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            if self._alarms:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                self._alarms = False
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+            if watchdog is not None:
+                self._quit.set()
+                watchdog.join()

@@ -24,7 +24,7 @@ from ._stop import Stopper
 from .errors import MpibatchError, UsageError
 from .grid import Grid
 from .options import RunOptions
-from .worker import Runner, blas_info, blas_limits, cores
+from .runner import Runner, blas_info, blas_limits, cores
 
 if TYPE_CHECKING:  # only rank 0 writes the file: the other ranks never import h5py
     from .store import Store
@@ -143,7 +143,8 @@ def start(options: RunOptions, comm=None) -> Summary | Plan | None:
     except MpibatchError:
         raise  # agreed: raised on every rank
     except Exception:
-        _comm.abort(comm)
+        _comm.abort(comm)  # more than one rank: end them all; one process: raised as is
+        raise
 
 
 def _run(comm, requested: RunOptions) -> Summary | Plan | None:
@@ -243,15 +244,16 @@ def _prepare(grid: Grid, options: RunOptions, size: int, source: dict) -> tuple[
 
 
 def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> Summary | None:
-    rank, size = comm.Get_rank(), comm.Get_size()
+    transport = _comm.Transport(comm)
+    rank, size = transport.rank, transport.size
     info = {"rank": rank, "size": size, "host": _comm.host(), "local_rank": local, "device": device}
     stopper = Stopper(plan.grace, plan.task_timeout, f"rank {rank} on {info['host']}")
     summary, fatal = None, None
     named = _comm.abort_named(stopper.where, lambda: stopper.task_id)
     with blas_limits(plan.threads), stopper.installed(), named:
         gpu = device.as_dict() if device is not None else None
-        infos = _comm.gather_small(
-            comm, {**info, "device": gpu, "blas": blas_info(), "cores": cores()}
+        infos = transport.gather_small(
+            {**info, "device": gpu, "blas": blas_info(), "cores": cores()}
         )
         offset = time.time() - time.perf_counter() - plan.t0
         stream = streams.make_streams(plan.streams, plan.seed, rank)
@@ -260,23 +262,23 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> S
         runner = Runner(fn, grid, stream, info, offset, stopper, plan.retries, buffers)
         if rank == 0:
             store.write_ranks(infos)
-            summary, fatal = _serve(comm, plan, store, runner)
+            summary, fatal = _serve(transport, plan, store, runner)
         else:
-            _dispatch.work(comm, runner, plan.ids[0])
-    _dispatch.finish(comm, fatal)
+            _dispatch.work(transport, runner, plan.ids[0])
+    _dispatch.finish(transport, fatal)
     return summary
 
 
-def _serve(comm, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str | None]:
+def _serve(transport, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str | None]:
     """Rank 0: run the loop, close the file with the run's accounting, summarise."""
     from .progress import Progress
 
-    size = comm.Get_size()
+    size = transport.size
     todo = store.pending()
     slots = size - 1 if plan.dedicated_root else size
     queue = schedule.make_queue(plan.schedule, todo, slots, plan.block_size)
     progress = Progress(sum(b - a for a, b in todo), quiet=plan.quiet)
-    root = _dispatch.Root(comm, plan, store, runner, queue, progress, _root_thread(plan, size))
+    root = _dispatch.Root(transport, plan, store, runner, queue, progress, _root_thread(plan, size))
     try:
         root.run()
     finally:
@@ -284,7 +286,7 @@ def _serve(comm, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str
     now = time.time()
     done, failed = store.counts()
     store.close({**plan.attrs, **_session_attrs(plan, store, root, queue, size, now)})
-    wall = now - plan.session_t0
+    ledger = root.ledger
     resume = plan.attrs["command"] + " --resume" if done + failed < store.n else ""
     summary = Summary(
         path=plan.out,
@@ -292,9 +294,9 @@ def _serve(comm, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str
         done=done,
         failed=failed,
         n_ranks=size,
-        wall_seconds=wall,
-        task_seconds=root.busy,
-        ran=root.done + root.failed,
+        wall_seconds=now - plan.session_t0,
+        task_seconds=ledger.busy,
+        ran=ledger.seen,
         stopped=root.stopped,
         resume_command=resume,
     )
@@ -318,15 +320,15 @@ def _root_thread(plan: Plan, size: int) -> bool:
 
 
 def _session_attrs(plan: Plan, store: Store, root, queue, size: int, now: float) -> dict:
-    reason = getattr(queue, "reason", "") or f"requested with --schedule {plan.schedule}"
-    wall = now - plan.session_t0
+    reason = queue.reason or f"requested with --schedule {plan.schedule}"
+    wall, ledger = now - plan.session_t0, root.ledger
     sessions = json.loads(store.f.attrs.get("sessions", "[]")) + [
         {
             "start": _plan.iso(plan.session_t0),
             "end": _plan.iso(now),
             "n_ranks": size,
             "wall_seconds": round(wall, 3),
-            "tasks_run": root.done + root.failed,
+            "tasks_run": ledger.seen,
             "stopped": root.stopped or root.fatal or "",
         }
     ]
@@ -337,9 +339,9 @@ def _session_attrs(plan: Plan, store: Store, root, queue, size: int, now: float)
         "sessions": json.dumps(sessions),
         "schedule_used": queue.name,
         "schedule_reason": reason,
-        "dispatch_seconds": root.dispatch_seconds,
-        "n_blocks": root.n_blocks,
+        "dispatch_seconds": ledger.dispatch_seconds,
+        "n_blocks": ledger.n_blocks,
         "dedicated_root": plan.dedicated_root,
-        "root_tasks": "thread" if root.thread is not None else "main",
+        "root_tasks": "thread" if root.own.thread is not None else "main",
         "stopped": root.stopped or "",
     }

@@ -18,8 +18,9 @@ from .errors import UsageError
 from .grid import Grid
 from .layout import Status
 from .results import open_results
+from .runner import TaskContext, blas_limits
 from .streams import task_generator
-from .worker import TaskContext, blas_limits, file_hash, load_task_file, wants_context
+from .taskfile import file_hash, load_task_file, wants_context
 
 _OWN_FRAMES = (__file__, _pdb.__file__, bdb.__file__)  # not shown in a task's traceback
 

@@ -70,7 +70,30 @@ class Segments:
         return (first, first + end - va), end
 
 
-class StaticQueue:
+class Queue:
+    """The rows still to hand out, and which rank gets which: the base of every schedule.
+
+    ``next(rank, cap)`` is the next block for ``rank`` (at most ``cap`` rows) or None;
+    ``observe`` hears the task times of each block that came back (only ``auto`` uses
+    them); ``reason`` says why this schedule was used, when the queue chose it itself.
+    """
+
+    name = ""
+    reason = ""
+
+    def next(self, rank: int, cap: int) -> tuple[int, int] | None:
+        raise NotImplementedError
+
+    @property
+    def remaining(self) -> int:
+        """Rows not yet handed out."""
+        raise NotImplementedError
+
+    def observe(self, row: int, n_rows: int, times: Sequence[float]) -> None:
+        """Times (seconds) of the tasks that ran in rows ``row .. row + n_rows``."""
+
+
+class StaticQueue(Queue):
     """Each rank works through its own contiguous block, in chunks of at most ``cap`` rows."""
 
     name = "static"
@@ -92,7 +115,7 @@ class StaticQueue:
         return sum(end - a for a, (_, end) in zip(self.pos, self.blocks, strict=True))
 
 
-class GuidedQueue:
+class GuidedQueue(Queue):
     """One shared queue: blocks of ``ceil(remaining / (2 * ranks))`` rows, or ``block_size``."""
 
     name = "dynamic"
@@ -130,8 +153,13 @@ def choose(times: Sequence[float], n_left: int, n_ranks: int) -> tuple[str, str]
     return "dynamic", f"{head} >= {UNIFORM_CV} (skewed task times) -> dynamic"
 
 
-class AutoQueue:
-    """Probe with single tasks from the front, then hand over to a static or guided queue."""
+class AutoQueue(Queue):
+    """Probe with single tasks from the front, then hand over to a static or guided queue.
+
+    Its ``name`` is "auto" until it decides, then the name of the queue it chose.
+    """
+
+    name = "auto"
 
     def __init__(
         self, start: int, stop: int, n_ranks: int, segs: Segments, block_size: int | None = None
@@ -142,11 +170,6 @@ class AutoQueue:
         self.probe_out: set[int] = set()  # rows of the probe not yet back
         self.times: list[float] = []
         self.inner: StaticQueue | GuidedQueue | None = None
-        self.reason = ""
-
-    @property
-    def name(self) -> str:
-        return self.inner.name if self.inner else "auto"
 
     def observe(self, row: int, n_rows: int, times: Sequence[float]) -> None:
         """Times (seconds) of the tasks that ran in rows ``row .. row + n_rows``.
@@ -158,7 +181,7 @@ class AutoQueue:
         if self.inner is not None:
             return
         self.probe_out.difference_update(range(row, row + n_rows))
-        self.times.extend(times)
+        self.times.extend(map(float, times))
         if not self.probe_out and len(self.times) >= self.probe_size:
             self._decide(*choose(self.times, self.stop - self.front, self.n_ranks))
         elif len(self.times) >= 4 * self.probe_size:
@@ -176,6 +199,7 @@ class AutoQueue:
             self.inner = GuidedQueue(
                 self.front, self.stop, self.n_ranks, self.segs, self.block_size
             )
+        self.name = self.inner.name
 
     def next(self, rank: int, cap: int) -> tuple[int, int] | None:
         if self.inner is not None:
@@ -194,7 +218,7 @@ class AutoQueue:
 
 def make_queue(
     kind: str, segments: Sequence[tuple[int, int]], n_ranks: int, block_size: int | None = None
-):
+) -> Queue:
     """The queue for schedule ``kind`` over the rows of ``segments`` (all rows still to run)."""
     segs = Segments(segments)
     if kind == "static":
@@ -231,8 +255,8 @@ def block_rows(
     take about ``block_seconds``, so results stream home and the tail stays balanced.
     Evidence: a mean of a few task times says little about a skewed workload (the
     first ones back are the fast ones), so no block has more rows than ``n_seen``, the
-    tasks back so far; the cap doubles with every round of blocks. Until a task has
-    finished (nothing is known) blocks have one row.
+    tasks back so far: the cap at most doubles from one wave of blocks to the next.
+    Until a task has finished (nothing is known) blocks have one row.
     """
     if record_bytes is None or mean_task_seconds is None:
         return 1

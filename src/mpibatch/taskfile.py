@@ -1,4 +1,5 @@
-"""Loading a task file as ``python FILE`` would, but without running its ``__main__`` block.
+"""Loading the task: a task file imported as ``python FILE`` would (without its ``__main__``
+block), its hash, and the task's signature.
 
 The file's directory goes first on ``sys.path`` (so ``from helpers import f`` works next to
 it), and the file is imported under its own name where that name is free (so functions
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +45,11 @@ def _module_name(p: Path) -> str:
 def _execute(path: str | Path, name: str, p: Path) -> ModuleType:
     """Run the file as module ``name`` (anew each time, as a fresh import would)."""
     spec = importlib.util.spec_from_file_location(name, p)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:  # a name Python does not import (not .py)
+        raise TaskFileError(
+            f"task file {str(path)!r} is not a Python module; expected a .py file defining "
+            "task(params, rng)"
+        )
     module = importlib.util.module_from_spec(spec)
     before = sys.modules.get(name)
     sys.modules[name] = module
@@ -98,3 +104,23 @@ def load_task_file(path: str | Path, function: str = "task") -> tuple[Callable, 
             f"def {function}(params, rng): ... (or pass --function NAME)"
         )
     return fn, module
+
+
+def wants_context(fn: Callable) -> bool:
+    """True for ``task(params, rng, ctx)``, False for ``task(params, rng)``; else raise."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    params = list(sig.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    star = any(p.kind == p.VAR_POSITIONAL for p in params)
+    if len(required) <= 3 and (len(positional) >= 3 or star):
+        return True
+    if len(required) <= 2 and len(positional) >= 2:
+        return False
+    name = getattr(fn, "__name__", "task")
+    raise TaskFileError(
+        f"task function {name}{sig}: expected {name}(params, rng) or {name}(params, rng, ctx)"
+    )

@@ -1,11 +1,13 @@
-"""Running tasks on one rank: the task function, its stream, BLAS limits, its context.
+"""Running tasks on one rank (rank 0 included): the task function, its stream, its context.
 
-No MPI here: the engine hands a rank its rows and takes back filled columns.
+:class:`Runner` runs a block of tasks into filled columns; :class:`TaskThread` runs
+them on a helper thread (rank 0, so its main thread can serve the others); plus the
+BLAS thread limits and what a rank reports about its cores and libraries. No MPI here:
+the dispatch loop hands a rank its rows and takes back filled columns.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import queue
 import threading
@@ -21,8 +23,8 @@ import numpy as np
 from ._config import DEFAULTS
 from ._records import BARE, Buffers, Columns, Packer, infer_schema
 from ._stop import Stopper, TaskInterrupted, TaskTimeout
-from .errors import ResultError, TaskFileError
-from .taskfile import file_hash, load_task_file  # noqa: F401  (re-exported)
+from .errors import ResultError
+from .taskfile import wants_context
 
 
 @dataclass
@@ -55,26 +57,6 @@ class RowsDone:
     failures: list = field(default_factory=list)
     ran: int = 0
     fatal: ResultError | None = None
-
-
-def wants_context(fn: Callable) -> bool:
-    """True for ``task(params, rng, ctx)``, False for ``task(params, rng)``; else raise."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return False
-    params = list(sig.parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = [p for p in positional if p.default is p.empty]
-    star = any(p.kind == p.VAR_POSITIONAL for p in params)
-    if len(required) <= 3 and (len(positional) >= 3 or star):
-        return True
-    if len(required) <= 2 and len(positional) >= 2:
-        return False
-    name = getattr(fn, "__name__", "task")
-    raise TaskFileError(
-        f"task function {name}{sig}: expected {name}(params, rng) or {name}(params, rng, ctx)"
-    )
 
 
 class Runner:
@@ -143,8 +125,19 @@ class Runner:
         is called between tasks at most every ``poll_every`` seconds. Bare float results
         (the commonest tiny task) skip the packer and go through a plain list.
         """
-        done, starts, ends, floats = RowsDone(), [], [], []
+        done, starts, ends, floats = RowsDone(), [], [], []  # type: ignore[var-annotated]
         cols = Columns.reusing(self.packer.schema if self.packer else (), len(ids), self.buffers)
+        cols, fast = self._loop(ids, cols, done, (starts, ends, floats), poll, poll_every)
+        failed = [f.task_id - ids.start for f in done.failures]
+        _finish(cols, starts, ends, floats if fast else None, self.clock_offset, failed)
+        done.ran = len(starts)
+        return cols, done
+
+    def _loop(
+        self, ids: range, cols: Columns, done: RowsDone, lists: tuple, poll, poll_every: float
+    ) -> tuple[Columns, bool]:
+        """The hot loop of :meth:`run`: fills ``lists`` (starts, ends, floats) and ``cols``."""
+        starts, ends, floats = lists
         fast = self.packer is not None and self.packer.scalar_float
         fn, ctx, for_task, stopper = self.fn, self.with_context, self.streams.for_task, self.stopper
         clock, timed = time.perf_counter, stopper.task_timeout is not None
@@ -156,7 +149,7 @@ class Runner:
                 break
             rng = for_task(i)
             t = clock()
-            stopper.task_id, stopper.task_started = i, t
+            stopper.task_id, stopper.task_started = i, t  # begin() without its time-out
             try:
                 if timed:
                     stopper.begin(i)
@@ -184,14 +177,11 @@ class Runner:
                     starts.pop()
                     ends.pop()
                     break
-                fast = self.packer.scalar_float
+                fast = self.packer is not None and self.packer.scalar_float
             if ends[-1] >= next_poll:
                 poll()
                 next_poll = clock() + poll_every
-        failed = [f.task_id - ids.start for f in done.failures]
-        _finish(cols, starts, ends, floats if fast else None, self.clock_offset, failed)
-        done.ran = len(starts)
-        return cols, done
+        return cols, fast
 
     def _put(self, cols: Columns, row: int, out, i: int, done: RowsDone, floats: list) -> Columns:
         """Check and store one result (setting the schema on the first); returns the columns."""

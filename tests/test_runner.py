@@ -1,40 +1,11 @@
 import numpy as np
 import pytest
 
-from mpibatch.errors import TaskFileError
 from mpibatch.grid import Grid
+from mpibatch.runner import Runner, TaskThread, blas_info, blas_limits
 from mpibatch.streams import TaskStreams, task_generator
-from mpibatch.worker import (
-    Runner,
-    TaskThread,
-    blas_info,
-    blas_limits,
-    load_task_file,
-    wants_context,
-)
 
 INFO = {"rank": 1, "size": 2, "host": "nodeA", "local_rank": 1}
-
-
-def test_signatures():
-    assert wants_context(lambda params, rng: 0) is False
-    assert wants_context(lambda params, rng, ctx: 0) is True
-    assert wants_context(lambda params, rng, ctx=None: 0) is True
-    assert wants_context(lambda *args: 0) is True
-    for bad in (lambda p: 0, lambda a, b, c, d: 0):
-        with pytest.raises(TaskFileError, match=r"expected <lambda>\(params, rng\)"):
-            wants_context(bad)
-
-
-def test_load_task_file_errors(tmp_path):
-    with pytest.raises(TaskFileError, match="not found"):
-        load_task_file(tmp_path / "none.py")
-    f = tmp_path / "t.py"
-    f.write_text("def other(p, r):\n    return 1\n")
-    with pytest.raises(TaskFileError, match="defines no function 'task'"):
-        load_task_file(f)
-    fn, module = load_task_file(f, "other")
-    assert fn(None, None) == 1 and module.other is fn
 
 
 def _runner(fn, grid):

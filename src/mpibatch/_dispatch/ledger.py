@@ -1,0 +1,106 @@
+"""Rank 0's bookkeeping of what came back: counts and timings, and the run's schema."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._records import Columns, Report, Schema, describe, record_bytes
+from ..layout import Status
+
+
+class Ledger:
+    """Blocks handed out and not yet reported (per rank), tasks back, time they took."""
+
+    def __init__(self, size: int) -> None:
+        self.owed = [0] * size  # blocks handed to each rank, not yet reported
+        self.done = self.failed = 0
+        self.busy = 0.0  # seconds the tasks back so far took
+        self.n_blocks = 0
+        self.dispatch_seconds = 0.0  # rank 0's time spent answering reports
+
+    def handed(self, rank: int) -> None:
+        self.owed[rank] += 1
+        self.n_blocks += 1
+
+    def reported(self, rank: int) -> None:
+        self.owed[rank] -= 1
+
+    def outstanding(self) -> bool:
+        """True while some rank holds a block it has not reported."""
+        return any(self.owed)
+
+    @property
+    def seen(self) -> int:
+        """Tasks back so far, done or failed."""
+        return self.done + self.failed
+
+    def mean(self) -> float | None:
+        """Mean task time so far (seconds), None before any task is back."""
+        seen = self.done + self.failed
+        return self.busy / seen if seen else None
+
+    def count(self, cols: Columns) -> np.ndarray:
+        """Count a block's tasks; returns the times of those that ran (seconds)."""
+        status = cols.status
+        ran = status > 0
+        took = cols.elapsed[ran]
+        self.done += int(np.count_nonzero(status == Status.DONE))
+        self.failed += int(np.count_nonzero(status == Status.FAILED))
+        self.busy += float(took.sum())
+        return took
+
+
+_NONE: tuple[Schema, int] = ((), -1)
+
+
+class SchemaGate:
+    """The run's schema (the first one seen, or the file's when resuming) against later ones.
+
+    The first schema creates the result datasets. Each rank sends its schema once, in
+    its first report with results; later reports of that rank are read with it.
+    """
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.canonical: Schema | None = store.schema  # set already when resuming
+        self.canonical_task = -1
+        self.by_rank: dict[int, tuple[Schema, int]] = {}  # rank: (its schema, the task)
+
+    @property
+    def record_bytes(self) -> int | None:
+        """Bytes a row of the run's results takes; None before a task succeeded."""
+        return record_bytes(self.canonical) if self.canonical is not None else None
+
+    def schema_of(self, rank: int, report: Report) -> tuple[Schema, int]:
+        """The schema of ``rank``'s columns (``()`` before it had a result), and its task."""
+        if report.schema is not None:
+            self.by_rank[rank] = (report.schema, report.schema_task)
+        return self.by_rank.get(rank, _NONE)
+
+    def check(self, schema: Schema, task: int) -> str | None:
+        """None if ``schema`` fits the run's (the first creates the datasets); else why not."""
+        canonical = self.canonical
+        if canonical is None:
+            self.canonical, self.canonical_task = schema, task
+            self.store.add_results(schema)
+            return None
+        if schema == canonical or _fits(schema, canonical):
+            return None
+        where = (
+            f"task {self.canonical_task} returned"
+            if self.canonical_task >= 0
+            else "the results already in the file have"
+        )
+        return (
+            f"task {task} returned {{{describe(schema)}}}; expected {{{describe(canonical)}}} "
+            f"as {where} - every task must return the same keys, shapes and dtypes"
+        )
+
+
+def _fits(schema: Schema, canonical: Schema) -> bool:
+    """Same keys and shapes, and dtypes that cast safely to the run's."""
+    if [(f.key, f.shape) for f in schema] != [(f.key, f.shape) for f in canonical]:
+        return False
+    return all(
+        np.can_cast(a.dtype, b.dtype, "safe") for a, b in zip(schema, canonical, strict=True)
+    )

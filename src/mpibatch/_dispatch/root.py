@@ -1,0 +1,198 @@
+"""Rank 0's loop: hand out blocks, run its own, store every report as it lands."""
+
+from __future__ import annotations
+
+import time
+
+from .._records import Columns, Report
+from ..runner import RowsDone, Runner
+from .ledger import Ledger, SchemaGate
+from .own import POLL_EVERY, OwnBlocks
+from .policy import BlockPolicy
+from .sink import Sink
+
+
+class Root:
+    """Rank 0: serves every rank from the queue, runs its own blocks, stores the results.
+
+    The parts: the :class:`Ledger` counts, the :class:`SchemaGate` checks each rank's
+    schema, the :class:`BlockPolicy` sizes blocks, :class:`OwnBlocks` runs rank 0's
+    blocks, the :class:`Sink` writes. Root itself only routes messages and decides when
+    the run stops (a stop request, the time limit, too many failures, a fatal error).
+    """
+
+    def __init__(
+        self, transport, plan, store, runner: Runner, queue, progress, on_thread: bool = False
+    ) -> None:
+        self.transport, self.plan, self.runner = transport, plan, runner
+        self.queue, self.progress = queue, progress
+        self.size = transport.size
+        self.ledger = Ledger(self.size)
+        self.gate = SchemaGate(store)
+        self.policy = BlockPolicy(plan, self.size, self.ledger, self.gate)
+        self.sink = Sink(store, plan.flush_seconds, runner.buffers.give)
+        self.own = OwnBlocks(runner, plan.ids[0], on_thread)
+        self.pending: list = []  # reports whose data is still arriving
+        self.fatal: str | None = None
+        self.stopped: str | None = None  # why the run stops early (a signal, a limit)
+        self.stopping = False
+        self.next_poll = 0.0
+
+    def run(self) -> None:
+        """Serve every rank and run rank 0's own blocks until all blocks are reported."""
+        send, workers = self.transport.send_block, range(1, self.size)
+        for rank in workers:  # a first block for every rank, rank 0 included ...
+            send(rank, self._next(rank))
+        self._start_own()
+        for rank in workers:  # ... before anyone is given a second
+            send(rank, self._ahead(rank))
+        own, ledger = self.own, self.ledger
+        while True:
+            if self.size > 1 and time.perf_counter() >= self.next_poll:
+                self.poll()  # between rank 0's own blocks too, however short they are
+            if not own.busy:
+                self._start_own()
+            if own.busy:
+                self._tend_own()
+            elif not ledger.outstanding():
+                break
+            else:
+                self._wait_one()
+        own.close()
+        self._drain(wait=True)
+        self.sink.flush()
+        self.progress.update(ledger.done, ledger.failed)
+
+    # ---- handing out blocks ----
+    def _next(self, rank: int) -> tuple[int, int] | None:
+        self._check_stop()
+        if self.stopping:
+            return None
+        cap = self.policy.cap(one_long=rank == 0 and self.own.thread is not None)
+        block = self.queue.next(self.policy.slot(rank), cap)
+        if block is not None:
+            self.ledger.handed(rank)
+        return block
+
+    def _ahead(self, rank: int) -> tuple[int, int] | None:
+        """A second block for a rank that still holds one, unless that would hurt."""
+        return self._next(rank) if self.policy.ahead(self.queue.remaining) else None
+
+    def _start_own(self) -> None:
+        if self.plan.dedicated_root:
+            return
+        block = self._next(0)
+        if block is not None:
+            self.own.start(block, self.ledger.mean(), self.poll if self.size > 1 else None)
+
+    def _tend_own(self) -> None:
+        """Serve the others until rank 0's block is done, then store it."""
+        own = self.own
+        if not own.finished(self.next_poll - time.perf_counter()):
+            if self.runner.stopper.past_grace():
+                self.ledger.reported(0)  # its rows stay pending; the thread is left behind
+                own.abandon()
+            return
+        block, cols, done = own.take()
+        self.ledger.reported(0)
+        self._ingest(0, self._own_report(block[0], cols, done), cols)
+
+    def _own_report(self, pos: int, cols: Columns, done: RowsDone) -> Report:
+        packer = self.runner.packer
+        report = Report(pos, cols.rows, cols.nbytes, done.failures)
+        report.fatal = str(done.fatal) if done.fatal else None
+        if packer is not None:
+            report.schema, report.schema_task = packer.schema, packer.schema_task
+        return report
+
+    # ---- stopping early ----
+    def _check_stop(self) -> None:
+        if self.stopping:
+            return
+        stopper = self.runner.stopper
+        if stopper.requested:
+            self.request_stop(stopper.reason)
+        elif self.policy.time_is_up():
+            self.request_stop("the time limit is near")
+
+    def request_stop(self, reason: str) -> None:
+        """Hand out no more blocks; every rank finishes its task (within the grace period)."""
+        if self.stopping:
+            return
+        self.stopping, self.stopped = True, reason
+        for rank in range(1, self.size):
+            self.transport.send_stop(rank)
+        self.runner.stopper.request(reason)
+
+    def _stop_with(self, message: str) -> None:
+        """A fatal error: the first one is raised on every rank once all have stopped."""
+        self.fatal = self.fatal or message
+        self.stopping = True
+
+    # ---- reports from other ranks ----
+    def poll(self) -> None:
+        """Serve every report that is waiting (called between rank 0's own tasks)."""
+        self.next_poll = time.perf_counter() + POLL_EVERY
+        self._check_stop()
+        waiting = self.transport.report_waiting
+        while (source := waiting()) is not None:
+            self._handle(source)
+        if self.pending:
+            self._drain()
+        self.sink.tick()
+
+    def _wait_one(self) -> None:
+        transport, delay = self.transport, 0.0
+        while (source := transport.report_waiting()) is None:
+            if self.pending and self._drain():
+                return
+            self._check_stop()
+            self.sink.tick()  # idle: do not let finished results wait in memory
+            delay = transport.idle(delay)
+        self._handle(source)
+
+    def _handle(self, source: int) -> None:
+        t, transport = time.perf_counter(), self.transport
+        report, buf, req = transport.recv_report(source, self.runner.buffers.take)
+        self.ledger.reported(source)
+        if report.fatal:
+            self._stop_with(report.fatal)
+        if report.stop:
+            self.request_stop(f"{report.stop} on rank {source}")
+        ahead = self.ledger.owed[source] > 0
+        transport.send_block(source, self._ahead(source) if ahead else self._next(source))
+        self.pending.append((source, report, buf, req))
+        self.ledger.dispatch_seconds += time.perf_counter() - t
+
+    def _drain(self, wait: bool = False) -> bool:
+        """Store every report whose data has arrived; True if any was stored."""
+        t, transport, stored, keep = time.perf_counter(), self.transport, False, []
+        for item in self.pending:
+            source, report, buf, req = item
+            if wait:
+                transport.wait(req)
+            elif not transport.done(req):
+                keep.append(item)
+                continue
+            schema, task = self.gate.schema_of(source, report)
+            report.schema_task = task
+            self._ingest(source, report, Columns(schema, report.rows, buf))
+            stored = True
+        self.pending = keep
+        self.ledger.dispatch_seconds += time.perf_counter() - t
+        return stored
+
+    # ---- storing ----
+    def _ingest(self, rank: int, report: Report, cols: Columns) -> None:
+        if report.fatal:
+            self._stop_with(report.fatal)
+        if cols.schema and (error := self.gate.check(cols.schema, report.schema_task)):
+            self._stop_with(error)
+            cols = Columns((), cols.rows)  # keep nothing of a report that does not fit
+        self.sink.add(report.pos, cols, rank, report.failures)
+        ledger = self.ledger
+        self.queue.observe(report.pos, cols.rows, ledger.count(cols))
+        self.progress.update(ledger.done, ledger.failed)
+        limit = self.plan.max_failures
+        if limit and ledger.failed >= limit and not self.stopping:
+            self.request_stop(f"{ledger.failed} tasks failed (--max-failures {limit})")

@@ -1,0 +1,56 @@
+"""The Stopper: stop requests, grace periods, what it installs and that nothing outlives it."""
+
+import signal
+import threading
+import time
+
+import pytest
+
+from mpibatch._stop import Stopper, TaskInterrupted
+
+
+def _watchdogs() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "mpibatch-watchdog"]
+
+
+def test_the_watchdog_and_the_handlers_end_with_the_run():
+    before = signal.getsignal(signal.SIGTERM)
+    stopper = Stopper(grace=1.0, task_timeout=5.0, where="rank 0 on here")
+    with stopper.installed():
+        assert len(_watchdogs()) == 1
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert _watchdogs() == []  # stopped and joined, not left looping
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_signal_asks_for_a_stop_and_the_grace_period_runs_from_then():
+    stopper = Stopper(grace=60.0, task_timeout=None, where="here")
+    with stopper.installed():
+        signal.raise_signal(signal.SIGTERM)
+    assert stopper.requested and stopper.reason == "SIGTERM"
+    assert not stopper.past_grace()
+    assert stopper.stop_deadline - time.perf_counter() > 50
+
+
+def test_past_the_grace_period_and_abandoning_the_running_task():
+    stopper = Stopper(grace=0.0, task_timeout=None, where="here")
+    assert not stopper.past_grace()  # nothing asked
+    stopper.request("the time limit is near")
+    stopper.request("SIGTERM")  # the first reason stays
+    assert stopper.past_grace() and stopper.reason == "the time limit is near"
+    stopper.begin(7)
+    assert stopper.task_id == 7
+    stopper.abandon_task()
+    assert stopper.task_id is None
+
+
+def test_tasks_here_lets_an_interrupt_land_only_while_it_lasts():
+    stopper = Stopper(grace=0.0, task_timeout=None, where="here")
+    stopper.tasks_on_helper_thread()
+    stopper.request("SIGTERM")
+    stopper.task_id = 3
+    stopper._on_alarm(signal.SIGALRM, None)  # on another thread: not interrupted
+    with stopper.tasks_here(), pytest.raises(TaskInterrupted):
+        stopper._on_alarm(signal.SIGALRM, None)
+    stopper._on_alarm(signal.SIGALRM, None)  # back on the helper thread
