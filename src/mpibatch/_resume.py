@@ -57,7 +57,7 @@ def check(path: Path, stored: dict, now: dict, force: bool) -> None:
         if old is not None and not same_study(key, old, new):
             diff = f" (file: {old!r}, now: {new!r})"
             if key == "grid":
-                diff = grid_difference(old, new)
+                diff = grid_difference(old, str(new))
             elif key == "task_file_sha256":
                 diff = ""
             raise UsageError(
@@ -65,7 +65,7 @@ def check(path: Path, stored: dict, now: dict, force: bool) -> None:
             )
 
 
-def missing(path: Path) -> UsageError:
+def missing(path: Path | None) -> UsageError:
     return UsageError(
         f"--resume: no results file '{path}' to resume; drop --resume to start a new run "
         "(or check --out)"

@@ -180,12 +180,12 @@ def _agreed(comm, step: Callable[[], T]) -> T:
 
 def _choose_device(options: RunOptions, local: int, n_local: int) -> devices.Device | None:
     """This rank's GPU (or None): local rank k gets visible GPU k mod G (see devices.py)."""
-    if options.gpus == "none":
+    request = options.gpus
+    assert request is not None, "RunOptions.resolved() sets every setting"
+    if request == "none":
         return None
     gpus = devices.visible_gpus()
-    return devices.choose(
-        local, n_local, gpus, options.gpus, options.ranks_per_gpu, host=_comm.host()
-    )
+    return devices.choose(local, n_local, gpus, request, options.ranks_per_gpu, host=_comm.host())
 
 
 def _load_and_plan(options: RunOptions, rank: int, size: int):
@@ -235,6 +235,7 @@ def _prepare(grid: Grid, options: RunOptions, size: int, source: dict) -> tuple[
     plan.attrs.update(_plan.attrs(plan, source, size, options.argv))
     if options.dry_run:
         return plan, None
+    assert path is not None, "plan.make refuses a run without an output file"
     if stored is not None:
         _resume.check(path, stored, plan.attrs, options.force)
         for key in ("start_time", "t0"):
@@ -261,6 +262,7 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> S
         buffers = Buffers(plan.gather_bytes)  # rank 0's in-flight budget; others use less
         runner = Runner(fn, grid, stream, info, offset, stopper, plan.retries, buffers)
         if rank == 0:
+            assert store is not None and infos is not None  # rank 0 made the file
             store.write_ranks(infos)
             summary, fatal = _serve(transport, plan, store, runner)
         else:

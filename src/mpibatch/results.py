@@ -128,7 +128,7 @@ def _pandas_column(arr: np.ndarray):
 
     kind = {"b": "boolean", "i": "Int64", "u": "UInt64"}.get(arr.dtype.kind)
     if kind is None:
-        return arr.astype(object).filled(None)
+        return np.ma.filled(arr.astype(object), None)
     out = pd.array(arr.data, dtype=kind)
     out[arr.mask] = pd.NA
     return out
