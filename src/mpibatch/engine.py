@@ -280,6 +280,7 @@ def _serve(transport, plan: Plan, store: Store, runner: Runner) -> tuple[Summary
     slots = size - 1 if plan.dedicated_root else size
     queue = schedule.make_queue(plan.schedule, todo, slots, plan.block_size)
     progress = Progress(sum(b - a for a, b in todo), quiet=plan.quiet)
+    progress.start(_headline(plan, store, sum(b - a for a, b in todo), size))
     root = _dispatch.Root(transport, plan, store, runner, queue, progress, _root_thread(plan, size))
     try:
         root.run()
@@ -303,6 +304,13 @@ def _serve(transport, plan: Plan, store: Store, runner: Runner) -> tuple[Summary
         resume_command=resume,
     )
     return summary, root.fatal
+
+
+def _headline(plan: Plan, store: Store, n_todo: int, size: int) -> str:
+    """What started, said at once: tasks, ranks, schedule, seed, output file."""
+    todo = f"{store.n:,} tasks" if n_todo == store.n else f"{n_todo:,} of {store.n:,} tasks"
+    ranks = f"{size} rank{'s' * (size != 1)}"
+    return f"running {todo} on {ranks} (schedule {plan.schedule}, seed {plan.seed}) -> {plan.out}"
 
 
 def _root_thread(plan: Plan, size: int) -> bool:

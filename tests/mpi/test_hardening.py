@@ -102,3 +102,13 @@ def test_the_recorded_command_reproduces_any_grid_from_a_path_with_spaces(tmp_pa
     assert r.returncode == 0, r.stderr
     a, b = mpibatch_open(first, "results/x"), mpibatch_open(again, "results/x")
     assert a.tobytes() == b.tobytes() and len(a) == 16  # 4 x 2 x 2 tasks, not 9 x 2 x 2
+
+
+def test_a_run_says_at_once_what_started(tmp_path):
+    task = tmp_path / "study.py"
+    task.write_text("def task(params, rng):\n    return rng.random()\n")
+    out = tmp_path / "r.h5"
+    r = mpibatch(2, "run", task, "--reps", 6, "--seed", 3, "--out", out, timeout=60)
+    assert r.returncode == 0, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first.endswith(f"mpibatch: running 6 tasks on 2 ranks (schedule auto, seed 3) -> {out}")
