@@ -15,15 +15,11 @@ import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ._gridspec import parse_spec, spell
 from .errors import GridError
 
 _MAX_TASKS = 2**62  # task ids and /params columns are int64
 _DTYPE = {"int": "int64", "float": "float64", "str": "U"}
-_SPEC_EG = "e.g. --grid n=1,2,4 or --grid alpha+l1=0.1/1,0.2/2"
-_QUOTE_EG = 'quote a string that must stay as typed, e.g. --grid \'id="007","a,b"\''
-_RANGE_EG = (
-    "use LO:HI[:STEP] (ints, HI exclusive), LO:HI:Nlin or LO:HI:Nlog, e.g. --grid lr=1e-5:1e-3:5log"
-)
 
 
 def _fail(where: str, expected: str, got: Any, fix: str) -> GridError:
@@ -147,119 +143,6 @@ def _axes(dims: Any) -> dict:
     return out
 
 
-_QUOTES = "\"'"
-
-
-def _split(text: str, sep: str, where: str) -> list[str]:
-    """Split on ``sep`` outside quotes; the pieces keep their quotes."""
-    pieces, buf, quote = [], "", ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in _QUOTES:
-            quote = ch
-        elif ch == sep:
-            pieces.append(buf)
-            buf = ""
-            continue
-        buf += ch
-    if quote:
-        raise _fail(where, f"a closing {quote}", f"none in {text!r}", _QUOTE_EG)
-    return pieces + [buf]
-
-
-def _item(piece: str, where: str) -> tuple[str, bool]:
-    """``(text, quoted)``: a piece in matching quotes is a literal string (``"007"``)."""
-    text = piece.strip()
-    if len(text) >= 2 and text[0] in _QUOTES and text[-1] == text[0]:
-        if text[0] not in text[1:-1]:
-            return text[1:-1], True
-    if any(q in text for q in _QUOTES):
-        raise _fail(where, "quotes around a whole value", repr(piece.strip()), _QUOTE_EG)
-    return text, False
-
-
-def _value(item: tuple[str, bool]) -> int | float | str:
-    text, quoted = item
-    return text if quoted else _scalar(text)
-
-
-def _scalar(text: str) -> int | float | str:
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _is_range(item: str) -> bool:
-    return ":" in item and not isinstance(_scalar(item.split(":")[0].strip()), str)
-
-
-def _parse_range(spec: str, item: str) -> list:
-    parts, where = [p.strip() for p in item.split(":")], f"grid spec {spec!r}"
-    try:
-        if len(parts) == 3 and parts[2][-3:] in ("lin", "log"):
-            lo, hi, n, how = float(parts[0]), float(parts[1]), int(parts[2][:-3]), parts[2][-3:]
-            if n < 1 or (how == "log" and not lo * hi > 0):
-                raise ValueError
-            import numpy as np
-
-            out = (np.linspace if how == "lin" else np.geomspace)(lo, hi, n).tolist()
-            out[0], out[-1] = lo, (hi if n > 1 else lo)  # exact ends
-            return out
-        if len(parts) in (2, 3) and range(*map(int, parts)):
-            return list(range(*map(int, parts)))
-    except ValueError:
-        pass
-    raise _fail(where, "a valid non-empty range", repr(item), _RANGE_EG)
-
-
-def _parse_spec(spec: Any) -> tuple[str | tuple[str, ...], list]:
-    if not isinstance(spec, str) or "=" not in spec:
-        raise _fail(f"grid spec {_short(spec)}", "NAME=V1,V2,...", "no '='", _SPEC_EG)
-    where = f"grid spec {spec!r}"
-    lhs, rhs = spec.split("=", 1)
-    names = tuple(n.strip() for n in lhs.split("+"))
-    pieces = _split(rhs, ",", where)
-    items = [_item(p, where) for p in pieces] if len(names) == 1 else []
-    rows = [[_item(p, where) for p in _split(it, "/", where)] for it in pieces]
-    if not all(names):
-        raise _fail(where, "an axis name before '='", "an empty one", _SPEC_EG)
-    if not all(text or quoted for row in rows for text, quoted in row):
-        raise _fail(where, "a value between commas and after '='", "an empty one", _SPEC_EG)
-    if len(names) == 1:
-        out: list = []
-        for it in items:
-            is_range = not it[1] and _is_range(it[0])
-            out.extend(_parse_range(spec, it[0]) if is_range else [_value(it)])
-        return names[0], out
-    for piece, row in zip(pieces, rows, strict=True):
-        if len(row) != len(names) or any(not q and _is_range(t) for t, q in row):
-            got = repr(piece.strip())
-            raise _fail(where, f"{len(names)} values joined by '/' (no ranges)", got, _SPEC_EG)
-    return names, [tuple(map(_value, row)) for row in rows]
-
-
-def _spell(value: Any) -> str:
-    """A value as a ``--grid`` item that parses back to exactly it (quoted if need be)."""
-    if not isinstance(value, str):
-        return repr(value)
-    plain = value == value.strip() and value and not set(value) & set(",/'\"")
-    if plain and isinstance(_scalar(value), str) and not _is_range(value):
-        return value
-    quote = next((q for q in _QUOTES if q not in value), None)
-    if quote is None:
-        raise _fail(
-            f"grid value {_short(value)}",
-            "no more than one kind of quote to be spelled as a --grid flag",
-            "both",
-            "the file's 'grid' attribute holds the exact grid (JSON)",
-        )
-    return quote + value + quote
-
-
 class Grid:
     """An ordered list of dims (single axes or zipped groups) times ``reps`` replicates."""
 
@@ -293,7 +176,7 @@ class Grid:
         axes: dict = {}
         given: dict[str, str] = {}
         for spec in [specs] if isinstance(specs, str) else specs:
-            key, values = _parse_spec(spec)
+            key, values = parse_spec(spec)
             for name in key if isinstance(key, tuple) else (key,):
                 if name in given:
                     got = f"it in {given[name]!r} and {spec!r}"
@@ -424,7 +307,7 @@ class Grid:
         return [
             "+".join(d.names)
             + "="
-            + ",".join("/".join(map(_spell, row)) for row in zip(*d.cols, strict=True))
+            + ",".join("/".join(map(spell, row)) for row in zip(*d.cols, strict=True))
             for d in self._dims
         ]
 
