@@ -250,19 +250,8 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="mpibatch",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run one Python function over a grid of tasks on N MPI ranks, "
-        "reproducibly, into one HDF5 file.",
-    )
-    parser.add_argument("--version", action="version", version=f"mpibatch {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_run(sub)
-    add_slurm(sub)
-    add_hostfile(sub)
+def _add_readers(sub) -> None:
+    """``info``, ``errors`` and ``plot``: commands that read a results file."""
     p = sub.add_parser("info", help="summarise a results file")
     p.add_argument("file")
     p.set_defaults(func=cmd_info, debug=False)
@@ -276,6 +265,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("-o", "--output", help="PNG to write (default: FILE.timeline.png)")
     p.set_defaults(func=cmd_plot, debug=False)
+
+
+def _add_merge(sub) -> None:
     p = sub.add_parser(
         "merge",
         help="merge the files of a job array's --tasks slices into one file",
@@ -294,6 +286,23 @@ def _parser() -> argparse.ArgumentParser:
         help="merge even if some tasks are in no part (they stay pending; recorded in OUT)",
     )
     p.set_defaults(func=cmd_merge, debug=False)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mpibatch",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run one Python function over a grid of tasks on N MPI ranks, "
+        "reproducibly, into one HDF5 file.",
+    )
+    parser.add_argument("--version", action="version", version=f"mpibatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    add_slurm(sub)
+    add_hostfile(sub)
+    _add_readers(sub)
+    _add_merge(sub)
     p = sub.add_parser(
         "rerun",
         help="run one task again in this process and compare it with the stored result",
