@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 
 from mpibatch.errors import UsageError
-from mpibatch.streams import RankStreams, TaskStreams, check_seed, make_streams, task_generator
+from mpibatch.streams import (
+    RankStreams,
+    SeedSequenceStreams,
+    TaskStreams,
+    check_seed,
+    make_streams,
+    spawned_states,
+    task_generator,
+)
 
 IDS = [0, 1, 2, 7, 1000, 123_456_789, 2**40 + 3, 2**63 - 1, 2**64 + 5]
 
@@ -64,3 +72,31 @@ def test_make_streams_kinds():
 def test_bad_seed_says_what_was_expected(bad):
     with pytest.raises(UsageError, match="expected a non-negative integer"):
         check_seed(bad)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**63 - 1, 2**130 + 7])
+def test_seedsequence_streams_equal_numpys_own_expression_and_spawn(seed):
+    s = SeedSequenceStreams(seed)
+    ids = [*range(40), 7, 3, *range(1000, 1100), 2**32 - 2, 2**32 - 1, 2**32, 2**40 + 5, 0]
+    for i in ids:  # runs of consecutive ids (batched) and jumps (one at a time)
+        ref = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(i,))))
+        assert s.for_task(i).random(3).tobytes() == ref.random(3).tobytes(), i
+    kids = np.random.SeedSequence(seed).spawn(8)
+    for i, kid in enumerate(kids):  # equal to SeedSequence(seed).spawn(n)[i]
+        assert s.for_task(i).integers(2**63) == np.random.Generator(np.random.PCG64(kid)).integers(
+            2**63
+        )
+
+
+def test_spawned_states_match_generate_state():
+    ids = np.arange(0, 3000, dtype=np.uint64)
+    words = spawned_states(99, ids)
+    for i in (0, 1, 2, 1234, 2999):
+        ref = np.random.SeedSequence(99, spawn_key=(i,)).generate_state(4, np.uint64)
+        assert words[i].tolist() == ref.tolist()
+
+
+def test_the_reference_generator_knows_both_schemes():
+    a = task_generator(5, 3, "seedsequence").random()
+    b = np.random.Generator(np.random.PCG64(np.random.SeedSequence(5, spawn_key=(3,)))).random()
+    assert a == b and task_generator(5, 3).random() != a

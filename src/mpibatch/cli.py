@@ -59,7 +59,11 @@ _RUN_FLAGS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
         ),
         "--reps": ({"type": int}, "replicates per grid point (default 1)"),
         "--seed": ({"type": int}, "root seed (default: MPIBATCH_SEED, else drawn and recorded)"),
-        "--streams": ({}, "task (default; results invariant to -np) or rank"),
+        "--streams": (
+            {},
+            "task (default: PCG64(seed).jumped(i)), seedsequence (numpy's "
+            "SeedSequence(seed).spawn: both invariant to -np) or rank",
+        ),
         "--tasks": ({"metavar": "START:STOP"}, "run only this slice of task ids"),
     },
     "scheduling": {

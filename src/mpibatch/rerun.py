@@ -129,7 +129,7 @@ def _no_study_runs():
 
 def _call(fn, params: dict, attrs: dict, task_id: int, use_pdb: bool):
     """Run the task as the run did: ``(value, None)`` or ``(None, exception)``."""
-    args = [params, task_generator(int(attrs["seed"]), task_id)]
+    args = [params, task_generator(int(attrs["seed"]), task_id, str(attrs.get("streams", "task")))]
     if wants_context(fn):
         args.append(TaskContext(task_id=task_id, rank=0, local_rank=0, size=1, params=params))
     try:

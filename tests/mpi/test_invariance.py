@@ -92,3 +92,25 @@ def test_task_slice_matches_the_full_run(tmp_path, np_):
         assert fp["tasks/id"][()].tolist() == list(range(5, 20))
         assert fp["results/draws"][()].tobytes() == ff["results/draws"][5:20].tobytes()
         assert fp["params/mu"][()].tolist() == ff["params/mu"][5:20].tolist()
+
+
+def test_seedsequence_streams_are_invariant_and_numpys_own(tmp_path):
+    task = tmp_path / "draw.py"
+    task.write_text("def task(params, rng):\n    return rng.random()\n")
+    outs = []
+    for n, schedule in ((1, "static"), (3, "dynamic")):
+        out = tmp_path / f"ss{n}.h5"
+        args = ("run", task, "--reps", 40, "--seed", 11, "--streams", "seedsequence")
+        r = mpibatch(n, *args, "--schedule", schedule, "--out", out, "--quiet")
+        assert r.returncode == 0, r.stderr
+        outs.append(out)
+    with h5py.File(outs[0], "r") as a, h5py.File(outs[1], "r") as b:
+        (key,) = a["results"]  # a bare number: one result dataset
+        x = a["results"][key][()]
+        assert a.attrs["streams"] == "seedsequence"
+        assert x.tobytes() == b["results"][key][()].tobytes()
+    kids = np.random.SeedSequence(11).spawn(40)
+    ref = [np.random.Generator(np.random.PCG64(k)).random() for k in kids]
+    assert x.tolist() == ref
+    r = mpibatch(None, "rerun", outs[1], "--task", 17)
+    assert r.returncode == 0 and "matches the stored result" in r.stdout, r.stdout + r.stderr
