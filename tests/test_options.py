@@ -1,15 +1,17 @@
 """RunOptions: one typed value that mpibatch.run and the CLI both build."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
-from conftest import TASKS
 
 import mpibatch
 from mpibatch import cli, engine
 from mpibatch._config import SETTINGS, env_name
 from mpibatch.errors import UsageError
 from mpibatch.options import RunOptions
+
+TASKS = Path(__file__).parent / "mpi" / "tasks"  # not from conftest: tests/slurm has one too
 
 BOOT = str(TASKS / "mixed.py")
 

@@ -6,13 +6,15 @@ must agree on the error instead of hanging.
 """
 
 import re
+from pathlib import Path
 
 import pytest
-from conftest import TASKS
 
 from mpibatch import cli
 from mpibatch._config import SETTINGS, env_name
 from mpibatch.errors import TaskFileError
+
+TASKS = Path(__file__).parent / "mpi" / "tasks"  # not from conftest: tests/slurm has one too
 
 BOOT = TASKS / "mixed.py"
 
