@@ -20,8 +20,8 @@ def test_schema_of_a_dict_and_of_a_bare_value():
         ("b", np.dtype(int).str, (3,)),
         ("c", "<f8", (2,)),
     ]
-    (f,) = infer_schema(np.zeros((2, 2), np.float32), 0)
-    assert (f.key, f.dtype, f.shape) == (BARE, np.float32, (2, 2))
+    (f,) = infer_schema(np.zeros((2, 2), np.float32), 0)  # the kind fixes the dtype
+    assert (f.key, f.dtype, f.shape) == (BARE, np.float64, (2, 2))
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_columns_round_trip_through_one_byte_buffer():
     assert back.results["x"].tolist() == [0.0, 0.5, 1.0, 1.5]
     assert back.results["v"][3].tolist() == [3, 3, 3]
     assert back.status.tolist() == [1, 1, 1, 1]
-    assert record_bytes(schema) == 17 + 8 + 12
+    assert record_bytes(schema) == 17 + 8 + 24  # int32 stores as int64
 
 
 def test_packer_rejects_changed_keys_shapes_and_unsafe_dtypes():
@@ -62,10 +62,12 @@ def test_packer_rejects_changed_keys_shapes_and_unsafe_dtypes():
         p.put(cols, 0, {"x": 1.0}, 9)
     with pytest.raises(ResultError, match=r"'ci' with shape \(3,\).*expected shape \(2,\)"):
         p.put(cols, 0, {"x": 1.0, "ci": np.zeros(3)}, 9)
-    p.put(cols, 0, {"x": 2, "ci": [1, 2]}, 9)  # int -> float64 is a safe cast
-    assert cols.results["x"][0] == 2.0
+    p.put(cols, 0, {"x": np.float32(2), "ci": np.array([1, 2], np.float16)}, 9)  # any width
+    assert cols.results["x"][0] == 2.0 and cols.results["ci"][0].tolist() == [1.0, 2.0]
+    with pytest.raises(ResultError, match=r"'ci' as integer \(int64\); expected float"):
+        p.put(cols, 0, {"x": 1.0, "ci": [1, 2]}, 9)  # another kind: whatever the order
     ischema = infer_schema(5, 0)
-    with pytest.raises(ResultError, match="dtype float64"):
+    with pytest.raises(ResultError, match="task 4 returned 'value' as float.*as task 0"):
         Packer(ischema, 0).put(Columns(ischema, 1), 0, 2.5, 4)
 
 
@@ -104,7 +106,8 @@ def test_reused_columns_clear_only_the_rows_that_did_not_finish():
     cols.clear_unfinished()
     assert cols.results["x"][[0, 2]].tolist() == [1.5, 2.5]
     assert np.isnan(cols.results["x"][[1, 3]]).all()
-    assert cols.results["n"].tolist() == [[1, 2], [0, 0], [3, 4], [0, 0]]
+    low = np.iinfo(np.int64).min  # the fill value of int results
+    assert cols.results["n"].tolist() == [[1, 2], [low, low], [3, 4], [low, low]]
 
 
 def test_small_buffers_are_left_to_malloc_and_small_columns_are_fresh():

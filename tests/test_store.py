@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mpibatch import _output
 from mpibatch import store as store_mod
 from mpibatch._records import Columns, Packer, infer_schema
 from mpibatch.errors import OutputError
@@ -157,7 +158,7 @@ def test_a_task_table_larger_than_the_free_disk_is_refused_before_writing(tmp_pa
     class Usage:
         free = 10_000
 
-    monkeypatch.setattr(store_mod.shutil, "disk_usage", lambda path: Usage)
+    monkeypatch.setattr(_output.shutil, "disk_usage", lambda path: Usage)
     grid = Grid({"name": ["a", "bbbb"]}, reps=1000)
     with pytest.raises(OutputError, match="2,000 tasks need 0.0 GB") as info:
         Store.create(tmp_path / "big.h5", grid, range(0, 2000), {})
