@@ -106,6 +106,7 @@ class Store:
         self.path = Path(f.filename)
         self.n = len(ids)
         self.schema: Schema | None = None
+        self.unfilled: list[tuple[int, int]] = []  # rows failed before results had datasets
 
     @classmethod
     def create(cls, path: Path, grid, ids: range, attrs: dict[str, Any]) -> Store:
@@ -226,7 +227,18 @@ class Store:
             if fill is not None:
                 ds.attrs[FILL_ATTR] = fill
             ds.attrs[MISSING_ATTR] = MISSING_NOTE if fill is not None else MISSING_NOTE_BOOL
+        for row, k in self.unfilled:
+            self._fill_rows(row, k)
+        self.unfilled = []
         self.f.flush()
+
+    def _fill_rows(self, row: int, k: int) -> None:
+        """The fill value in rows ``row .. row + k`` (none done) of every result dataset."""
+        results = self.f[RESULTS]
+        for fld in self.schema or ():
+            fill = fill_value(np.dtype(fld.dtype))
+            if fill is not None:
+                _write_pieces(results[fld.key], row, np.full((k, *fld.shape), fill, fld.dtype))
 
     def write_rows(self, row: int, cols: Columns, rank: int | np.ndarray) -> None:
         """Write ``cols`` (a rank's round) at rows ``row .. row + cols.rows``."""
@@ -240,6 +252,11 @@ class Store:
         # "done, no data"
         for key, arr in cols.results.items():
             _write_pieces(results[key], row, arr)
+        if not cols.schema and (cols.status == Status.FAILED).any():  # no row of it done
+            if self.schema:
+                self._fill_rows(row, k)
+            else:
+                self.unfilled.append((row, k))
         tasks[TASK_START.name][sl] = cols.start
         tasks[TASK_ELAPSED.name][sl] = cols.elapsed
         ran = cols.status != Status.PENDING

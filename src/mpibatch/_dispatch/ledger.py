@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._dtypes import kind
+from .._dtypes import kind, mixed_kinds
 from .._records import Columns, Report, Schema, describe, record_bytes
 from ..layout import Status
 
@@ -90,6 +90,10 @@ class SchemaGate:
             return None
         if schema == canonical or _fits(schema, canonical):
             return None
+        other = _other_kind(schema, canonical)
+        if other is not None and self.canonical_task >= 0:
+            got, want = other
+            return mixed_kinds(got.key, got.dtype, want.dtype, task, self.canonical_task)
         where = (
             f"task {self.canonical_task} returned"
             if self.canonical_task >= 0
@@ -101,6 +105,16 @@ class SchemaGate:
             "of any width store as int64, floats as float64; declare others with "
             "results = {...} in the task file)"
         )
+
+
+def _other_kind(schema: Schema, canonical: Schema):
+    """The first (field, run's field) pair of other kinds, if keys and shapes agree."""
+    if [(f.key, f.shape) for f in schema] != [(f.key, f.shape) for f in canonical]:
+        return None
+    for a, b in zip(schema, canonical, strict=True):
+        if kind(a.dtype) != kind(b.dtype):
+            return a, b
+    return None
 
 
 def _fits(schema: Schema, canonical: Schema) -> bool:
