@@ -121,8 +121,8 @@ def convert(key: str, arr: np.ndarray, dtype: np.dtype, declared: bool, task_id:
         lost = _int_loss(arr, dtype) if dk in "iu" else _float_loss(arr, out)
     if lost:
         raise LossyResult(
-            f"task {task_id} returned {key!r} = {lost}, which {dtype} (as the task file "
-            f"declares it) cannot hold without loss; declare a wider dtype"
+            f"task {task_id} returned {key!r} = {lost}; the task file declares it {dtype}, "
+            "which cannot hold that without loss - declare a dtype that holds it"
         )
     return out
 
