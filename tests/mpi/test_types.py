@@ -10,6 +10,7 @@ import pytest
 from conftest import TASKS, mpibatch
 
 import mpibatch as mb
+from mpibatch import runner
 
 RUNS = [(1, "auto"), (2, "static"), (2, "dynamic"), (3, "auto"), (3, "static"), (4, "dynamic")]
 STORED = {"i": "<i8", "f": "<f8", "b": "|b1", "c": "<c16", "v": "<i8"}
@@ -85,3 +86,23 @@ def test_an_int_in_some_tasks_and_a_float_in_others_fails_whatever_the_order(
     line = r.stderr.strip().splitlines()[-1]
     assert "'m'" in line and "int" in line and "float" in line, line
     assert "results = {'m': 'float64'}" in line, line  # the same advice from either side
+
+
+@pytest.mark.skipif(
+    "declarations_of" not in vars(runner),
+    reason="the runner does not read the task file's results = {...} yet (see _dtypes.py)",
+)
+def test_declared_types_store_compactly_and_fail_only_the_tasks_that_do_not_fit(tmp_path):
+    got = []
+    for np_, schedule in [(1, "auto"), (3, "dynamic")]:
+        r, out = _run(tmp_path, np_, schedule, "declared")
+        assert r.returncode == 1, r.stderr  # the tasks whose n is 200, nothing else
+        got.append(_results(out))
+        with h5py.File(out, "r") as f:
+            assert f["results/m"].dtype == np.float32 and f["results/n"].dtype == np.int8
+            failed = (f["tasks/status"][()] == 2).tolist()
+            assert failed == (np.arange(40) % 9 == 4).tolist()
+            assert (f["results/n"][()][failed] == -128).all()
+            msgs = f["errors/message"].asstr()[()]
+        assert all("'n' = 200; the task file declares it int8" in m for m in msgs)
+    assert got[0] == got[1]

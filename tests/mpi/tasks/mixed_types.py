@@ -3,7 +3,8 @@
 "widths": int8/int64/uint16/Python int, float32/float64/float, bool/np.bool_,
 complex64/complex, int16/int64 arrays, and a failure every 7 tasks: stored dtypes must not
 depend on which task ends first. "mean": 0 on empty input and x.mean() otherwise, an int
-in some tasks and a float in others: a schema error, whatever the order.
+in some tasks and a float in others: a schema error, whatever the order. "declared": the
+same with ``results`` declaring "m" float32 and "n" int8 (200 does not fit: that task fails).
 """
 
 import os
@@ -11,6 +12,8 @@ import os
 import numpy as np
 
 MODE = os.environ.get("TYPES_MODE", "widths")
+if MODE == "declared":
+    results = {"m": "float32", "n": "int8"}
 
 
 def task(params, rng):
@@ -18,6 +21,8 @@ def task(params, rng):
     x = rng.normal(size=i % 4)
     if MODE == "mean":
         return {"m": 0 if x.size == 0 else x.mean()}
+    if MODE == "declared":
+        return {"m": 0 if x.size == 0 else x.mean(), "n": 200 if i % 9 == 4 else i}
     if i % 7 == 3:
         raise ValueError("a failed row, to check the fill values")
     k = int(rng.integers(-100, 100))
