@@ -197,11 +197,14 @@ def test_fill_values_mark_rows_without_a_result():
 
 
 def test_declarations_parse_names_types_and_shapes():
-    got = parse_declarations({"x": "float32", "n": np.int16, "v": ("float64", (3,))})
+    got = parse_declarations(
+        {"x": "float32", "n": np.int16, "v": ("float64", (3,)), "w": ("u1", 2)}
+    )
     assert got == {
         "x": Declared(np.dtype("f4")),
         "n": Declared(np.dtype("i2")),
         "v": Declared(np.dtype("f8"), (3,)),
+        "w": Declared(np.dtype("u1"), (2,)),
     }
     assert parse_declarations(None) == {}
 

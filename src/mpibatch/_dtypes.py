@@ -175,7 +175,9 @@ def _declared(key: str, spec: object, where: str) -> Declared:
     dtype_spec, shape = spec if isinstance(spec, tuple) else (spec, None)
     try:
         dtype = np.dtype(dtype_spec)
-        if shape is not None:
+        if isinstance(shape, int):
+            shape = (shape,)
+        elif shape is not None:
             shape = tuple(int(n) for n in shape)
     except (TypeError, ValueError):
         dtype = None
