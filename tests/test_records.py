@@ -1,6 +1,13 @@
 import numpy as np
 import pytest
 
+from mpibatch._dtypes import (
+    Declared,
+    LossyResult,
+    declarations_of,
+    fill_value,
+    parse_declarations,
+)
 from mpibatch._records import (
     BARE,
     Buffers,
@@ -10,7 +17,7 @@ from mpibatch._records import (
     infer_schema,
     record_bytes,
 )
-from mpibatch.errors import ResultError
+from mpibatch.errors import ResultError, TaskFileError
 
 
 def test_schema_of_a_dict_and_of_a_bare_value():
@@ -20,8 +27,8 @@ def test_schema_of_a_dict_and_of_a_bare_value():
         ("b", np.dtype(int).str, (3,)),
         ("c", "<f8", (2,)),
     ]
-    (f,) = infer_schema(np.zeros((2, 2), np.float32), 0)
-    assert (f.key, f.dtype, f.shape) == (BARE, np.float32, (2, 2))
+    (f,) = infer_schema(np.zeros((2, 2), np.float32), 0)  # the kind fixes the dtype
+    assert (f.key, f.dtype, f.shape) == (BARE, np.float64, (2, 2))
 
 
 @pytest.mark.parametrize(
@@ -52,7 +59,7 @@ def test_columns_round_trip_through_one_byte_buffer():
     assert back.results["x"].tolist() == [0.0, 0.5, 1.0, 1.5]
     assert back.results["v"][3].tolist() == [3, 3, 3]
     assert back.status.tolist() == [1, 1, 1, 1]
-    assert record_bytes(schema) == 17 + 8 + 12
+    assert record_bytes(schema) == 17 + 8 + 24  # int32 stores as int64
 
 
 def test_packer_rejects_changed_keys_shapes_and_unsafe_dtypes():
@@ -62,10 +69,12 @@ def test_packer_rejects_changed_keys_shapes_and_unsafe_dtypes():
         p.put(cols, 0, {"x": 1.0}, 9)
     with pytest.raises(ResultError, match=r"'ci' with shape \(3,\).*expected shape \(2,\)"):
         p.put(cols, 0, {"x": 1.0, "ci": np.zeros(3)}, 9)
-    p.put(cols, 0, {"x": 2, "ci": [1, 2]}, 9)  # int -> float64 is a safe cast
-    assert cols.results["x"][0] == 2.0
+    p.put(cols, 0, {"x": np.float32(2), "ci": np.array([1, 2], np.float16)}, 9)  # any width
+    assert cols.results["x"][0] == 2.0 and cols.results["ci"][0].tolist() == [1.0, 2.0]
+    with pytest.raises(ResultError, match=r"'ci' as integer \(int64\); expected float"):
+        p.put(cols, 0, {"x": 1.0, "ci": [1, 2]}, 9)  # another kind: whatever the order
     ischema = infer_schema(5, 0)
-    with pytest.raises(ResultError, match="dtype float64"):
+    with pytest.raises(ResultError, match="task 4 returned 'value' as float.*as task 0"):
         Packer(ischema, 0).put(Columns(ischema, 1), 0, 2.5, 4)
 
 
@@ -104,7 +113,8 @@ def test_reused_columns_clear_only_the_rows_that_did_not_finish():
     cols.clear_unfinished()
     assert cols.results["x"][[0, 2]].tolist() == [1.5, 2.5]
     assert np.isnan(cols.results["x"][[1, 3]]).all()
-    assert cols.results["n"].tolist() == [[1, 2], [0, 0], [3, 4], [0, 0]]
+    low = np.iinfo(np.int64).min  # the fill value of int results
+    assert cols.results["n"].tolist() == [[1, 2], [low, low], [3, 4], [low, low]]
 
 
 def test_small_buffers_are_left_to_malloc_and_small_columns_are_fresh():
@@ -116,3 +126,151 @@ def test_small_buffers_are_left_to_malloc_and_small_columns_are_fresh():
     schema = infer_schema(0.5, 0)
     cols = Columns.reusing(schema, 3, pool)  # a few bytes: fresh, NaN until filled
     assert cols.storage is not big and not cols.stale and np.isnan(cols.results[BARE]).all()
+
+
+# ---- the type policy: the kind of number fixes the dtype, never the width or the order ----
+
+WIDTHS = {
+    "int": [np.int8(-3), np.int64(7), 5, np.uint16(9), np.int32(-1)],
+    "float": [np.float32(0.5), 1.25, np.float16(2.0), np.float64(-3.5)],
+    "bool": [True, np.bool_(False)],
+    "complex": [np.complex64(1 + 2j), 3j, np.complex128(-1)],
+}
+STORED = {"int": "<i8", "float": "<f8", "bool": "|b1", "complex": "<c16"}
+
+
+@pytest.mark.parametrize("kind", sorted(WIDTHS))
+def test_every_order_of_widths_stores_the_same_dtype_and_bytes(kind):
+    values = WIDTHS[kind]
+    seen = set()
+    for shift in range(len(values)):  # each value first in turn
+        order = values[shift:] + values[:shift]
+        schema = infer_schema({"x": order[0], "v": np.asarray([order[0]] * 2)}, 0)
+        cols, p = Columns(schema, len(values)), Packer(schema, 0)
+        for row, v in enumerate(order):
+            p.put(cols, (row + shift) % len(values), {"x": v, "v": np.asarray([v, v])}, row)
+        assert [f.dtype.str for f in schema] == [STORED[kind]] * 2
+        seen.add(cols.results["x"].tobytes() + cols.results["v"].tobytes())
+    assert len(seen) == 1  # byte-identical whatever came first
+
+
+@pytest.mark.parametrize(
+    "first, then", [(0, 0.5), (0.5, 0), (True, 1), (1, True), (1.0, 1j), (np.int8(1), 2.0)]
+)
+def test_two_kinds_for_one_key_stop_the_run_in_either_order(first, then):
+    schema = infer_schema({"m": first}, 0)
+    with pytest.raises(ResultError) as info:
+        Packer(schema, 0).put(Columns(schema, 1), 0, {"m": then}, 6)
+    msg = str(info.value)
+    assert not isinstance(info.value, LossyResult)  # a schema error: the run stops
+    assert msg.startswith("task 6 returned 'm' as") and "as task 0 returned" in msg
+    assert "declare results = {'m':" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        (np.uint64(2**63), "above int64's maximum"),
+        (2**64, "beyond 64-bit integers"),
+        (np.longdouble(1) / 3, "without rounding"),
+    ],
+)
+def test_a_value_of_the_right_kind_that_does_not_fit_fails_only_its_task(value, words):
+    schema = infer_schema(np.int64(1) if np.asarray(value).dtype.kind != "f" else 1.0, 0)
+    cols = Columns(schema, 1)
+    with pytest.raises(LossyResult, match=words):
+        Packer(schema, 0).put(cols, 0, value, 4)
+
+
+def test_fill_values_mark_rows_without_a_result():
+    assert np.isnan(fill_value(np.dtype("f4"))) and np.isnan(fill_value(np.dtype("c16")).imag)
+    assert fill_value(np.dtype("i8")) == np.iinfo(np.int64).min
+    assert fill_value(np.dtype("i2")) == -32768 and fill_value(np.dtype("u1")) == 255
+    assert fill_value(np.dtype(bool)) is None  # no value to spare: mask by status
+    schema = infer_schema({"n": 1, "b": True, "x": 1.0}, 0)
+    cols = Columns(schema, 2)  # fresh columns hold the fill until a row is stored
+    assert cols.results["n"].tolist() == [np.iinfo(np.int64).min] * 2
+    assert cols.results["b"].tolist() == [False, False]
+
+
+# ---- declarations: results = {...} in the task file ----
+
+
+def test_declarations_parse_names_types_and_shapes():
+    got = parse_declarations(
+        {"x": "float32", "n": np.int16, "v": ("float64", (3,)), "w": ("u1", 2)}
+    )
+    assert got == {
+        "x": Declared(np.dtype("f4")),
+        "n": Declared(np.dtype("i2")),
+        "v": Declared(np.dtype("f8"), (3,)),
+        "w": Declared(np.dtype("u1"), (2,)),
+    }
+    assert parse_declarations(None) == {}
+
+
+@pytest.mark.parametrize("spec", [{"x": "str"}, {"x": "U3"}, {"x": ("f8", "three")}, [1], "f4"])
+def test_bad_declarations_say_what_is_expected(spec):
+    with pytest.raises(TaskFileError, match="expected a") as info:
+        parse_declarations(spec, "study.py")
+    assert str(info.value).startswith("study.py's results") and "\n" not in str(info.value)
+
+
+def test_declarations_come_from_the_task_functions_module_only_as_a_dict():
+    space: dict = {"results": {"x": "float32"}}
+    exec("def task(params, rng):\n    return 1.0\n", space)
+    assert declarations_of(space["task"]) == {"x": Declared(np.dtype("f4"))}
+    space["results"] = object()  # e.g. a script's results = mpibatch.run(...): not ours
+    assert declarations_of(space["task"]) == {}
+    assert declarations_of(len) == {}  # no module globals at all
+
+
+def _declared(decl: dict, first: object):
+    schema = infer_schema({"m": first}, 0, parse_declarations(decl))
+    return schema, Columns(schema, 1), Packer(schema, 0)
+
+
+@pytest.mark.parametrize(
+    "decl, values, stored",
+    [
+        ("float32", [0, 0.1, np.float64(2.5), np.int64(7)], [0.0, np.float32(0.1), 2.5, 7.0]),
+        ("int16", [3, np.int64(-4), 5.0, np.uint8(200)], [3, -4, 5, 200]),
+        ("uint64", [2**64 - 1, 0], [2**64 - 1, 0]),
+        ("complex64", [1, 0.5, 2j], [1, 0.5, 2j]),
+        ("bool", [True, np.bool_(False)], [True, False]),
+    ],
+)
+def test_a_declared_key_takes_any_value_that_converts_without_loss(decl, values, stored):
+    for value, want in zip(values, stored, strict=True):
+        schema, cols, p = _declared({"m": decl}, values[0])
+        assert schema[0].dtype == np.dtype(decl) and schema[0].declared
+        p.put(cols, 0, {"m": value}, 1)
+        assert cols.results["m"][0] == want
+
+
+@pytest.mark.parametrize(
+    "decl, value",
+    [
+        ("int16", 2.5),
+        ("int16", 40000),
+        ("int16", float("nan")),
+        ("int64", True),
+        ("uint8", -1),
+        ("float32", 1e39),
+        ("float64", 2**63 - 1),
+        ("float64", 1j),
+        ("bool", 1),
+    ],
+)
+def test_a_declared_key_fails_the_task_of_a_value_that_does_not_convert(decl, value):
+    schema = infer_schema({"m": 0, "k": 1.0}, 0, parse_declarations({"m": decl}))
+    cols, p = Columns(schema, 1), Packer(schema, 0)
+    with pytest.raises(LossyResult, match=f"task 8 returned 'm'.*declares it {decl}"):
+        p.put(cols, 0, {"m": value, "k": 2.0}, 8)
+    assert np.isnan(cols.results["k"][0])  # no key of a failed task keeps a value
+
+
+def test_a_declared_shape_is_the_schema_whatever_the_first_value():
+    schema = infer_schema({"v": [1, 2, 3]}, 0, parse_declarations({"v": ("float32", (3,))}))
+    assert (schema[0].dtype, schema[0].shape) == (np.float32, (3,))
+    assert infer_schema({"v": 1}, 0) == infer_schema({"v": np.int8(1)}, 0)  # kind only

@@ -62,3 +62,15 @@ def test_failed_rows_are_missing_in_every_view_never_0_or_false(tmp_path):
     assert str(df["k"].dtype) == "Int64" and df["k"].isna().tolist() == [0, 0, 1, 0, 0, 1]
     assert str(df["ok"].dtype) == "boolean" and df["ok"].isna().sum() == 2
     assert df["k"].mean() == 30.0
+
+
+def test_plain_h5py_readers_find_failed_int_rows_by_the_fillvalue_attribute(tmp_path):
+    out = tmp_path / "r.h5"
+    mpibatch.run(_task, {"n": [1, 2, 3, 4, 5, 6]}, seed=1, out=out, quiet=True)
+    with h5py.File(out, "r") as f:
+        ds = f["results/k"]
+        k, fill = ds[()], ds.attrs["fillvalue"]
+        assert ds.dtype == np.int64 and fill == np.iinfo(np.int64).min == ds.fillvalue
+        assert (k == fill).tolist() == (f["tasks/status"][()] == 2).tolist()
+        assert k[k != fill].mean() == mpibatch.open(out).results["k"].mean() == 30.0
+        assert "mask by /tasks/status" in f["results/ok"].attrs["missing"]

@@ -21,7 +21,8 @@ def test_runner_fills_rows_and_records_failures_with_rank_and_host():
     runner = _runner(fn, Grid(None, reps=6))
     cols, done = runner.run(range(1, 5))
     assert done.ran == 4 and cols.status.tolist() == [2, 1, 2, 1]
-    assert cols.results["tid"].tolist() == [0, 2, 0, 4]  # the first row failed: no value
+    low = -(2**63)  # the int64 fill value: failed rows hold no value
+    assert cols.results["tid"].tolist() == [low, 2, low, 4]
     assert cols.results["x"][1] == task_generator(11, 2).random()
     assert runner.packer.schema_task == 2  # the first task that succeeded set the schema
     fail = done.failures[0]

@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mpibatch import _output
 from mpibatch import store as store_mod
 from mpibatch._records import Columns, Packer, infer_schema
 from mpibatch.errors import OutputError
@@ -157,9 +158,42 @@ def test_a_task_table_larger_than_the_free_disk_is_refused_before_writing(tmp_pa
     class Usage:
         free = 10_000
 
-    monkeypatch.setattr(store_mod.shutil, "disk_usage", lambda path: Usage)
+    monkeypatch.setattr(_output.shutil, "disk_usage", lambda path: Usage)
     grid = Grid({"name": ["a", "bbbb"]}, reps=1000)
     with pytest.raises(OutputError, match="2,000 tasks need 0.0 GB") as info:
         Store.create(tmp_path / "big.h5", grid, range(0, 2000), {})
     assert "--tasks START:STOP" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_result_datasets_carry_their_fill_value_for_plain_h5py_readers(tmp_path):
+    store, _ = _store(tmp_path)
+    schema = infer_schema({"n": 1, "x": 1.0, "z": 1j, "ok": True, "v": [1, 2]}, 0)
+    store.add_results(schema)
+    store.close({})
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        low = np.iinfo(np.int64).min
+        for key in ("n", "v"):  # the HDF5 fill value and the attribute agree
+            assert (
+                f["results"][key].fillvalue == low and f["results"][key].attrs["fillvalue"] == low
+            )
+        assert np.isnan(f["results/x"].attrs["fillvalue"]) and np.isnan(f["results/x"].fillvalue)
+        assert np.isnan(f["results/z"].attrs["fillvalue"].real)
+        assert "fillvalue" not in f["results/ok"].attrs  # bool: no value to spare
+        for key in ("n", "x", "z", "ok", "v"):
+            assert "/tasks/status" in f["results"][key].attrs["missing"]
+
+
+def test_blocks_that_only_failed_leave_the_fill_value_before_and_after_the_datasets(tmp_path):
+    store, _ = _store(tmp_path)
+    failed = Columns((), 2)  # a rank's block before its first result: no result columns
+    failed.status[:] = 2
+    store.write_rows(0, failed, rank=1)  # before any dataset exists: filled when made
+    schema = infer_schema({"n": 1, "v": [1, 2]}, 0)
+    store.add_results(schema)
+    store.write_rows(4, failed, rank=2)  # after: filled at once
+    store.close({})
+    low = np.iinfo(np.int64).min
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert f["results/n"][()].tolist() == [low, low, 0, 0, low, low]  # 2, 3 pending: 0
+        assert (f["results/v"][()][[0, 1, 4, 5]] == low).all()

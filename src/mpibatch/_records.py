@@ -1,23 +1,26 @@
 """What a task returned, as typed columns that travel between ranks as one byte buffer.
 
 A *schema* is the ordered list of result fields ``(key, dtype, shape)``, set by the
-first task that succeeds. A :class:`Columns` object lays out ``rows`` rows of every
-field (plus the per-task start, elapsed and status) in one contiguous ``uint8``
-buffer, so a block of results is sent with one buffer-based MPI call and unpacked
-on rank 0 as zero-copy views. No per-task pickling. A :class:`Report` says what a
-block's buffer holds and what else came of the block (failures, a fatal error).
+first task that succeeds: its keys and shapes, and the *kind* of each value, which fixes
+the dtype (see _dtypes.py: never the width, so no order of tasks changes it). A
+:class:`Columns` object lays out ``rows`` rows of every field (plus the per-task start,
+elapsed and status) in one contiguous ``uint8`` buffer, so a block of results is sent
+with one buffer-based MPI call and unpacked on rank 0 as zero-copy views. No per-task
+pickling. A :class:`Report` says what a block's buffer holds and what else came of the
+block (failures, a fatal error).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
+from ._dtypes import Declared, LossyResult, convert, fill_value, mixed_kinds, stored_dtype
 from .devices import to_host
 from .errors import ResultError
 from .layout import TASK_STATUS, Status
@@ -33,6 +36,7 @@ class Field:
     key: str
     dtype: np.dtype
     shape: tuple[int, ...]
+    declared: bool = field(default=False, compare=False)  # by the task file: any kind in
 
 
 Schema = tuple  # tuple[Field, ...]
@@ -97,12 +101,22 @@ def _items(out: object, task_id: int) -> list[tuple[str, object]]:
     return [(BARE, out)]
 
 
-def infer_schema(out: object, task_id: int) -> Schema:
-    """The schema of one task's return value (raises ResultError if it cannot be stored)."""
+def infer_schema(
+    out: object, task_id: int, declared: Mapping[str, Declared] | None = None
+) -> Schema:
+    """The schema of one task's return value (raises ResultError if it cannot be stored).
+
+    A key's dtype is its kind's (int64, float64, ...) or the one ``declared`` for it.
+    """
     fields = []
     for key, value in _items(out, task_id):
         arr = _as_array(key, value, task_id)
-        fields.append(Field(key, arr.dtype, arr.shape))
+        spec = declared.get(key) if declared else None
+        if spec is None:
+            fields.append(Field(key, stored_dtype(arr.dtype), arr.shape))
+        else:
+            shape = arr.shape if spec.shape is None else spec.shape
+            fields.append(Field(key, spec.dtype, shape, declared=True))
     return tuple(fields)
 
 
@@ -152,10 +166,10 @@ class Columns:
         self.elapsed = self.arrays["elapsed"]
         self.status = self.arrays["status"]
         self.results = {f.key: self.arrays[f.key] for f in schema}
-        if buffer is None:  # a fresh buffer: results not yet computed read as NaN
+        if buffer is None:  # a fresh buffer: results not yet computed hold the fill value
             for f in schema:
-                if f.dtype.kind in "fc":
-                    self.results[f.key][...] = np.nan
+                if f.dtype.kind != "b":  # bool: False (zeros); mask by status
+                    self.results[f.key][...] = fill_value(f.dtype)
 
     @classmethod
     def reusing(cls, schema: Schema, rows: int, buffers: Buffers) -> Columns:
@@ -175,7 +189,7 @@ class Columns:
         return cols
 
     def clear_unfinished(self) -> None:
-        """NaN (0 for integers) in the result rows whose status is not done.
+        """The fill value (see :func:`fill_value`) in the result rows whose status is not done.
 
         Only columns in a reused buffer need it; fresh ones start that way.
         """
@@ -184,7 +198,17 @@ class Columns:
         left = self.status != Status.DONE
         if self.schema and left.any():
             for f in self.schema:
-                self.results[f.key][left] = np.nan if f.dtype.kind in "fc" else 0
+                self.results[f.key][left] = _fill(f.dtype)
+
+    def clear_row(self, row: int) -> None:
+        """Row ``row``'s results back to the fill value (a task failed while storing them)."""
+        for f in self.schema:
+            self.results[f.key][row] = _fill(f.dtype)
+
+
+def _fill(dtype: np.dtype):
+    fill = fill_value(dtype)
+    return False if fill is None else fill
 
 
 class Buffers:
@@ -242,6 +266,7 @@ class Packer:
         self.scalar_float = self.bare and schema[0].shape == () and schema[0].dtype == np.float64
 
     def put(self, cols: Columns, row: int, out: object, task_id: int) -> None:
+        """Store ``out``; ResultError stops the run, LossyResult fails only this task."""
         if self.bare and not isinstance(out, dict):
             self._put(cols.results[BARE], self.schema[0], row, out, task_id)
             return
@@ -252,19 +277,44 @@ class Packer:
                 f"{self.schema_task} did - every task must return the same keys"
             )
         results = cols.results
-        for f in self.schema:
-            self._put(results[f.key], f, row, out[f.key], task_id)
+        try:
+            for f in self.schema:
+                self._put(results[f.key], f, row, out[f.key], task_id)
+        except LossyResult:
+            cols.clear_row(row)  # no key of a failed task keeps a value
+            raise
 
     def _put(self, col: np.ndarray, f: Field, row: int, value: object, task_id: int) -> None:
         tp = type(value)
-        if f.shape == () and (tp is float or tp is np.float64) and f.dtype.kind == "f":
-            col[row] = value
-            return
+        if f.shape == ():  # the commonest results, without building an array
+            if (tp is float or tp is np.float64) and f.dtype == _F8:
+                col[row] = value
+                return
+            if tp is int and f.dtype == _I8 and _I8_MIN <= value <= _I8_MAX:  # type: ignore[operator]
+                col[row] = value
+                return
+            if tp is int and not _I8_MIN <= value <= _U8_MAX:  # type: ignore[operator]
+                raise LossyResult(
+                    f"task {task_id} returned {f.key!r} = {value}, beyond 64-bit integers; "
+                    "return a float, or keep it in the grid"
+                )
         arr = _as_array(f.key, value, task_id)
-        if arr.shape != f.shape or not np.can_cast(arr.dtype, f.dtype, "safe"):
+        if arr.shape != f.shape:
             raise ResultError(
-                f"task {task_id} returned {f.key!r} with shape {arr.shape} dtype {arr.dtype}; "
-                f"expected shape {f.shape} dtype {f.dtype} as task {self.schema_task} returned "
-                "- every task must return the same shapes and dtypes"
+                f"task {task_id} returned {f.key!r} with shape {arr.shape}; expected shape "
+                f"{f.shape} as task {self.schema_task} returned - every task must return the "
+                "same shapes"
             )
-        col[row] = arr
+        try:
+            col[row] = convert(f.key, arr, f.dtype, f.declared, task_id)
+        except LossyResult:
+            raise
+        except ResultError:  # another kind of number than the first task's
+            raise ResultError(
+                mixed_kinds(f.key, arr.dtype, f.dtype, task_id, self.schema_task)
+            ) from None
+
+
+_F8, _I8 = np.dtype(np.float64), np.dtype(np.int64)
+_I8_MIN, _I8_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+_U8_MAX = int(np.iinfo(np.uint64).max)

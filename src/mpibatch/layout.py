@@ -9,7 +9,7 @@ run, in task order::
     /tasks/start     (n,) float64   seconds since the run started (NaN pending)
     /tasks/elapsed   (n,) float64   seconds the task took (NaN pending)
     /params/<axis>   (n,)           grid value of each task; /params/rep the replicate
-    /results/<key>   (n, *shape)    what tasks returned (NaN / 0 where not done)
+    /results/<key>   (n, *shape)    what tasks returned; only rows with status 1 hold one
     /errors/*        (m,)           task, rank, host, type, message, traceback per failure
     /ranks/*         (n_ranks,)     host, local rank, cores, GPU, BLAS libraries per rank
     attributes of /                seed, streams, schedule, grid, versions, command, ...
@@ -104,6 +104,20 @@ ERROR_FIELDS = (
     ErrorField("traceback", TEXT, "traceback", str),
 )
 ERROR_NAMES = tuple(f.name for f in ERROR_FIELDS)
+
+# Attributes of each /results dataset, for readers without mpibatch. Failed rows hold
+# FILL_ATTR (NaN for floats, the minimum for signed ints); pending rows may hold 0, as
+# their space is never pre-filled. /tasks/status is the truth; MISSING_ATTR says so.
+FILL_ATTR = "fillvalue"
+MISSING_ATTR = "missing"
+MISSING_NOTE = (
+    "only rows whose /tasks/status is 1 (done) hold a result; failed rows hold the "
+    "fillvalue attribute, pending rows may hold 0: mask by /tasks/status"
+)
+MISSING_NOTE_BOOL = (
+    "only rows whose /tasks/status is 1 (done) hold a result; a bool has no value to "
+    "spare, so failed and pending rows hold False: mask by /tasks/status"
+)
 
 # Root attributes that make two files one study: a file and the run that resumes it
 # (which also agree on "tasks"), or the parts that merge joins.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,11 +18,17 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ._dtypes import fill_value
+from ._output import check_output, check_space
 from ._records import Columns, Field, Schema
 from .errors import OutputError
 from .layout import (
     ERROR_FIELDS,
     ERRORS,
+    FILL_ATTR,
+    MISSING_ATTR,
+    MISSING_NOTE,
+    MISSING_NOTE_BOOL,
     PARAMS,
     RANK_COLUMNS,
     RANKS,
@@ -40,10 +44,11 @@ from .layout import (
     failure_record,
     failures_path,
     file_dtype,
-    file_problem,
     read_errors,
 )
 from .results import read_failures
+
+__all__ = ["Store", "WriteBehind", "check_output"]  # check_output lives in _output.py
 
 _ROWS_AT_ONCE = 1 << 20
 # Bytes per write call for results. One big pwrite into the page cache ran 2-5x slower than
@@ -51,68 +56,6 @@ _ROWS_AT_ONCE = 1 << 20
 # folios; a VM that hands freed memory back to its host); elsewhere a piece costs one h5py
 # call (~30 us per MiB), and HDF5 itself writes chunked data a chunk at a time.
 _WRITE_PIECE = 1 << 20
-
-
-def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Raise OutputError unless ``path`` can be created (or replaced with ``overwrite``)."""
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(
-            f"output directory '{parent}' does not exist; create it (mkdir -p {parent}) "
-            "or choose another --out"
-        )
-    try:  # a real probe: access() says yes to root on read-only file systems
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".mpibatch-probe-"):
-            pass
-    except OSError as exc:
-        raise OutputError(
-            f"output directory '{parent}' is not writable ({exc.strerror}); choose another --out"
-        ) from None
-    if p.is_dir():
-        raise OutputError(
-            f"output path '{p}' is a directory; expected a file name like {p}/results.h5"
-        )
-    if p.suffix == ".py":
-        raise OutputError(
-            f"output path '{p}' is a Python file; expected a results file name like "
-            f"{p.with_suffix('.h5')} (--out never replaces a .py file)"
-        )
-    if p.exists() and not overwrite:
-        raise OutputError(
-            f"output file '{p}' already exists; pass --overwrite to replace it "
-            "or choose another --out"
-        )
-    if p.exists() and file_problem(p) is not None:
-        raise OutputError(
-            f"output file '{p}' exists and is not an mpibatch results file; expected a new "
-            "name or a previous results file (--overwrite replaces only those)"
-        )
-    return p
-
-
-def _table_bytes(grid, n: int) -> int:
-    """Bytes of the task table (/tasks and /params) of ``n`` tasks, results not counted."""
-    row = sum(np.dtype(col.dtype).itemsize for col in TASK_COLUMNS) + 8  # + /params/rep
-    for values in grid.axis_values().values():
-        if isinstance(values[0], str):
-            row += max(len(str(v).encode("utf-8")) for v in values) or 1
-        else:
-            row += 8
-    return row * n
-
-
-def _check_space(path: Path, grid, n: int) -> None:
-    """OutputError, before anything is written, if the task table alone cannot fit."""
-    need = _table_bytes(grid, n)
-    free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
-    if need > free:
-        raise OutputError(
-            f"{n:,} tasks need {need / 1e9:,.1f} GB for their task table alone (before any "
-            f"result), but {path.parent or '.'} has {free / 1e9:,.1f} GB free; split the "
-            "study with --tasks START:STOP over several runs or a job array (mpibatch slurm "
-            "array), or write --out where there is room"
-        )
 
 
 def _fapl():
@@ -127,11 +70,14 @@ def _create_file(path: Path) -> h5py.File:
     return h5py.File(h5py.h5f.create(os.fsencode(str(path)), h5py.h5f.ACC_TRUNC, fapl=_fapl()))
 
 
-def _dataset(group: h5py.Group, name: str, shape: tuple, dtype, fill=None) -> h5py.Dataset:
+def _dataset(
+    group: h5py.Group, name: str, shape: tuple, dtype, fill=None, prefill: bool = True
+) -> h5py.Dataset:
     """A contiguous dataset whose space is allocated now, so writes never change metadata.
 
-    With ``fill`` the space is filled at creation; without, it is left as the file
-    system gives it (zeros), which keeps creating gigabytes of results instant.
+    With ``fill`` (and ``prefill``) the space is filled at creation; else it is left as
+    the file system gives it (zeros), which keeps creating gigabytes of results instant,
+    and ``fill`` is only the fill value HDF5 reports.
     """
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
@@ -141,7 +87,7 @@ def _dataset(group: h5py.Group, name: str, shape: tuple, dtype, fill=None) -> h5
         dtype=dtype,
         dcpl=dcpl,
         fillvalue=fill,
-        fill_time="alloc" if fill is not None else "never",
+        fill_time="alloc" if fill is not None and prefill else "never",
     )
 
 
@@ -160,6 +106,7 @@ class Store:
         self.path = Path(f.filename)
         self.n = len(ids)
         self.schema: Schema | None = None
+        self.unfilled: list[tuple[int, int]] = []  # rows failed before results had datasets
 
     @classmethod
     def create(cls, path: Path, grid, ids: range, attrs: dict[str, Any]) -> Store:
@@ -169,7 +116,7 @@ class Store:
         datasets are created leaves no half-made file at ``path`` (and a previous file
         being replaced stays whole until then); the temporary file is removed on errors.
         """
-        _check_space(path, grid, len(ids))
+        check_space(path, grid, len(ids))
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
         f = _create_file(tmp)
         try:
@@ -266,12 +213,32 @@ class Store:
                 )
 
     def add_results(self, schema: Schema) -> None:
-        """Create the result datasets (once, from the first schema) and write the metadata."""
+        """Create the result datasets (once, from the first schema) and write the metadata.
+
+        Each carries its fill value (NaN, an int's minimum) as the HDF5 fill value and the
+        ``fillvalue`` attribute, for readers without mpibatch; failed rows hold it. The
+        space is not pre-filled (pending rows may read 0): /tasks/status is the truth.
+        """
         self.schema = schema
         group = self.f[RESULTS]
         for fld in schema:
-            _dataset(group, fld.key, (self.n, *fld.shape), fld.dtype)
+            fill = fill_value(np.dtype(fld.dtype))
+            ds = _dataset(group, fld.key, (self.n, *fld.shape), fld.dtype, fill, prefill=False)
+            if fill is not None:
+                ds.attrs[FILL_ATTR] = fill
+            ds.attrs[MISSING_ATTR] = MISSING_NOTE if fill is not None else MISSING_NOTE_BOOL
+        for row, k in self.unfilled:
+            self._fill_rows(row, k)
+        self.unfilled = []
         self.f.flush()
+
+    def _fill_rows(self, row: int, k: int) -> None:
+        """The fill value in rows ``row .. row + k`` (none done) of every result dataset."""
+        results = self.f[RESULTS]
+        for fld in self.schema or ():
+            fill = fill_value(np.dtype(fld.dtype))
+            if fill is not None:
+                _write_pieces(results[fld.key], row, np.full((k, *fld.shape), fill, fld.dtype))
 
     def write_rows(self, row: int, cols: Columns, rank: int | np.ndarray) -> None:
         """Write ``cols`` (a rank's round) at rows ``row .. row + cols.rows``."""
@@ -285,6 +252,11 @@ class Store:
         # "done, no data"
         for key, arr in cols.results.items():
             _write_pieces(results[key], row, arr)
+        if not cols.schema and (cols.status == Status.FAILED).any():  # no row of it done
+            if self.schema:
+                self._fill_rows(row, k)
+            else:
+                self.unfilled.append((row, k))
         tasks[TASK_START.name][sl] = cols.start
         tasks[TASK_ELAPSED.name][sl] = cols.elapsed
         ran = cols.status != Status.PENDING

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._dtypes import kind, mixed_kinds
 from .._records import Columns, Report, Schema, describe, record_bytes
 from ..layout import Status
 
@@ -57,7 +58,10 @@ class SchemaGate:
     """The run's schema (the first one seen, or the file's when resuming) against later ones.
 
     The first schema creates the result datasets. Each rank sends its schema once, in
-    its first report with results; later reports of that rank are read with it.
+    its first report with results; later reports of that rank are read with it. Ranks
+    store every kind of number with one dtype (_dtypes.py), so their schemas are equal
+    unless tasks return other keys, shapes or kinds: then the run stops, whichever
+    rank's schema came first.
     """
 
     def __init__(self, store) -> None:
@@ -86,6 +90,10 @@ class SchemaGate:
             return None
         if schema == canonical or _fits(schema, canonical):
             return None
+        other = _other_kind(schema, canonical)
+        if other is not None and self.canonical_task >= 0:
+            got, want = other
+            return mixed_kinds(got.key, got.dtype, want.dtype, task, self.canonical_task)
         where = (
             f"task {self.canonical_task} returned"
             if self.canonical_task >= 0
@@ -93,14 +101,31 @@ class SchemaGate:
         )
         return (
             f"task {task} returned {{{describe(schema)}}}; expected {{{describe(canonical)}}} "
-            f"as {where} - every task must return the same keys, shapes and dtypes"
+            f"as {where} - every task must return the same keys, shapes and dtypes (integers "
+            "of any width store as int64, floats as float64; declare others with "
+            "results = {...} in the task file)"
         )
 
 
+def _other_kind(schema: Schema, canonical: Schema):
+    """The first (field, run's field) pair of other kinds, if keys and shapes agree."""
+    if [(f.key, f.shape) for f in schema] != [(f.key, f.shape) for f in canonical]:
+        return None
+    for a, b in zip(schema, canonical, strict=True):
+        if kind(a.dtype) != kind(b.dtype):
+            return a, b
+    return None
+
+
 def _fits(schema: Schema, canonical: Schema) -> bool:
-    """Same keys and shapes, and dtypes that cast safely to the run's."""
+    """Same keys, shapes and kinds, and dtypes that cast safely to the run's.
+
+    Only a file written before the type policy (or with other declarations) has other
+    widths than the ranks; an int arriving for a float key never fits, in either order.
+    """
     if [(f.key, f.shape) for f in schema] != [(f.key, f.shape) for f in canonical]:
         return False
     return all(
-        np.can_cast(a.dtype, b.dtype, "safe") for a, b in zip(schema, canonical, strict=True)
+        kind(a.dtype) == kind(b.dtype) and np.can_cast(a.dtype, b.dtype, "safe")
+        for a, b in zip(schema, canonical, strict=True)
     )
