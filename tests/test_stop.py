@@ -102,3 +102,16 @@ def test_a_child_forked_during_a_run_gets_the_handlers_from_before_it():
         assert _in_child(_handlers) == _handlers() and _handlers()[1] == "<lambda>"
     finally:
         signal.signal(signal.SIGUSR1, mine)
+
+
+def test_nothing_a_run_installs_outlives_it(tmp_path):
+    import mpibatch
+    from mpibatch import _stop
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    summary = mpibatch.run(lambda p, r: 1.0, {"a": [1, 2]}, reps=3, out=tmp_path / "x.h5")
+    assert summary.done == 6
+    assert _watchdogs() == [] and _stop._before_run == {}
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert _in_child(_handlers) == _handlers()  # the fork hook does nothing after a run
