@@ -1,3 +1,5 @@
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -6,6 +8,10 @@ from mpibatch.runner import Runner, TaskThread, blas_info, blas_limits
 from mpibatch.streams import TaskStreams, task_generator
 
 INFO = {"rank": 1, "size": 2, "host": "nodeA", "local_rank": 1}
+
+
+class _BaseError(BaseException):
+    """Not an Exception: a task's own BaseException subclass."""
 
 
 def _runner(fn, grid):
@@ -110,13 +116,74 @@ def test_task_thread_runs_blocks_off_the_main_thread_with_the_same_results():
 
 
 def test_task_thread_hands_an_unexpected_error_to_the_caller():
-    def fn(params, rng):
-        raise KeyboardInterrupt  # not a task failure: it must reach the main thread
+    class BrokenStreams:  # an mpibatch bug, not the task's: it must reach the main thread
+        def for_task(self, i):
+            raise RuntimeError("a bug")
 
-    thread = TaskThread(_runner(fn, Grid({}, reps=2)))
-    with pytest.raises(KeyboardInterrupt):
+    runner = Runner(lambda p, r: 1.0, Grid({}, reps=2), BrokenStreams(), INFO, clock_offset=0.0)
+    thread = TaskThread(runner)
+    with pytest.raises(RuntimeError, match="a bug"):
         thread.submit(range(2)).result(timeout=10)
     thread.close()
+
+
+class _BadStr(Exception):
+    def __str__(self):
+        raise ValueError("no str")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [KeyboardInterrupt, asyncio.CancelledError, GeneratorExit, SystemExit, _BaseError, _BadStr],
+)
+def test_anything_a_task_raises_fails_that_task_and_the_block_goes_on(exc):
+    def fn(params, rng):
+        if params["rep"] == 1:
+            raise exc("its own")
+        return 1.0
+
+    cols, done = _runner(fn, Grid(None, reps=3)).run(range(3))
+    assert cols.status.tolist() == [1, 2, 1] and done.ran == 3
+    fail = done.failures[0]
+    assert (fail.task_id, fail.type) == (1, exc.__name__)
+    assert fail.message == ("its own" if exc is not _BadStr else "<str() of the _BadStr failed>")
+    assert "raise exc" in fail.traceback
+
+
+def test_a_stop_past_its_grace_during_a_retry_leaves_the_task_pending():
+    from mpibatch._stop import Stopper, TaskInterrupted
+
+    calls = []
+
+    def fn(params, rng):
+        calls.append(params["rep"])
+        if len(calls) == 2:
+            raise TaskInterrupted("stopped: SIGTERM")  # what the alarm raises past the grace
+        raise ValueError("flaky")
+
+    stopper = Stopper(0.0, None, "here")
+    runner = Runner(fn, Grid(None, reps=3), TaskStreams(1), INFO, 0.0, stopper, retries=2)
+    cols, done = runner.run(range(3))
+    assert calls == [0, 0] and cols.status.tolist() == [0, 0, 0]
+    assert done.ran == 0 and done.failures == []
+
+
+def test_ctx_comm_is_what_the_engine_passes_and_comm_self_elsewhere():
+    from mpi4py import MPI
+
+    from mpibatch.runner import TaskContext
+
+    seen = []
+    runner = Runner(
+        lambda p, r, ctx: seen.append(ctx.comm) or 1.0,
+        Grid(None, reps=1),
+        TaskStreams(1),
+        {**INFO, "comm": "the engine's"},
+        0.0,
+    )
+    runner.run(range(1))
+    assert seen == ["the engine's"]
+    assert TaskContext(0, 0, 0, 1, {}).comm is MPI.COMM_SELF  # as mpibatch rerun makes it
 
 
 def test_blas_limits_is_a_context_manager_that_restores():

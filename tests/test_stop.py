@@ -1,5 +1,6 @@
 """The Stopper: stop requests, grace periods, what it installs and that nothing outlives it."""
 
+import os
 import signal
 import threading
 import time
@@ -54,3 +55,63 @@ def test_tasks_here_lets_an_interrupt_land_only_while_it_lasts():
     with stopper.tasks_here(), pytest.raises(TaskInterrupted):
         stopper._on_alarm(signal.SIGALRM, None)
     stopper._on_alarm(signal.SIGALRM, None)  # back on the helper thread
+
+
+def test_ctrl_c_is_a_stop_and_a_later_second_one_ends_the_grace_period():
+    stopper = Stopper(grace=60.0, task_timeout=None, where="here")
+    with stopper.installed():
+        signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt: a stop
+        assert stopper.requested and stopper.reason == "SIGINT"
+        signal.raise_signal(signal.SIGINT)  # the same Ctrl-C delivered twice: no change
+        assert not stopper.past_grace()
+        stopper.asked_at -= 2.0  # as if the first came two seconds ago
+        signal.raise_signal(signal.SIGINT)
+        assert stopper.past_grace()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _in_child(report) -> tuple:
+    """Fork; the child reports ``report()`` through a pipe; returns it."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, repr(report()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as f:
+        return eval(f.read())  # noqa: S307  (our own repr of a tuple of strings)
+
+
+def _handlers() -> tuple:
+    sigs = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGALRM)
+    return tuple(getattr(signal.getsignal(s), "__name__", str(signal.getsignal(s))) for s in sigs)
+
+
+def test_a_child_forked_during_a_run_gets_the_handlers_from_before_it():
+    before = _handlers()
+    stopper = Stopper(grace=1.0, task_timeout=5.0, where="here")
+    with stopper.installed():
+        assert _handlers() != before
+        assert _in_child(_handlers) == before
+        assert _in_child(lambda: signal.getitimer(signal.ITIMER_REAL)) == (0.0, 0.0)
+    mine = signal.signal(signal.SIGUSR1, lambda s, f: None)  # outside a run: left alone
+    try:
+        assert _in_child(_handlers) == _handlers() and _handlers()[1] == "<lambda>"
+    finally:
+        signal.signal(signal.SIGUSR1, mine)
+
+
+def test_nothing_a_run_installs_outlives_it(tmp_path):
+    import mpibatch
+    from mpibatch import _stop
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    summary = mpibatch.run(lambda p, r: 1.0, {"a": [1, 2]}, reps=3, out=tmp_path / "x.h5")
+    assert summary.done == 6
+    assert _watchdogs() == [] and _stop._before_run == {}
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert _in_child(_handlers) == _handlers()  # the fork hook does nothing after a run

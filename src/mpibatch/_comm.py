@@ -198,29 +198,74 @@ class Transport:
         return comm.Isend(data, dest=ROOT, tag=DATA) if data.nbytes else MPI.REQUEST_NULL
 
 
-@contextmanager
-def abort_named(where: str, current_task: Callable[[], int | None]):
-    """While a run lasts, a task calling ``MPI.COMM_WORLD.Abort`` first says which it was.
+class WorldInTask(RuntimeError):
+    """A task called MPI on ``MPI.COMM_WORLD``; the task fails instead of hanging the run."""
 
-    MPICH's own notice names only the rank, and does not always get out before the job
-    is torn down. ``MPI.COMM_WORLD`` is swapped for a subclass instance on the same
-    communicator whose ``Abort`` writes one line, then aborts; the original is restored.
+
+# what a task may not call on MPI.COMM_WORLD: collectives (every rank runs other tasks,
+# so they never meet) and messages (they would mix with mpibatch's own on that communicator)
+_WORLD_CALLS = tuple(
+    name
+    for name in (
+        "Barrier Ibarrier barrier Bcast Ibcast bcast Allreduce Iallreduce allreduce Reduce "
+        "Ireduce reduce Gather Igather Gatherv gather Scatter Iscatter Scatterv scatter "
+        "Allgather Iallgather Allgatherv allgather Alltoall Ialltoall Alltoallv alltoall "
+        "Reduce_scatter Scan scan Exscan exscan Send Ssend Isend Issend send ssend isend "
+        "issend Recv Irecv recv irecv Sendrecv sendrecv Probe Iprobe probe iprobe Mprobe "
+        "Improbe mprobe improbe Dup Idup Split Split_type Create Create_group"
+    ).split()
+    if hasattr(MPI.Intracomm, name)
+)
+
+
+def task_comm() -> MPI.Comm:
+    """The communicator a task gets as ``ctx.comm``: its own process (``MPI.COMM_SELF``)."""
+    return MPI.COMM_SELF
+
+
+def _refused(name: str, current_task: Callable[[], int | None], real: MPI.Comm) -> Callable:
+    def call(self, *args, **kwargs):
+        task = current_task()
+        if task is not None:
+            raise WorldInTask(
+                f"task {task} called MPI.COMM_WORLD.{name}(); tasks must not call collectives "
+                "or send messages on MPI.COMM_WORLD: every rank runs different tasks and "
+                "mpibatch's own messages use it; use ctx.comm (MPI.COMM_SELF) in a task"
+            )
+        return getattr(real, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
+@contextmanager
+def guard_world(where: str, current_task: Callable[[], int | None]):
+    """While a run lasts, ``MPI.COMM_WORLD`` refuses tasks' collectives and names aborts.
+
+    ``MPI.COMM_WORLD`` is swapped for a subclass instance on the same communicator (the
+    original is restored after): inside a task (``current_task()`` is not None) its
+    collectives and messages raise :class:`WorldInTask`, which fails the task, where
+    they would hang the run; its ``Abort`` first says which task called it (MPICH's own
+    notice names only the rank, and does not always get out before the job is torn
+    down). mpibatch's own calls use the communicator it was given, never this one. A
+    task file that kept ``MPI.COMM_WORLD`` in a variable when imported bypasses this.
     """
     real = MPI.COMM_WORLD
 
-    class _World(type(real)):  # type: ignore[misc]
-        def Abort(self, errorcode: int = 0):  # noqa: N802  (mpi4py's name)
-            task = current_task()
-            what = f"task {task}" if task is not None else "code outside a task"
-            sys.stderr.write(
-                f"mpibatch: error: {what} on {where} called MPI_Abort({errorcode}); every "
-                "rank ends now (results written so far are kept: run again with --resume)\n"
-            )
-            sys.stderr.flush()
-            time.sleep(0.5)  # let the launcher forward the line before the job is torn down
-            return real.Abort(errorcode)
+    def abort(self, errorcode: int = 0):
+        task = current_task()
+        what = f"task {task}" if task is not None else "code outside a task"
+        sys.stderr.write(
+            f"mpibatch: error: {what} on {where} called MPI_Abort({errorcode}); every "
+            "rank ends now (results written so far are kept: run again with --resume)\n"
+        )
+        sys.stderr.flush()
+        time.sleep(0.5)  # let the launcher forward the line before the job is torn down
+        return real.Abort(errorcode)
 
-    MPI.COMM_WORLD = _World(real)  # type: ignore[misc]
+    methods = {name: _refused(name, current_task, real) for name in _WORLD_CALLS}
+    world_type = type("World", (type(real),), {**methods, "Abort": abort})
+    MPI.COMM_WORLD = world_type(real)  # type: ignore[misc]
     try:
         yield
     finally:

@@ -9,6 +9,13 @@ task runs there (rank 0's tasks on its helper thread are never interrupted: at t
 of the grace period rank 0 leaves such a task behind, pending); a task stuck in code
 that never returns to Python is ended by a watchdog thread that names it and exits the
 rank (the job ends; the file keeps what was flushed).
+
+SIGINT (Ctrl-C; ``mpiexec`` forwards it to every rank) is a stop like SIGTERM, so a
+real Ctrl-C never raises ``KeyboardInterrupt`` inside a task: whatever a task raises is
+the task's own, and fails it. A second SIGINT, a second or more after the first, ends
+the grace period at once. Children forked while a run lasts (a ``multiprocessing``
+pool in a task) get back the handlers that were there before the run, so their own
+SIGTERM still ends them.
 """
 
 from __future__ import annotations
@@ -21,9 +28,54 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
-EXIT_STUCK = 4
+from .errors import ExitCode
+
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+EXIT_STUCK = ExitCode.STUCK
 _HARD_EXTRA = 5.0  # seconds past a time-out before the watchdog gives up on a task
+_AGAIN = 1.0  # seconds: a second SIGINT sooner than this is the same Ctrl-C delivered twice
+
+# the handlers a run replaced (signal: the one before it); empty when no run is active
+_before_run: dict = {}
+_at_fork_registered = False
+_mask_before_fork: set | None = None  # the forking thread's signal mask, while it forks
+
+
+def _before_fork() -> None:
+    """In a run, block its signals while forking: one sent to the child before it has
+    its own handlers back waits for them, instead of landing in the run's and being lost."""
+    global _mask_before_fork
+    if _before_run:
+        _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, list(_before_run))
+
+
+def _unblock_after_fork() -> None:
+    global _mask_before_fork
+    if _mask_before_fork is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
+        _mask_before_fork = None
+
+
+def _after_fork_in_child() -> None:
+    """In a child forked during a run: the handlers from before the run, no timer."""
+    if _before_run:
+        for sig, handler in _before_run.items():  # None: set outside Python, not restorable
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        _before_run.clear()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    _unblock_after_fork()  # a signal sent meanwhile lands now, in the restored handler
+
+
+def _register_at_fork() -> None:
+    """Once per process: forked children drop the run's handlers (a no-op outside a run)."""
+    global _at_fork_registered
+    if not _at_fork_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_unblock_after_fork,
+            after_in_child=_after_fork_in_child,
+        )
+        _at_fork_registered = True
 
 
 class TaskTimeout(BaseException):
@@ -42,6 +94,7 @@ class Stopper:
         self.requested = False
         self.reason = ""
         self.stop_deadline = float("inf")
+        self.asked_at = 0.0  # when the stop was asked (perf_counter)
         self.task_deadline = float("inf")
         # the task running now (None between tasks): the task loop sets both on its hot
         # path; the alarm handler and the watchdog read them
@@ -54,8 +107,14 @@ class Stopper:
     def request(self, reason: str) -> None:
         if not self.requested:
             self.requested, self.reason = True, reason
-            self.stop_deadline = time.perf_counter() + self.grace
+            self.asked_at = time.perf_counter()
+            self.stop_deadline = self.asked_at + self.grace
             self._arm()
+
+    def hurry(self) -> None:
+        """End the grace period now: a task still running is interrupted, left pending."""
+        self.stop_deadline = time.perf_counter()
+        self._arm()
 
     def past_grace(self) -> bool:
         """True once a stop was asked and its grace period is over."""
@@ -129,8 +188,13 @@ class Stopper:
         old: dict = {}
 
         def on_signal(signum, frame):
+            if signum == signal.SIGINT and self.requested:
+                if time.perf_counter() - self.asked_at >= _AGAIN:
+                    self.hurry()  # Ctrl-C again: do not wait out the grace period
+                return
             self.request(signal.Signals(signum).name)
 
+        _register_at_fork()
         try:
             for name in STOP_SIGNALS:
                 sig = getattr(signal, name)
@@ -139,6 +203,7 @@ class Stopper:
             self._alarms = True
         except ValueError:  # not the main thread: run without signal handling
             pass
+        _before_run.update(old)
         watchdog = None
         if self.task_timeout is not None or old:
             self._quit.clear()
@@ -152,6 +217,7 @@ class Stopper:
                 self._alarms = False
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+            _before_run.clear()
             if watchdog is not None:
                 self._quit.set()
                 watchdog.join()

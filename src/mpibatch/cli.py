@@ -198,6 +198,8 @@ def _report_run(result, quiet: bool) -> int:
             f"Resume with:\n  {result.resume_command}",
             file=sys.stderr,
         )
+        if result.stopped.startswith("SIGINT"):
+            return EXIT_INTERRUPTED  # Ctrl-C: stopped like SIGTERM, but exits as interrupted
         if "--max-failures" not in result.stopped:
             return EXIT_STOPPED
     return EXIT_FAILED if result.failed else EXIT_OK

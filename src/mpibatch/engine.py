@@ -250,12 +250,13 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> S
     info = {"rank": rank, "size": size, "host": _comm.host(), "local_rank": local, "device": device}
     stopper = Stopper(plan.grace, plan.task_timeout, f"rank {rank} on {info['host']}")
     summary, fatal = None, None
-    named = _comm.abort_named(stopper.where, lambda: stopper.task_id)
-    with blas_limits(plan.threads), stopper.installed(), named:
+    guarded = _comm.guard_world(stopper.where, lambda: stopper.task_id)
+    with blas_limits(plan.threads), stopper.installed(), guarded:
         gpu = device.as_dict() if device is not None else None
         infos = transport.gather_small(
             {**info, "device": gpu, "blas": blas_info(), "cores": cores()}
         )
+        info["comm"] = _comm.task_comm()  # ctx.comm (after the gather: it does not pickle)
         offset = time.time() - time.perf_counter() - plan.t0
         stream = streams.make_streams(plan.streams, plan.seed, rank)
         grid = Grid.from_json(plan.grid_json)

@@ -24,7 +24,7 @@ class ExitCode(IntEnum):
                        is in the file, and ``--resume`` goes on from there
     4     STUCK        a task never returned within the grace; its rank ended the run
     70    BUG          reserved: an mpibatch bug (``EX_SOFTWARE`` of sysexits.h)
-    130   INTERRUPTED  interrupted (Ctrl-C: 128 + SIGINT)
+    130   INTERRUPTED  stopped by Ctrl-C (SIGINT), like 3: --resume goes on
     ====  ===========  ===============================================================
     """
 

@@ -21,15 +21,27 @@ from typing import Any
 import numpy as np
 
 from ._config import DEFAULTS
+from ._dtypes import LossyResult, declarations_of
 from ._records import BARE, Buffers, Columns, Packer, infer_schema
-from ._stop import Stopper, TaskInterrupted, TaskTimeout
+from ._stop import Stopper, TaskInterrupted
 from .errors import ResultError
+from .layout import Status
 from .taskfile import wants_context
+
+
+def _self_comm() -> Any:
+    from . import _comm  # only when a context is made outside a run (rerun)
+
+    return _comm.task_comm()
 
 
 @dataclass
 class TaskContext:
-    """The optional third argument of a task."""
+    """The optional third argument of a task.
+
+    ``comm`` is the task's own communicator (``MPI.COMM_SELF``): MPI inside a task goes
+    there, never on ``MPI.COMM_WORLD``, where every rank runs other tasks.
+    """
 
     task_id: int
     rank: int
@@ -38,6 +50,7 @@ class TaskContext:
     params: dict
     device: Any = None
     shared: Any = None
+    comm: Any = field(default_factory=_self_comm)
 
 
 @dataclass
@@ -80,6 +93,8 @@ class Runner:
         self.info = info
         self.clock_offset = clock_offset
         self.with_context = wants_context(fn)
+        self.declared = declarations_of(fn)  # the task file's results = {...}, if any
+        self.comm = info.get("comm")  # ctx.comm: the engine passes MPI.COMM_SELF
         self.packer: Packer | None = None  # set by the first task that succeeds here
         self.stopper = stopper or Stopper(0.0, None, f"rank {self.rank} on {self.host}")
         self.retries = retries
@@ -91,12 +106,18 @@ class Runner:
         return self.fn(params, rng)
 
     def _retry(self, i: int, params: dict, exc: BaseException):
-        """Run a failed task again (same stream) up to ``retries`` times: (ok, out or failure)."""
+        """Run a failed task again (same stream) up to ``retries`` times.
+
+        Returns (True, its result), (False, its failure), or (None, None) if a stop's
+        grace period ran out during a retry (the task stays pending).
+        """
         for _ in range(self.retries):
             try:
                 self.stopper.begin(i)
                 return True, self._call(i, params)
-            except _FAILS as again:
+            except TaskInterrupted:
+                return None, None
+            except BaseException as again:  # noqa: BLE001  (anything a task raises fails it)
                 exc = again
             finally:
                 self.stopper.end()
@@ -105,14 +126,19 @@ class Runner:
     def _context(self, i: int, params: dict) -> TaskContext:
         info = self.info
         return TaskContext(
-            i, info["rank"], info["local_rank"], info["size"], params, info.get("device")
+            i,
+            info["rank"],
+            info["local_rank"],
+            info["size"],
+            params,
+            info.get("device"),
+            comm=self.comm,
         )
 
     def _failure(self, i: int, exc: BaseException) -> TaskFailure:
-        tb = traceback.format_exc()
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         head = f"rank {self.rank} on {self.host}, task {i}:\n"
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        return TaskFailure(i, self.rank, self.host, type(exc).__name__, msg, head + tb)
+        return TaskFailure(i, self.rank, self.host, type(exc).__name__, _first_line(exc), head + tb)
 
     def run(
         self, ids: range, poll: Callable[[], None] | None = None, poll_every: float = 0.002
@@ -154,18 +180,23 @@ class Runner:
                 if timed:
                     stopper.begin(i)
                 out = fn(params, rng, self._context(i, params)) if ctx else fn(params, rng)
-            except _FAILS as exc:
+            except TaskInterrupted:
+                stopper.end()
+                break  # the stop's grace period ran out: this task stays pending
+            except BaseException as exc:  # noqa: BLE001  (sys.exit, KeyboardInterrupt... fail it)
                 stopper.end()
                 ok, out = self._retry(i, params, exc)
+                if ok is None:
+                    break  # interrupted during a retry: pending
                 if not ok:
                     ends.append(clock())
                     starts.append(t)
                     floats.append(_NAN)
                     done.failures.append(out)
+                    if ends[-1] >= next_poll:
+                        poll()
+                        next_poll = clock() + poll_every
                     continue
-            except TaskInterrupted:
-                stopper.end()
-                break  # the stop's grace period ran out: this task stays pending
             stopper.end()
             ends.append(clock())
             starts.append(t)
@@ -187,10 +218,14 @@ class Runner:
         """Check and store one result (setting the schema on the first); returns the columns."""
         try:
             if self.packer is None:
-                self.packer = Packer(infer_schema(out, i), i)
+                self.packer = Packer(infer_schema(out, i, self.declared), i)
                 self.buffers.give(cols.storage)  # the rows so far: failures, no results
                 cols = Columns.reusing(self.packer.schema, cols.rows, self.buffers)
             self.packer.put(cols, row, out, i)
+        except LossyResult as exc:  # this value does not fit its result: this task fails
+            done.failures.append(self._failure(i, exc))
+            floats.append(_NAN)
+            return cols
         except ResultError as exc:
             done.fatal = exc
             return cols
@@ -240,19 +275,25 @@ def _finish(
     t = np.asarray(starts, dtype=np.float64)
     cols.elapsed[:ran] = np.asarray(ends, dtype=np.float64) - t
     cols.start[:ran] = t + offset
-    cols.status[:ran] = 1
-    cols.status[failed] = 2
+    cols.status[:ran] = Status.DONE
+    cols.status[failed] = Status.FAILED
     if floats is not None:
         cols.results[BARE][:ran] = floats[:ran]
     cols.clear_unfinished()
 
 
 _NAN = float("nan")
-_FAILS = (
-    Exception,
-    SystemExit,
-    TaskTimeout,
-)  # a task calling sys.exit() fails, it doesn't end the rank
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" if none, or if str() itself fails)."""
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: BLE001  (a broken __str__ must not end the rank)
+        return f"<str() of the {type(exc).__name__} failed>"
+    return text.splitlines()[0] if text.strip() else ""
+
+
 _FLOATS = frozenset((float, np.float64))
 
 

@@ -10,7 +10,6 @@ import pytest
 from conftest import TASKS, mpibatch
 
 import mpibatch as mb
-from mpibatch import runner
 
 RUNS = [(1, "auto"), (2, "static"), (2, "dynamic"), (3, "auto"), (3, "static"), (4, "dynamic")]
 STORED = {"i": "<i8", "f": "<f8", "b": "|b1", "c": "<c16", "v": "<i8"}
@@ -88,10 +87,6 @@ def test_an_int_in_some_tasks_and_a_float_in_others_fails_whatever_the_order(
     assert "results = {'m': 'float64'}" in line, line  # the same advice from either side
 
 
-@pytest.mark.skipif(
-    "declarations_of" not in vars(runner),
-    reason="the runner does not read the task file's results = {...} yet (see _dtypes.py)",
-)
 def test_declared_types_store_compactly_and_fail_only_the_tasks_that_do_not_fit(tmp_path):
     got = []
     for np_, schedule in [(1, "auto"), (3, "dynamic")]:
