@@ -29,12 +29,14 @@ SLURM_TIMES = {  # as sbatch --time reads them
 
 @pytest.mark.parametrize("text", sorted(SLURM_TIMES))
 def test_durations_read_as_slurm_reads_them(text):
-    assert parse_duration(text) == SLURM_TIMES[text]
+    seconds = parse_duration(text)
+    assert seconds == SLURM_TIMES[text]
 
 
 @pytest.mark.parametrize("text", ["UNLIMITED", "infinite", "0", "0:00:00", "0-0"])
 def test_unlimited_and_zero_durations_are_no_limit(text):
-    assert parse_duration(text) is None
+    seconds = parse_duration(text)
+    assert seconds is None
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,8 @@ def test_a_signal_asks_for_a_stop_and_the_grace_period_runs_from_then():
         signal.raise_signal(signal.SIGTERM)
     assert stopper.requested and stopper.reason == "SIGTERM"
     assert not stopper.past_grace()
-    assert stopper.stop_deadline - time.perf_counter() > 50
+    grace_left = stopper.stop_deadline - time.perf_counter()  # a 60 s grace just began
+    assert grace_left > 50
 
 
 def test_past_the_grace_period_and_abandoning_the_running_task():
