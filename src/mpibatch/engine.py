@@ -142,8 +142,10 @@ def start(options: RunOptions, comm=None) -> Summary | Plan | None:
         return _run(comm, options)
     except MpibatchError:
         raise  # agreed: raised on every rank
-    except Exception:
-        _comm.abort(comm)  # more than one rank: end them all; one process: raised as is
+    except BaseException as exc:  # a bug, or Ctrl-C / SystemExit on one rank before the run
+        # more than one rank: end them all (the others may wait for this one in a
+        # collective); one process: raised as is
+        _comm.abort(comm, 130 if isinstance(exc, KeyboardInterrupt) else 1)
         raise
 
 

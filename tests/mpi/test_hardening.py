@@ -112,3 +112,19 @@ def test_a_run_says_at_once_what_started(tmp_path):
     assert r.returncode == 0, r.stderr
     first = r.stderr.splitlines()[0]
     assert first.endswith(f"mpibatch: running 6 tasks on 2 ranks (schedule auto, seed 3) -> {out}")
+
+
+def test_ctrl_c_on_one_rank_before_the_run_ends_every_rank(tmp_path):
+    """A KeyboardInterrupt on one rank while the task file imports (before any collective
+    agreement) must not leave the other ranks waiting for it: the job is aborted."""
+    task = tmp_path / "study.py"
+    task.write_text(
+        "from mpi4py import MPI\n"
+        "if MPI.COMM_WORLD.Get_rank() == 1:\n"
+        "    raise KeyboardInterrupt\n"
+        "def task(params, rng):\n    return rng.random()\n"
+    )
+    r = mpibatch(2, "run", task, "--reps", 4, "--out", tmp_path / "r.h5", timeout=60)
+    assert r.returncode != 0
+    assert "aborting all ranks" in r.stderr and "KeyboardInterrupt" in r.stderr
+    assert not (tmp_path / "r.h5").exists()
