@@ -53,6 +53,19 @@ TEXT = "text"  # dtype of a variable-length UTF-8 string dataset (see file_dtype
 FAILURES_SUFFIX = ".failures"
 
 
+# Result kinds (issue 13): every /results/<key> dataset or group carries RESULT_TYPE_ATTR
+# (files from before lack it: "fixed"). A ragged key is a group of RAGGED_* datasets;
+# task i's value is values[start[i] : start[i] + length[i]] (-1: no value). While a run
+# goes (and after a kill) the values and variable-length strings wait in a sidecar
+# directory ``<file>.values/`` (see _ragged.py: read_values works in every state).
+RESULT_TYPE_ATTR = "mpibatch_type"
+TYPE_FIXED, TYPE_STR, TYPE_BYTES, TYPE_RAGGED = "fixed", "str", "bytes", "ragged"
+RESULT_TYPES = (TYPE_FIXED, TYPE_STR, TYPE_BYTES, TYPE_RAGGED)
+RAGGED_VALUES, RAGGED_START, RAGGED_LENGTH = "values", "start", "length"
+DTYPE_ATTR, INNER_SHAPE_ATTR, SHAPE_ATTR = "dtype", "inner_shape", "shape"
+VALUES_SUFFIX = ".values"  # the sidecar directory of ragged values and strings
+
+
 @dataclass(frozen=True)
 class Column:
     """A dataset: its name in its group, its dtype, and (in /tasks) a pending row's value."""
@@ -140,6 +153,13 @@ def same_study(key: str, a: Any, b: Any) -> bool:
 def failures_path(path: str | os.PathLike) -> Path:
     """The sidecar where a running study's failures wait until its file closes."""
     return Path(str(path) + FAILURES_SUFFIX)
+
+
+def values_path(path: str | os.PathLike, key: str) -> Path:
+    """The sidecar file where a running study's values of ragged or string ``key`` wait."""
+    from urllib.parse import quote
+
+    return Path(str(path) + VALUES_SUFFIX) / (quote(key, safe="") + ".bin")
 
 
 def failure_record(failure: Any) -> dict[str, Any]:
