@@ -159,6 +159,7 @@ def _dense(arr: np.ndarray, shape: tuple, where: tuple) -> np.ndarray:
     else:
         kind = arr.dtype if arr.dtype.kind in "fc" else np.dtype(np.float64)
         out = np.full(shape + arr.shape[1:], np.nan, dtype=kind)
-    values = np.ma.filled(arr.astype(out.dtype), np.nan if out.dtype.kind != "O" else None)
+    values = np.ma.getdata(arr).astype(out.dtype)
+    values[np.ma.getmaskarray(arr)] = None if out.dtype.kind == "O" else np.nan
     out[where] = values
     return out

@@ -15,6 +15,7 @@ Anything else numpy does with a column (``np.asarray(col)``, ufuncs, ``col == 3`
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,15 +25,27 @@ import h5py
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from .layout import TASK_STATUS, Status, _open_h5
-
-# issue 13's layout names (store13 defines them in layout.py; spelled the same here)
-RESULT_TYPE_ATTR = "mpibatch_type"
-TYPE_FIXED, TYPE_STR, TYPE_BYTES, TYPE_RAGGED = "fixed", "str", "bytes", "ragged"
-RAGGED_VALUES, RAGGED_START, RAGGED_LENGTH = "values", "start", "length"
+from .layout import (
+    DTYPE_ATTR,
+    INNER_SHAPE_ATTR,
+    RAGGED_LENGTH,
+    RAGGED_START,
+    RAGGED_VALUES,
+    RESULT_TYPE_ATTR,
+    SHAPE_ATTR,
+    TASK_STATUS,
+    TYPE_BYTES,
+    TYPE_FIXED,
+    TYPE_RAGGED,
+    TYPE_STR,
+    Status,
+    _open_h5,
+    plain,
+    values_path,
+)
 
 TASK = "task"  # a /tasks or /params column: every row holds a value
-_HULL_BYTES = 256 << 20  # rows spread over at most this many bytes are read in one slab
+_HULL_BYTES = 4 << 20  # rows spread over at most this many bytes are read in one slab
 _MAX_RUNS = 64  # more separate runs of rows than this: the span is read in blocks
 _BLOCK_BYTES = 64 << 20
 
@@ -58,20 +71,18 @@ def column_meta(f: h5py.Group, name: str, kind: str | None = None) -> Meta:
     """The Meta of dataset or ragged group ``name`` (e.g. ``"results/x"``) of open file ``f``."""
     node = f[name]
     if kind is None:
-        kind = str(_plain(node.attrs.get(RESULT_TYPE_ATTR, TYPE_FIXED)))
+        kind = str(plain(node.attrs.get(RESULT_TYPE_ATTR, TYPE_FIXED)))
     if kind == TYPE_RAGGED:
-        values = node[RAGGED_VALUES]
-        return Meta(name, kind, values.dtype, (None, *values.shape[1:]))
+        inner = json.loads(plain(node.attrs[INNER_SHAPE_ATTR]))
+        return Meta(name, kind, np.dtype(plain(node.attrs[DTYPE_ATTR])), (None, *inner))
+    if isinstance(node, h5py.Group):  # a string key while its run goes: kept in a sidecar
+        return Meta(name, kind, np.dtype(object), tuple(json.loads(plain(node.attrs[SHAPE_ATTR]))))
     if kind == TASK and h5py.check_string_dtype(node.dtype) is not None:
         kind = TYPE_STR if h5py.check_string_dtype(node.dtype).encoding == "utf-8" else TYPE_BYTES
         return Meta(name, TASK + kind, np.dtype(object), tuple(node.shape[1:]))
     if kind in (TYPE_STR, TYPE_BYTES):
         return Meta(name, kind, np.dtype(object), tuple(node.shape[1:]))
     return Meta(name, kind, node.dtype, tuple(node.shape[1:]))
-
-
-def _plain(v: Any) -> Any:
-    return v.decode() if isinstance(v, bytes) else v
 
 
 class Source:
@@ -124,9 +135,9 @@ class Column(NDArrayOperatorsMixin):
             first, rest = slice(None), key if isinstance(key, tuple) else ()
         if isinstance(first, (int, np.integer)) and not isinstance(first, bool):
             out = self._read(self._file_rows(self._position(int(first))))[0]
-        else:
-            out = self._read(self._file_rows(first))
-        return out[rest] if rest else out
+            return out[rest] if rest else out
+        out = self._read(self._file_rows(first))
+        return out[(slice(None),) + tuple(rest)] if rest else out
 
     def _position(self, i: int) -> np.ndarray:
         n = len(self)
@@ -168,9 +179,12 @@ class Column(NDArrayOperatorsMixin):
                 return _take(f[meta.name], rows, _reader(meta.kind))
             status = _take(f[TASK_STATUS.path], rows, _reader(TASK))
             left = status != Status.DONE
+            node = f[meta.name]
+            if _in_sidecar(f, meta.name):
+                return _missing(_sidecar(f, meta, rows, left), left)
             if meta.kind == TYPE_RAGGED:
-                return _missing(_ragged(f[meta.name], rows, left), left)
-            return _missing(_take(f[meta.name], rows, _reader(meta.kind)), left)
+                return _missing(_ragged(node, rows, left), left)
+            return _missing(_take(node, rows, _reader(meta.kind)), left)
 
         return self._source.read(read)
 
@@ -234,11 +248,34 @@ def _take(ds: h5py.Dataset, rows: slice | np.ndarray, slab: Callable) -> np.ndar
         return np.concatenate([slab(ds, slice(int(r[0]), int(r[-1]) + 1)) for r in runs])
     step = max(1, _BLOCK_BYTES // row_bytes)
     parts = []
-    for a in range(lo, hi, step):
+    for a in range(lo, hi, step):  # many runs: block by block, each from its first row to its last
         inside = rows[(rows >= a) & (rows < a + step)]
         if inside.size:
-            parts.append(slab(ds, slice(a, min(hi, a + step)))[inside - a])
+            b0 = int(inside[0])
+            parts.append(slab(ds, slice(b0, int(inside[-1]) + 1))[inside - b0])
     return np.concatenate(parts)
+
+
+def _in_sidecar(f: h5py.File, name: str) -> bool:
+    """Whether a key's values wait in the sidecar of a running (or killed) study."""
+    node = f[name]
+    if not isinstance(node, h5py.Group):
+        return False
+    return RAGGED_VALUES not in node or values_path(f.filename, name.split("/", 1)[1]).is_file()
+
+
+def _sidecar(f: h5py.File, meta: Meta, rows: slice | np.ndarray, left: np.ndarray) -> np.ndarray:
+    """Rows of a key kept in the sidecar, read by the writer's own reader (_ragged.py)."""
+    from ._ragged import read_values
+
+    if isinstance(rows, slice):
+        rows = np.arange(rows.start, rows.stop, dtype=np.int64)
+    got = read_values(f, meta.name.split("/", 1)[1], rows[~left])
+    ragged = meta.kind == TYPE_RAGGED
+    out = np.empty((len(rows), *meta.shape[int(ragged) :]), dtype=object)
+    for i, v in zip(np.flatnonzero(~left), got, strict=True):
+        out[i] = np.array(v) if ragged else v
+    return out
 
 
 def _ragged(group: h5py.Group, rows: slice | np.ndarray, left: np.ndarray) -> np.ndarray:

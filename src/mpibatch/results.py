@@ -108,7 +108,7 @@ class Results:
         Results whose columns (and to_pandas, to_xarray) hold only those tasks.
         """
         grid = Grid.from_json(self.attrs["grid"])
-        axes = {**grid.axis_values(), "rep": list(range(grid.reps))}
+        axes: dict[str, Any] = {**grid.axis_values(), "rep": range(grid.reps)}
         keep = np.ones(self.n_tasks, bool)
         where = dict(self._where)
         for name, given in values.items():
@@ -119,13 +119,15 @@ class Results:
                 )
             wanted = list(given) if isinstance(given, (list, tuple, set, range)) else [given]
             for v in wanted:
-                if not any(v == a for a in axes[name]):
+                if v not in axes[name] or isinstance(v, bool):
                     raise UsageError(
                         f"where: expected one of the values of {name}: {_short(axes[name])}, "
                         f"got {v!r}; pick values of the study's grid"
                     )
             keep &= np.isin(np.asarray(self.params[name][:]), np.asarray(wanted))
-            where[name] = [a for a in axes[name] if a in wanted and a in where.get(name, [a])]
+            before = where.get(name, axes[name])
+            ordered = sorted(set(wanted)) if name == "rep" else list(axes[name])
+            where[name] = [a for a in ordered if a in wanted and a in before]
         view = object.__new__(Results)
         view.__dict__.update(self.__dict__)
         base = np.arange(self._source.n_rows) if self._rows is None else self._rows
@@ -150,7 +152,8 @@ class Results:
 
         Zipped axes are one dimension with a coordinate per axis; tasks the file does
         not hold, or that failed or are pending, are NaN (integer and bool results are
-        therefore float64). Ragged results are left out, with a warning. Needs xarray.
+        therefore float64; strings are objects, NaN where missing). Ragged results are
+        left out, with a warning. Needs xarray.
         """
         from ._frames import to_xarray
 
@@ -175,8 +178,10 @@ class Results:
         )
 
 
-def _short(values: list) -> str:
-    return str(values) if len(values) <= 12 else f"{values[:12]} ... ({len(values)} values)"
+def _short(values: list | range) -> str:
+    if isinstance(values, range) or len(values) > 12:
+        return f"{list(values[:12])} ... ({len(values)} values)"
+    return str(values)
 
 
 def read_failures(path: Path) -> list[dict]:
