@@ -94,15 +94,7 @@ def read_values(
     obj = root["results"][key]
     kind = result_type(obj)
     if isinstance(obj, h5py.Dataset):  # a closed string key (or a fixed one)
-        idx = _rows(obj.shape[0], rows)
-        data = obj.asstr()[np.sort(idx)] if kind == TYPE_STR and obj.dtype.kind != "S" else None
-        if data is None:
-            data = obj[np.sort(idx)]
-            if kind == TYPE_STR:
-                data = np.char.decode(data, "utf-8").astype(object)
-        order = np.argsort(np.argsort(idx))
-        out = [data[k] for k in order]
-        return [v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v for v in out]
+        return _read_dataset(obj, _rows(obj.shape[0], rows), kind)
     start, length = obj[RAGGED_START], obj[RAGGED_LENGTH]
     idx = _rows(start.shape[0], rows)
     starts, lengths = start[()][idx], length[()][idx]
@@ -117,6 +109,32 @@ def read_values(
         None if n < 0 else decode(bytes(raw[s : s + n]), shape, kind)
         for s, n in zip(starts, lengths, strict=True)
     ]
+
+
+def _read_dataset(ds: h5py.Dataset, idx: np.ndarray, kind: str) -> list:
+    """Rows ``idx`` of a dataset; strings as str, bytes as bytes (object arrays if shaped)."""
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    data = np.asarray(ds[uniq] if uniq.size else ds[0:0])
+    if kind in (TYPE_STR, TYPE_BYTES):
+        flat = np.empty(data.size, object)
+        flat[:] = [_text(v, kind) for v in data.reshape(-1)]
+        data = flat.reshape(data.shape)
+    return [data[i] for i in inverse.reshape(-1)]
+
+
+def _text(v: Any, kind: str) -> str | bytes:
+    """One element of a string dataset as str (a str key) or bytes."""
+    if isinstance(v, np.ndarray):  # variable-length bytes: uint8 arrays
+        v = v.tobytes()
+    return v.decode("utf-8") if kind == TYPE_STR and isinstance(v, bytes) else v
+
+
+def string_dtype(kind: str) -> Any:
+    """The HDF5 dtype of a closed variable-length str key (UTF-8) or bytes key (uint8 arrays:
+    HDF5 strings cannot hold NUL bytes)."""
+    if kind == TYPE_STR:
+        return h5py.string_dtype("utf-8")
+    return h5py.vlen_dtype(np.dtype(np.uint8))
 
 
 def _source(results: os.PathLike | str, obj: h5py.Group, kind: str, key: str):
@@ -227,16 +245,19 @@ def _move_strings(group: h5py.Group, key: str, n: int, path: os.PathLike) -> Non
     attrs = {k: v for k, v in obj.attrs.items() if k != SHAPE_ATTR}
     starts, lengths = obj[RAGGED_START][()], obj[RAGGED_LENGTH][()]
     raw = np.memmap(path, np.uint8, "r") if os.path.getsize(path) else np.empty(0, np.uint8)
-    empty = "" if kind == TYPE_STR else b""
+    empty: Any = "" if kind == TYPE_STR else np.empty(0, np.uint8)
     rows = []
     for s, k in zip(starts.tolist(), lengths.tolist(), strict=True):
         if k >= 0:
-            rows.append(decode(bytes(raw[s : s + k]), shape, kind))
+            value = decode(bytes(raw[s : s + k]), shape, kind)
+            if kind == TYPE_BYTES:
+                value = _uint8(value, shape)
+            rows.append(value)
         else:
-            rows.append(np.full(shape, empty, object) if shape else empty)
+            rows.append(_filled(shape, empty))
     del raw
     del group[key]
-    ds = group.create_dataset(key, (n, *shape), h5py.string_dtype(_ENCODING[kind]))
+    ds = group.create_dataset(key, (n, *shape), string_dtype(kind))
     ds.attrs.update(attrs)
     ds.attrs[MISSING_ATTR] = MISSING_NOTE_STR
     for a in range(0, n, _ROWS_AT_ONCE):
@@ -247,7 +268,24 @@ def _move_strings(group: h5py.Group, key: str, n: int, path: os.PathLike) -> Non
         ds[a:b] = block
 
 
-_ENCODING = {TYPE_STR: "utf-8", TYPE_BYTES: "ascii"}
+def _filled(shape: tuple[int, ...], value: Any) -> Any:
+    """``value`` (a missing row's), or an object array of ``shape`` of it."""
+    if not shape:
+        return value
+    out = np.empty(math.prod(shape), object)
+    for i in range(out.size):
+        out[i] = value
+    return out.reshape(shape)
+
+
+def _uint8(value: Any, shape: tuple[int, ...]) -> Any:
+    """Bytes (or an object array of them) as uint8 arrays, as a vlen uint8 dataset takes."""
+    if not shape:
+        return np.frombuffer(value, np.uint8)
+    out = np.empty(math.prod(shape), object)
+    for i, v in enumerate(value.reshape(-1)):
+        out[i] = np.frombuffer(v, np.uint8)
+    return out.reshape(shape)
 
 
 def move_out(group: h5py.Group, key: str, n: int, results: os.PathLike) -> None:
@@ -276,10 +314,10 @@ def move_out(group: h5py.Group, key: str, n: int, results: os.PathLike) -> None:
         at = 0
         for a in range(0, n, _ROWS_AT_ONCE):
             b = min(n, a + _ROWS_AT_ONCE)
-            block = obj.asstr()[a:b] if kind == TYPE_STR else obj[a:b]
+            block = obj[a:b]
             for i in np.flatnonzero(status[a:b] == 1):
-                items = [block[i]] if not shape else list(np.asarray(block[i]).flat)
-                record = encode([v.encode("utf-8") if isinstance(v, str) else v for v in items])
+                items = [block[i]] if not shape else list(np.asarray(block[i]).reshape(-1))
+                record = encode([_raw(v) for v in items])
                 fh.write(record)
                 starts[a + i], lengths[a + i] = at, len(record)
                 at += len(record)
@@ -291,6 +329,13 @@ def move_out(group: h5py.Group, key: str, n: int, results: os.PathLike) -> None:
     for name, col in ((RAGGED_START, starts), (RAGGED_LENGTH, lengths)):
         ds = _dataset(g, name, (n,), np.int64, -1)
         ds[:] = col
+
+
+def _raw(v: Any) -> bytes:
+    """An element of a string dataset as it is encoded in a sidecar record."""
+    if isinstance(v, np.ndarray):
+        return v.tobytes()
+    return v.encode("utf-8") if isinstance(v, str) else bytes(v)
 
 
 def _dump(ds: h5py.Dataset, path: os.PathLike) -> None:

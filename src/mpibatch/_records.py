@@ -480,6 +480,11 @@ class Packer:
                 f"{f.kind}{shape} {self.origin} - a result keeps one type and shape in every task"
             )
         raw = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in items]
+        if f.kind == STR and any(b"\0" in r for r in raw):
+            raise LossyResult(
+                f"task {task_id} returned {f.key!r} with a NUL character, which HDF5 strings "
+                "cannot hold; return bytes for binary data"
+            )
         if f.tail:
             data = np.frombuffer(_ragged.encode(raw), np.uint8)
             cols.results[f.key][row] = data.nbytes
