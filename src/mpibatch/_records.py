@@ -20,7 +20,20 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._dtypes import Declared, LossyResult, convert, fill_value, mixed_kinds, stored_dtype
+from . import _ragged
+from ._dtypes import (
+    BYTES,
+    FIXED,
+    RAGGED,
+    STR,
+    VARIABLE,
+    Declared,
+    LossyResult,
+    convert,
+    fill_value,
+    mixed_kinds,
+    stored_dtype,
+)
 from .devices import to_host
 from .errors import ResultError
 from .layout import TASK_STATUS, Status
@@ -37,6 +50,13 @@ class Field:
     dtype: np.dtype
     shape: tuple[int, ...]
     declared: bool = field(default=False, compare=False)  # by the task file: any kind in
+    kind: str = FIXED  # or RAGGED (shape: a row's inner shape), STR, BYTES
+
+    @property
+    def tail(self) -> bool:
+        """Values of varying size: the row holds their byte count, the bytes follow the
+        columns in the same buffer (ragged arrays, variable-length strings)."""
+        return self.kind == RAGGED or (self.kind != FIXED and self.dtype == VARIABLE)
 
 
 Schema = tuple  # tuple[Field, ...]
@@ -71,22 +91,37 @@ class Report:
         )
 
 
-def _as_array(key: str, value: object, task_id: int) -> np.ndarray:
+def _as_array(
+    key: str, value: object, task_id: int, kinds: str = "biufc", declared: bool = False
+) -> np.ndarray:
+    """``value`` as an array of one of ``kinds``; LossyResult (its task fails) if it
+    cannot be stored at all (an object, None, a ragged list) or a declared key gets
+    another kind, ResultError if an undeclared key does (a string where numbers were)."""
     value = to_host(value)  # CuPy / PyTorch / JAX arrays to numpy, without importing them
     try:
         arr = np.asarray(value)
     except ValueError as exc:  # ragged nested lists
-        raise ResultError(
+        raise LossyResult(
             f"task {task_id} returned {key!r} = a ragged sequence; expected numbers or an array "
-            f"of one shape ({exc})"
+            f"of one shape ({exc}); declare results = {{{key!r}: 'ragged float64'}} for arrays "
+            "whose length varies"
         ) from None
-    if arr.dtype.kind not in "biufc":
-        raise ResultError(
+    if arr.dtype.kind in kinds:
+        return arr
+    if arr.dtype.kind not in "biufcUS":
+        raise LossyResult(
             f"task {task_id} returned {key!r} of type {type(value).__name__} "
-            f"(dtype {arr.dtype}); expected a number or a numeric array - return numbers, "
-            "and keep labels in the grid"
+            f"(dtype {arr.dtype}), which a results file cannot store; return numbers, "
+            "strings or arrays of them"
         )
-    return arr
+    raise (LossyResult if declared else ResultError)(
+        f"task {task_id} returned {key!r} of type {type(value).__name__} "
+        f"(dtype {arr.dtype}); expected {_WANT[kinds]} as the key's other values - a "
+        "result keeps one kind in every task"
+    )
+
+
+_WANT = {"biufc": "a number or a numeric array", "U": "a str", "S": "bytes"}
 
 
 def _items(out: object, task_id: int) -> list[tuple[str, object]]:
@@ -110,24 +145,45 @@ def infer_schema(
     """
     fields = []
     for key, value in _items(out, task_id):
-        arr = _as_array(key, value, task_id)
         spec = declared.get(key) if declared else None
-        if spec is None:
-            fields.append(Field(key, stored_dtype(arr.dtype), arr.shape))
+        if spec is not None and spec.shape is not None:
+            fields.append(Field(key, spec.dtype, spec.shape, True, spec.kind))
+            continue
+        arr = _as_array(key, value, task_id, "biufcUS")
+        if spec is not None:
+            fields.append(Field(key, spec.dtype, arr.shape, declared=True))
+        elif arr.dtype.kind in "US":
+            fields.append(
+                Field(key, VARIABLE, arr.shape, kind=STR if arr.dtype.kind == "U" else BYTES)
+            )
         else:
-            shape = arr.shape if spec.shape is None else spec.shape
-            fields.append(Field(key, spec.dtype, shape, declared=True))
+            fields.append(Field(key, stored_dtype(arr.dtype), arr.shape))
     return tuple(fields)
 
 
+def declared_schema(declared: Mapping[str, Declared] | None) -> Schema | None:
+    """The schema a declaration fixes before any task, if it gives every key's shape."""
+    if not declared or any(spec.shape is None for spec in declared.values()):
+        return None
+    return tuple(Field(k, s.dtype, s.shape or (), True, s.kind) for k, s in declared.items())
+
+
 def describe(schema: Schema) -> str:
-    return ", ".join(f"{f.key}: {f.dtype}{list(f.shape) if f.shape else ''}" for f in schema)
+    return ", ".join(f"{f.key}: {_type_name(f)}{list(f.shape) if f.shape else ''}" for f in schema)
+
+
+def _type_name(f: Field) -> str:
+    if f.kind == RAGGED:
+        return f"ragged {f.dtype}"
+    if f.kind != FIXED:
+        return f.kind if f.dtype == VARIABLE else f"{f.kind}{f.dtype.itemsize}"
+    return str(f.dtype)
 
 
 @lru_cache(maxsize=256)
 def _layout(schema: Schema, rows: int) -> tuple[list[tuple[str, np.dtype, tuple, int]], int]:
     specs: list[tuple[str, np.dtype, tuple]] = [(name, dt, shp) for name, dt, shp in META]
-    specs += [(f.key, f.dtype, f.shape) for f in schema]
+    specs += [(f.key, _LEN, ()) if f.tail else (f.key, f.dtype, f.shape) for f in schema]
     specs.append((TASK_STATUS.name, np.dtype(TASK_STATUS.dtype), ()))
     out, offset = [], 0
     for name, dt, shp in specs:
@@ -140,7 +196,7 @@ def _layout(schema: Schema, rows: int) -> tuple[list[tuple[str, np.dtype, tuple,
 @lru_cache(maxsize=64)
 def record_bytes(schema: Schema) -> int:
     """Bytes one row takes in a block's buffer (before alignment padding)."""
-    return 17 + sum(f.dtype.itemsize * math.prod(f.shape) for f in schema)
+    return 17 + sum(8 if f.tail else f.dtype.itemsize * math.prod(f.shape) for f in schema)
 
 
 def columns_bytes(schema: Schema, rows: int) -> int:
@@ -166,9 +222,13 @@ class Columns:
         self.elapsed = self.arrays["elapsed"]
         self.status = self.arrays["status"]
         self.results = {f.key: self.arrays[f.key] for f in schema}
+        self.fixed_nbytes = nbytes  # the columns; a sealed buffer's tail bytes follow them
+        self.tails: dict[str, list[tuple[int, np.ndarray]]] = {
+            f.key: [] for f in schema if f.tail
+        }  # while rows are filled: (row, its bytes) of each tail key
         if buffer is None:  # a fresh buffer: results not yet computed hold the fill value
             for f in schema:
-                if f.dtype.kind != "b":  # bool: False (zeros); mask by status
+                if fill_value(f.dtype) is not None and not f.tail:  # bool, str: zeros
                     self.results[f.key][...] = fill_value(f.dtype)
 
     @classmethod
@@ -198,16 +258,79 @@ class Columns:
         left = self.status != Status.DONE
         if self.schema and left.any():
             for f in self.schema:
-                self.results[f.key][left] = _fill(f.dtype)
+                self.results[f.key][left] = _fill(f)
 
     def clear_row(self, row: int) -> None:
         """Row ``row``'s results back to the fill value (a task failed while storing them)."""
         for f in self.schema:
-            self.results[f.key][row] = _fill(f.dtype)
+            self.results[f.key][row] = _fill(f)
+            if f.tail and self.tails[f.key] and self.tails[f.key][-1][0] == row:
+                self.tails[f.key].pop()
+
+    def seal(self, buffers: Buffers | None = None) -> Columns:
+        """These columns with their tail keys' bytes appended: one buffer to send.
+
+        Columns without tail keys are returned as they are. Rows not done hold no bytes.
+        """
+        if not self.tails:
+            return self
+        done = self.status == Status.DONE
+        parts = []
+        for key, items in self.tails.items():
+            self.results[key][~done] = 0
+            parts += [data for row, data in items if done[row]]
+        total = self.fixed_nbytes + sum(p.nbytes for p in parts)
+        storage = buffers.take(total) if buffers else np.empty(total, np.uint8)
+        storage[: self.fixed_nbytes] = self.buffer[: self.fixed_nbytes]
+        at = self.fixed_nbytes
+        for p in parts:
+            storage[at : at + p.nbytes] = p.reshape(-1).view(np.uint8)
+            at += p.nbytes
+        if buffers is not None:
+            buffers.give(self.storage)
+        sealed = Columns(self.schema, self.rows, storage)
+        sealed.nbytes, sealed.buffer = total, storage[:total]
+        return sealed
+
+    def tail_bytes(self) -> dict[str, np.ndarray]:
+        """Each tail key's bytes in a sealed (or received) buffer, rows in order."""
+        out, at = {}, self.fixed_nbytes
+        for f in self.schema:
+            if f.tail:
+                n = int(self.results[f.key].sum())
+                out[f.key] = self.storage[at : at + n]
+                at += n
+        return out
 
 
-def _fill(dtype: np.dtype):
-    fill = fill_value(dtype)
+def join(run: list[Columns]) -> Columns:
+    """Sealed columns of one schema as one (rows one after the other)."""
+    first = run[0]
+    joined = Columns(first.schema, sum(c.rows for c in run))
+    at = 0
+    for cols in run:
+        for name, arr in cols.arrays.items():
+            joined.arrays[name][at : at + cols.rows] = arr
+        at += cols.rows
+    if not joined.tails:
+        return joined
+    tails = [c.tail_bytes() for c in run]
+    parts = [t[f.key] for f in first.schema if f.tail for t in tails]
+    storage = np.concatenate([joined.buffer[: joined.fixed_nbytes], *parts])
+    sealed = Columns(first.schema, joined.rows, storage)
+    sealed.nbytes, sealed.buffer = storage.nbytes, storage
+    return sealed
+
+
+_LEN = np.dtype(np.int64)
+
+
+def _fill(f: Field):
+    if f.tail:
+        return 0
+    if f.dtype.kind == "S":
+        return b""
+    fill = fill_value(f.dtype)
     return False if fill is None else fill
 
 
@@ -256,7 +379,12 @@ class Buffers:
 
 
 class Packer:
-    """Puts one task's return value into row ``row`` of a :class:`Columns`, checking it."""
+    """Puts one task's return value into row ``row`` of a :class:`Columns`, checking it.
+
+    ``schema_task`` -1: the schema is a declaration's (see :func:`declared_schema`), so a
+    value that does not fit it fails its task; else a task's, and another shape or kind
+    than that task's stops the run (the undeclared type policy, _dtypes.py).
+    """
 
     def __init__(self, schema: Schema, schema_task: int) -> None:
         self.schema, self.schema_task = schema, schema_task
@@ -264,28 +392,33 @@ class Packer:
         self.keys = [f.key for f in schema]
         # a bare float64 scalar: the runner's fast path may store such values itself
         self.scalar_float = self.bare and schema[0].shape == () and schema[0].dtype == np.float64
+        self.origin = "declared" if schema_task < 0 else f"as task {schema_task} returned"
 
     def put(self, cols: Columns, row: int, out: object, task_id: int) -> None:
         """Store ``out``; ResultError stops the run, LossyResult fails only this task."""
         if self.bare and not isinstance(out, dict):
-            self._put(cols.results[BARE], self.schema[0], row, out, task_id)
+            self._put(cols, self.schema[0], row, out, task_id)
             return
-        if not isinstance(out, dict) or list(out) != self.keys:
+        if not isinstance(out, dict) or out.keys() != set(self.keys):
             got = list(out) if isinstance(out, dict) else type(out).__name__
-            raise ResultError(
-                f"task {task_id} returned keys {got}; expected {self.keys} as task "
-                f"{self.schema_task} did - every task must return the same keys"
+            error = LossyResult if self.schema_task < 0 else ResultError
+            raise error(
+                f"task {task_id} returned keys {got}; expected {self.keys} {self.origin} - "
+                "every task must return the same keys"
             )
-        results = cols.results
         try:
             for f in self.schema:
-                self._put(results[f.key], f, row, out[f.key], task_id)
+                self._put(cols, f, row, out[f.key], task_id)
         except LossyResult:
             cols.clear_row(row)  # no key of a failed task keeps a value
             raise
 
-    def _put(self, col: np.ndarray, f: Field, row: int, value: object, task_id: int) -> None:
+    def _put(self, cols: Columns, f: Field, row: int, value: object, task_id: int) -> None:
+        col = cols.results[f.key]
         tp = type(value)
+        if f.kind != FIXED:
+            self._put_other(cols, f, row, value, task_id)
+            return
         if f.shape == ():  # the commonest results, without building an array
             if (tp is float or tp is np.float64) and f.dtype == _F8:
                 col[row] = value
@@ -298,13 +431,9 @@ class Packer:
                     f"task {task_id} returned {f.key!r} = {value}, beyond 64-bit integers; "
                     "return a float, or keep it in the grid"
                 )
-        arr = _as_array(f.key, value, task_id)
+        arr = _as_array(f.key, value, task_id, "biufc", f.declared or self.schema_task < 0)
         if arr.shape != f.shape:
-            raise ResultError(
-                f"task {task_id} returned {f.key!r} with shape {arr.shape}; expected shape "
-                f"{f.shape} as task {self.schema_task} returned - every task must return the "
-                "same shapes"
-            )
+            self._shape_error(f, arr, task_id)
         try:
             col[row] = convert(f.key, arr, f.dtype, f.declared, task_id)
         except LossyResult:
@@ -313,6 +442,75 @@ class Packer:
             raise ResultError(
                 mixed_kinds(f.key, arr.dtype, f.dtype, task_id, self.schema_task)
             ) from None
+
+    def _shape_error(self, f: Field, arr: np.ndarray, task_id: int) -> None:
+        what = "ragged " if f.kind == RAGGED else ""
+        shape = ("k", *f.shape) if f.kind == RAGGED else f.shape
+        msg = (
+            f"task {task_id} returned {f.key!r} with shape {arr.shape}; expected {what}shape "
+            f"{shape} {self.origin}"
+        )
+        if f.declared or self.schema_task < 0:
+            raise LossyResult(msg)
+        hint = " - every task must return the same shapes"
+        if arr.ndim and arr.ndim == len(f.shape) and arr.shape[1:] == f.shape[1:]:
+            inner = f"('ragged {f.dtype}', {f.shape[1:]})" if f.shape[1:] else f"'ragged {f.dtype}'"
+            hint = (
+                f"; only the length varies: declare results = {{{f.key!r}: {inner}}} in the "
+                "task file (or mpibatch.run(results=...)) to store arrays of varying length"
+            )
+        raise ResultError(msg + hint)
+
+    def _put_other(self, cols: Columns, f: Field, row: int, value: object, task_id: int) -> None:
+        """A ragged array or strings into ``row``: their bytes wait in ``cols.tails``."""
+        if f.kind == RAGGED:
+            arr = _as_array(f.key, value, task_id, "biufc", f.declared or self.schema_task < 0)
+            if arr.ndim != 1 + len(f.shape) or arr.shape[1:] != f.shape:
+                self._shape_error(f, arr, task_id)
+            data = np.ascontiguousarray(convert(f.key, arr, f.dtype, True, task_id))
+            cols.results[f.key][row] = data.nbytes
+            cols.tails[f.key].append((row, data))
+            return
+        items = _strings(value, f)
+        if items is None:
+            shape = f" of shape {f.shape}" if f.shape else ""
+            error = LossyResult if f.declared or self.schema_task < 0 else ResultError
+            raise error(
+                f"task {task_id} returned {f.key!r} as {type(value).__name__}; expected "
+                f"{f.kind}{shape} {self.origin} - a result keeps one type and shape in every task"
+            )
+        raw = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in items]
+        if f.kind == STR and any(b"\0" in r for r in raw):
+            raise LossyResult(
+                f"task {task_id} returned {f.key!r} with a NUL character, which HDF5 strings "
+                "cannot hold; return bytes for binary data"
+            )
+        if f.tail:
+            data = np.frombuffer(_ragged.encode(raw), np.uint8)
+            cols.results[f.key][row] = data.nbytes
+            cols.tails[f.key].append((row, data))
+            return
+        if max(map(len, raw), default=0) > f.dtype.itemsize:
+            raise LossyResult(
+                f"task {task_id} returned {f.key!r} with a string of {max(map(len, raw))} bytes; "
+                f"it is declared {f.kind}{f.dtype.itemsize} - declare a wider one or '{f.kind}'"
+            )
+        cols.results[f.key][row] = np.asarray(raw, dtype=f.dtype).reshape(f.shape)
+
+
+def _strings(value: object, f: Field) -> list | None:
+    """The strings (bytes) of a value of ``f``'s kind and shape, flat; None if it is not one."""
+    want = str if f.kind == STR else bytes
+    if not f.shape:
+        return [value] if isinstance(value, want) else None
+    if isinstance(value, (str, bytes)):
+        return None
+    try:
+        arr = np.asarray(value, dtype=object)
+    except ValueError:
+        return None
+    items = list(arr.flat)
+    return items if arr.shape == f.shape and all(isinstance(v, want) for v in items) else None
 
 
 _F8, _I8 = np.dtype(np.float64), np.dtype(np.int64)

@@ -93,6 +93,7 @@ def run(
     dry_run: bool = False,
     comm=None,
     argv: list[str] | None = None,
+    results: dict | None = None,
 ) -> Summary | Plan | None:
     """Run ``task(params, rng[, ctx])`` over every task of ``grid`` x ``reps`` on all ranks.
 
@@ -102,6 +103,8 @@ def run(
     run or written. The keywords are the ``mpibatch run`` flags (``mpibatch run --help``);
     a setting left None comes from ``MPIBATCH_<NAME>``, else its default. ``time_limit``
     is a Slurm time when a string (``"30"`` = 30 minutes) and seconds when a number.
+    ``results`` declares the results' types like a task file's ``results = {...}``
+    (``{"rewards": "ragged float64", "model": "str"}``) and wins over it.
     """
     options = RunOptions(
         task=task,
@@ -115,6 +118,7 @@ def run(
         overwrite=overwrite,
         dry_run=dry_run,
         argv=tuple(argv) if argv is not None else None,
+        results=results,
         seed=seed,
         streams=streams,
         schedule=schedule,
@@ -262,8 +266,12 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> S
         grid = Grid.from_json(plan.grid_json)
         buffers = Buffers(plan.gather_bytes)  # rank 0's in-flight budget; others use less
         runner = Runner(fn, grid, stream, info, offset, stopper, plan.retries, buffers)
+        if plan.results is not None:
+            runner.declare(plan.results)  # run(results=...) wins over the task file's
         if rank == 0:
             assert store is not None and infos is not None  # rank 0 made the file
+            if runner.packer is not None and store.schema is None:
+                store.add_results(runner.packer.schema)  # declared: complete before any task
             store.write_ranks(infos)
             summary, fatal = _serve(transport, plan, store, runner)
         else:

@@ -63,6 +63,7 @@ TYPE_FIXED, TYPE_STR, TYPE_BYTES, TYPE_RAGGED = "fixed", "str", "bytes", "ragged
 RESULT_TYPES = (TYPE_FIXED, TYPE_STR, TYPE_BYTES, TYPE_RAGGED)
 RAGGED_VALUES, RAGGED_START, RAGGED_LENGTH = "values", "start", "length"
 DTYPE_ATTR, INNER_SHAPE_ATTR, SHAPE_ATTR = "dtype", "inner_shape", "shape"
+KEYS_ATTR = "keys"  # attribute of /results: its keys in the tasks' order (JSON list)
 VALUES_SUFFIX = ".values"  # the sidecar directory of ragged values and strings
 
 
@@ -130,6 +131,13 @@ MISSING_NOTE = (
 MISSING_NOTE_BOOL = (
     "only rows whose /tasks/status is 1 (done) hold a result; a bool has no value to "
     "spare, so failed and pending rows hold False: mask by /tasks/status"
+)
+MISSING_NOTE_TAIL = (
+    "only rows whose /tasks/status is 1 (done) hold a result; row i's value is "
+    "values[start[i] : start[i] + length[i]] (start and length -1: none)"
+)
+MISSING_NOTE_STR = (
+    "only rows whose /tasks/status is 1 (done) hold a result; others hold empty strings"
 )
 
 # Root attributes that make two files one study: a file and the run that resumes it

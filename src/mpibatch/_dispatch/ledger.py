@@ -103,8 +103,23 @@ class SchemaGate:
             f"task {task} returned {{{describe(schema)}}}; expected {{{describe(canonical)}}} "
             f"as {where} - every task must return the same keys, shapes and dtypes (integers "
             "of any width store as int64, floats as float64; declare others with "
-            "results = {...} in the task file)"
+            f"results = {{...}} in the task file){_ragged_hint(schema, canonical)}"
         )
+
+
+def _ragged_hint(schema: Schema, canonical: Schema) -> str:
+    """Advice to declare a key ragged when only its leading axis differs between tasks."""
+    for a, b in zip(schema, canonical, strict=False):
+        if a.key == b.key and a.shape and len(a.shape) == len(b.shape) and a.shape != b.shape:
+            if a.shape[1:] == b.shape[1:] and a.dtype == b.dtype:
+                inner = (
+                    f"('ragged {b.dtype}', {b.shape[1:]})" if b.shape[1:] else f"'ragged {b.dtype}'"
+                )
+                return (
+                    f"; only the length of {a.key!r} varies: declare results = "
+                    f"{{{a.key!r}: {inner}}} to store arrays of varying length"
+                )
+    return ""
 
 
 def _other_kind(schema: Schema, canonical: Schema):
