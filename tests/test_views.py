@@ -51,11 +51,13 @@ def _fixed(data, dtype=None):
 
 def _str(data, kind="str", dtype=None):
     def write(g, key):
-        enc = "utf-8" if kind == "str" else "ascii"
         values = np.asarray(data, object)
         if dtype is not None:  # fixed width: the encoded bytes
             values = np.asarray([v.encode() for v in values.ravel()], dtype).reshape(values.shape)
-        ds = g.create_dataset(key, data=values, dtype=dtype or h5py.string_dtype(enc))
+        elif kind == "bytes":  # variable-length bytes: uint8 sequences (NUL kept)
+            values.reshape(-1)[:] = [np.frombuffer(v, np.uint8) for v in values.ravel()]
+        vlen = h5py.string_dtype() if kind == "str" else h5py.vlen_dtype(np.uint8)
+        ds = g.create_dataset(key, data=values, dtype=dtype or vlen)
         ds.attrs["mpibatch_type"] = kind
 
     return write
@@ -93,7 +95,7 @@ def every_kind(tmp_path):
         "coef": _fixed(np.arange(12.0).reshape(4, 3)),
         "model": _str(["ols", "", "", "lasso é"]),
         "tag": _str(["ab", "", "", "cd"], dtype=h5py.string_dtype("utf-8", 8)),
-        "blob": _str([b"\x01a", b"", b"", b"z"], kind="bytes"),
+        "blob": _str([b"\x00a", b"", b"", b"z"], kind="bytes"),
         "names": _str([["a", "b"], ["", ""], ["", ""], ["c", "d"]]),
         "rewards": _ragged([[1.0, 2.0], [5.0], [9.0, 9.0, 9.0], []]),
         "path": _ragged([np.arange(6), None, None, np.arange(3)], "int32", (3,)),
@@ -112,7 +114,7 @@ def test_every_kind_reads_back_with_missing_rows_never_0(every_kind):
     assert r["coef"][3].tolist() == [9.0, 10.0, 11.0] and np.isnan(r["coef"][1]).all()
     assert r["model"][:].tolist() == ["ols", None, None, "lasso é"]
     assert r["tag"][:].tolist() == ["ab", None, None, "cd"]
-    assert r["blob"][0] == b"\x01a" and r["blob"][:].mask.tolist() == [0, 1, 1, 0]
+    assert r["blob"][0] == b"\x00a" and r["blob"][:].mask.tolist() == [0, 1, 1, 0]
     assert r["names"][3].tolist() == ["c", "d"] and r["names"][:].mask[1].all()
     rewards = r["rewards"][:]
     assert rewards[0].tolist() == [1.0, 2.0] and rewards[3].tolist() == []
@@ -134,7 +136,7 @@ def test_info_types_name_every_kind(every_kind):
         "ok": "bool",
         "path": "ragged int32[*,3]",
         "rewards": "ragged float64[*]",
-        "tag": "str",
+        "tag": "str8",
         "x": "float64",
         "z": "complex128",
     }
@@ -271,7 +273,8 @@ def test_to_xarray_spreads_results_over_the_grid(study):
     assert mean.dims == ("n", "a+b") and mean.values[1, 1] == 6.5
     assert ds["model"].values[0, 1, 1] == "m3" and pd.isna(ds["model"].values[0, 0, 0])
     assert ds["status"].values[:2].tolist() == [[[0, 0], [1, 1]], [[2, 1], [1, 1]]]
-    sub = mpibatch.open(study).where(n=100, b="y").to_xarray()
+    with pytest.warns(UserWarning, match="rewards"):
+        sub = mpibatch.open(study).where(n=100, b="y").to_xarray()
     assert sub["est"].shape == (1, 1, 2) and sub["est"].values.ravel().tolist() == [6.0, 7.0]
 
 

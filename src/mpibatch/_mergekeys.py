@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
+from ._ragged import string_dtype
 from ._records import Field
 from ._views import column_meta
 from .layout import (
@@ -78,11 +79,7 @@ def merge_key(results: h5py.Group, t: KeyType, parts: list[_Part], ids: range) -
         )
         node: Any = group
     else:
-        dtype = t.dtype if isinstance(t.dtype, np.dtype) and t.dtype != object else None
-        encoding = "utf-8" if t.kind == TYPE_STR else "ascii"
-        node = results.create_dataset(
-            t.key, (len(ids), *t.shape), dtype or h5py.string_dtype(encoding)
-        )
+        node = results.create_dataset(t.key, (len(ids), *t.shape), _string_dtype(t))
     node.attrs.update({k: v for k, v in attrs.items() if k not in (SHAPE_ATTR,)})
     at = 0
     for p in parts:
@@ -117,12 +114,22 @@ def _done_length(parts: list[_Part], key: str) -> int:
     return total
 
 
+def _string_dtype(t: KeyType) -> Any:
+    """A string key's dataset dtype: the parts' (a running part's: the closed one's)."""
+    if h5py.check_string_dtype(t.dtype) or h5py.check_vlen_dtype(t.dtype):
+        return t.dtype
+    return string_dtype(t.kind)
+
+
 def _strings(rows: np.ndarray, dtype: np.dtype, kind: str) -> np.ndarray:
     """Rows of a string key as the dataset takes them: missing rows empty."""
-    empty = "" if kind == TYPE_STR else b""
     data = np.ma.getdata(rows).copy()
-    data[np.ma.getmaskarray(rows)] = empty
+    data[np.ma.getmaskarray(rows)] = "" if kind == TYPE_STR else b""
+    flat = data.reshape(-1)
     if dtype.kind == "S":  # fixed width: encoded bytes
-        flat = [v.encode() if isinstance(v, str) else v for v in data.ravel()]
-        return np.asarray(flat, dtype=dtype).reshape(data.shape)
+        return np.asarray([v.encode() if isinstance(v, str) else v for v in flat], dtype).reshape(
+            data.shape
+        )
+    if kind != TYPE_STR:  # variable-length bytes: uint8 sequences
+        flat[:] = [np.frombuffer(v, np.uint8) for v in flat]
     return data

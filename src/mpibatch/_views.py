@@ -58,11 +58,13 @@ class Meta:
     kind: str  # TASK, or one of the result types of layout.py
     dtype: np.dtype
     shape: tuple  # per row; a ragged column's leading axis is None (any length)
+    width: int = 0  # a fixed-width str or bytes column's bytes per string
 
     def describe(self) -> str:
         """``float64``, ``float64[10]``, ``str``, ``str[5]``, ``ragged float64[*]``."""
         dims = ",".join("*" if d is None else str(d) for d in self.shape)
         base = self.kind if self.kind in (TYPE_STR, TYPE_BYTES) else str(self.dtype)
+        base += str(self.width) if self.width else ""
         text = f"{base}[{dims}]" if dims else base
         return f"ragged {text}" if self.kind == TYPE_RAGGED else text
 
@@ -81,7 +83,8 @@ def column_meta(f: h5py.Group, name: str, kind: str | None = None) -> Meta:
         kind = TYPE_STR if h5py.check_string_dtype(node.dtype).encoding == "utf-8" else TYPE_BYTES
         return Meta(name, TASK + kind, np.dtype(object), tuple(node.shape[1:]))
     if kind in (TYPE_STR, TYPE_BYTES):
-        return Meta(name, kind, np.dtype(object), tuple(node.shape[1:]))
+        width = node.dtype.itemsize if node.dtype.kind == "S" else 0
+        return Meta(name, kind, np.dtype(object), tuple(node.shape[1:]), width)
     return Meta(name, kind, node.dtype, tuple(node.shape[1:]))
 
 
@@ -228,8 +231,18 @@ def _reader(kind: str) -> Callable[[h5py.Dataset, slice], np.ndarray]:
     if kind in (TYPE_STR, TASK + TYPE_STR):
         return lambda ds, sl: np.asarray(ds.asstr()[sl], dtype=object)
     if kind in (TYPE_BYTES, TASK + TYPE_BYTES):
-        return lambda ds, sl: np.asarray(ds[sl], dtype=object)
+        return _bytes
     return lambda ds, sl: ds[sl]
+
+
+def _bytes(ds: h5py.Dataset, sl: slice) -> np.ndarray:
+    """Bytes rows: variable length (uint8 sequences, as NUL is kept) or fixed width."""
+    raw = ds[sl]
+    out = np.empty(raw.shape, dtype=object)
+    out.reshape(-1)[:] = [
+        np.asarray(v).tobytes() if raw.dtype == object else bytes(v) for v in raw.reshape(-1)
+    ]
+    return out
 
 
 def _take(ds: h5py.Dataset, rows: slice | np.ndarray, slab: Callable) -> np.ndarray:

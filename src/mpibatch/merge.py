@@ -20,6 +20,7 @@ from .errors import OutputError, UsageError
 from .grid import Grid
 from .layout import (
     ERROR_FIELDS,
+    KEYS_ATTR,
     RANKS,
     RESULTS,
     STUDY_ATTRS,
@@ -37,7 +38,7 @@ from .layout import (
     read_errors,
     same_study,
 )
-from .results import read_failures
+from .results import read_failures, result_keys
 from .store import Store, check_output
 
 _SLICE_BYTES = 64 << 20  # rows copied at a time: at most about this many bytes
@@ -94,7 +95,7 @@ def _inspect(path: str) -> _Part:
                 f"part '{path}': expected contiguous task ids, got {n} rows (ids {first} to "
                 f"{last}); pass the files written by mpibatch run --tasks START:STOP"
             )
-        schema = tuple(key_type(f, k) for k in (f[RESULTS] if RESULTS in f else ()))
+        schema = tuple(key_type(f, k) for k in result_keys(f))
     return _Part(path, range(first, last + 1), attrs, schema)
 
 
@@ -232,6 +233,8 @@ def _write(tmp: Path, parts: list[_Part], grid: Grid, ids: range, attrs: dict) -
         for t in schema:
             if t.field is None:  # ragged and string keys, in their closed layout
                 merge_key(store.f[RESULTS], t, parts, ids)
+        if schema:
+            store.f[RESULTS].attrs[KEYS_ATTR] = json.dumps([t.key for t in schema])
         with open_file(parts[0].path) as src:
             if RANKS in src:
                 src.copy(src[RANKS], store.f, RANKS)

@@ -22,6 +22,7 @@ from .grid import Grid
 from .layout import (
     ERROR_NAMES,
     ERRORS,
+    KEYS_ATTR,
     PARAMS,
     RANKS,
     RESULTS,
@@ -32,6 +33,7 @@ from .layout import (
     Status,
     failures_path,
     open_file,
+    plain,
     read_attrs,
     read_group,
 )
@@ -61,7 +63,7 @@ class Results:
             self._metas = {
                 "tasks": [column_meta(f, c.path, TASK) for c in TASK_COLUMNS if c.path in f],
                 PARAMS: [column_meta(f, f"{PARAMS}/{k}", TASK) for k in f.get(PARAMS, {})],
-                RESULTS: [column_meta(f, f"{RESULTS}/{k}") for k in f.get(RESULTS, {})],
+                RESULTS: [column_meta(f, f"{RESULTS}/{k}") for k in result_keys(f)],
             }
         if not self.errors:  # a run that has not closed its file keeps failures beside it
             found = read_failures(failures_path(path))
@@ -182,6 +184,14 @@ def _short(values: list | range) -> str:
     if isinstance(values, range) or len(values) > 12:
         return f"{list(values[:12])} ... ({len(values)} values)"
     return str(values)
+
+
+def result_keys(f: Any) -> list[str]:
+    """The keys of /results in the tasks' order (its ``keys`` attribute), else the file's."""
+    if RESULTS not in f:
+        return []
+    keys = [k for k in json.loads(plain(f[RESULTS].attrs.get(KEYS_ATTR, "[]"))) if k in f[RESULTS]]
+    return keys + [k for k in f[RESULTS] if k not in keys]
 
 
 def read_failures(path: Path) -> list[dict]:
