@@ -118,19 +118,19 @@ def to_xarray(res: Results) -> Any:
     where = _positions(res.task_id[:], grid, keeps)
     status = np.zeros(shape, np.int8)  # cells the file does not hold: pending
     status[where] = res.status[:]
-    data, skipped = {"status": (dims, status)}, []
+    data: dict[str, Any] = {"status": (dims, status)}
+    ragged, clash = [], []
     for key, col in res.results.items():
-        if col.kind == TYPE_RAGGED or key in coords or key in data:
-            skipped.append(key)
-            continue
-        inner = [f"{key}_dim_{k}" for k in range(col.ndim - 1)]
-        data[key] = ([*dims, *inner], _dense(col[:], shape, where))
-    _left_out(
-        "to_xarray()",
-        skipped,
-        "ragged results have no dense shape, and a result cannot "
-        "share a name with a coordinate or status; read them with res.results[key]",
-    )
+        if col.kind == TYPE_RAGGED:
+            ragged.append(key)
+        elif key in coords or key in data:
+            clash.append(key)
+        else:
+            inner = [f"{key}_dim_{k}" for k in range(col.ndim - 1)]
+            data[key] = ([*dims, *inner], _dense(col[:], shape, where))
+    why = "ragged results have no dense shape; read them with res.results[key] or to_pandas()"
+    _left_out("to_xarray()", ragged, why)
+    _left_out("to_xarray()", clash, "their names are those of coordinates or status")
     return xr.Dataset(data, coords=coords, attrs={"source": res.path})
 
 

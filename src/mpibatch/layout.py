@@ -207,9 +207,16 @@ def _open_h5(path: str | os.PathLike) -> h5py.File:
     try:
         return h5py.File(path, "r", locking=False)
     except OSError as exc:
-        if "locking flag" not in str(exc):
+        if "locking flag" not in str(exc) and "close degree" not in str(exc):
             raise
+    try:
         return h5py.File(path, "r")
+    except OSError as exc:
+        if "close degree" not in str(exc):
+            raise
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)  # this process's own run writes it (store.py)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    return h5py.File(h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDONLY, fapl))
 
 
 def open_file(path: str | os.PathLike) -> h5py.File:
