@@ -18,14 +18,14 @@ if TYPE_CHECKING:
 _TASK_COLS = ("task_id", "status", "rank", "start", "elapsed")
 
 
-def _need(module: str) -> Any:
+def _need(module: str, method: str) -> Any:
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(
-            f"this needs {module}: pip install 'mpibatch[{module}]' (or pip install {module})"
+            f"{method} needs {module}: pip install 'mpibatch[{module}]' (or pip install {module})"
         ) from None
 
 
@@ -35,7 +35,7 @@ def _left_out(method: str, keys: list[str], why: str) -> None:
 
 
 def to_pandas(res: Results, expand: bool) -> Any:
-    pd = _need("pandas")
+    pd = _need("pandas", "to_pandas()")
     cols: dict[str, Any] = {"task_id": res.task_id[:]}
     cols.update({k: v[:] for k, v in res.params.items()})
     clash, left = [], ~res.done
@@ -100,7 +100,7 @@ def _array_column(arr: np.ndarray, missing: np.ndarray) -> np.ndarray:
 
 
 def to_xarray(res: Results) -> Any:
-    xr = _need("xarray")
+    xr = _need("xarray", "to_xarray()")
     grid = Grid.from_json(res.attrs["grid"])
     dims, coords, keeps = [], {}, []
     for d in json.loads(grid.to_json())["dims"]:

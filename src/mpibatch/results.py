@@ -176,7 +176,7 @@ class Results:
         return (
             f"<mpibatch results {self.path!r}{where}: {self.n_tasks} tasks, "
             f"{self.count('done')} done, {self.count('failed')} failed; "
-            f"results {sorted(self.results)}>"
+            f"results {list(self.results)}>"
         )
 
 
