@@ -48,6 +48,7 @@ from .layout import (
 
 _ROWS_AT_ONCE = 1 << 16  # rows of strings decoded at a time when a file closes
 _COPY_BYTES = 64 << 20  # bytes of ragged values copied at a time when a file closes
+_PIECE = 1 << 20  # bytes per write call (big writes into the page cache ran slower here)
 
 
 def result_type(obj: h5py.Group | h5py.Dataset) -> str:
@@ -193,8 +194,8 @@ class Sidecar:
         """Append ``data`` (bytes); returns the row where it starts."""
         at = self.size
         view = memoryview(np.ascontiguousarray(data).view(np.uint8).ravel().data)
-        while view.nbytes:  # write() may write less than asked
-            done = os.pwrite(self.fd, view, self.size)
+        while view.nbytes:  # in pieces (see store._WRITE_PIECE); pwrite may write less
+            done = os.pwrite(self.fd, view[:_PIECE], self.size)
             self.size += done
             view = view[done:]
         return at // self.unit
@@ -211,7 +212,7 @@ def move_in(group: h5py.Group, key: str, n: int, results: os.PathLike) -> None:
     if not path.is_file():
         return
     if kind == TYPE_RAGGED:
-        _move_ragged(obj, path)
+        _move_ragged(obj, path, results)
     else:
         _move_strings(group, key, n, path)
     group.file.flush()
@@ -222,7 +223,12 @@ def move_in(group: h5py.Group, key: str, n: int, results: os.PathLike) -> None:
         pass  # other keys' sidecars still there
 
 
-def _move_ragged(obj: h5py.Group, path: os.PathLike) -> None:
+def _move_ragged(obj: h5py.Group, path: os.PathLike, results: os.PathLike) -> None:
+    """The sidecar's bytes into a new contiguous ``values`` dataset of file ``results``.
+
+    The dataset is allocated and flushed first; then the bytes go straight to its place
+    in the file, by the kernel (``copy_file_range``), without passing through Python.
+    """
     from .store import _dataset
 
     dtype, inner = np.dtype(plain(obj.attrs[DTYPE_ATTR])), _shape(obj, INNER_SHAPE_ATTR)
@@ -231,12 +237,31 @@ def _move_ragged(obj: h5py.Group, path: os.PathLike) -> None:
     if RAGGED_VALUES in obj:  # a kill during an earlier close: the sidecar is the truth
         del obj[RAGGED_VALUES]
     ds = _dataset(obj, RAGGED_VALUES, (m, *inner), dtype)
-    step = max(1, _COPY_BYTES // max(1, row))
-    with open(path, "rb") as fh:
-        for a in range(0, m, step):
-            b = min(m, a + step)
-            chunk = np.frombuffer(fh.read((b - a) * row), dtype).reshape((b - a, *inner))
-            ds[a:b] = chunk
+    obj.file.flush()
+    offset = ds.id.get_offset()
+    if offset is None or m == 0:
+        return
+    src, dst = os.open(path, os.O_RDONLY), os.open(results, os.O_WRONLY)
+    try:
+        _copy(src, dst, m * row, offset)
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
+def _copy(src: int, dst: int, nbytes: int, offset: int) -> None:
+    """``nbytes`` from the start of ``src`` to ``offset`` in ``dst``."""
+    done = 0
+    while done < nbytes:
+        n = min(nbytes - done, _COPY_BYTES)
+        try:
+            copied = os.copy_file_range(src, dst, n, done, offset + done)
+        except (AttributeError, OSError):  # not Linux, or not between these files
+            copied = 0
+        if copied <= 0:  # by hand, in pieces
+            data = os.pread(src, min(n, _PIECE), done)
+            copied = os.pwrite(dst, data, offset + done)
+        done += copied
 
 
 def _move_strings(group: h5py.Group, key: str, n: int, path: os.PathLike) -> None:

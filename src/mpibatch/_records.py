@@ -223,9 +223,8 @@ class Columns:
         self.status = self.arrays["status"]
         self.results = {f.key: self.arrays[f.key] for f in schema}
         self.fixed_nbytes = nbytes  # the columns; a sealed buffer's tail bytes follow them
-        self.tails: dict[str, list[tuple[int, np.ndarray]]] = {
-            f.key: [] for f in schema if f.tail
-        }  # while rows are filled: (row, its bytes) of each tail key
+        # while rows are filled: each tail key's bytes so far, rows in order
+        self.tails: dict[str, Tail] = {f.key: Tail() for f in schema if f.tail}
         if buffer is None:  # a fresh buffer: results not yet computed hold the fill value
             for f in schema:
                 if fill_value(f.dtype) is not None and not f.tail:  # bool, str: zeros
@@ -241,11 +240,13 @@ class Columns:
         """
         nbytes = columns_bytes(schema, rows)
         if nbytes < buffers.min_bytes:
-            return cls(schema, rows)
-        cols = cls(schema, rows, buffers.take(nbytes))
-        for name in ("start", "elapsed", "status"):
-            cols.arrays[name][...] = 0
-        cols.stale = True
+            cols = cls(schema, rows)
+        else:
+            cols = cls(schema, rows, buffers.take(nbytes))
+            for name in ("start", "elapsed", "status"):
+                cols.arrays[name][...] = 0
+            cols.stale = True
+        cols.tails = {key: Tail(buffers) for key in cols.tails}  # grown in kept buffers
         return cols
 
     def clear_unfinished(self) -> None:
@@ -264,30 +265,33 @@ class Columns:
         """Row ``row``'s results back to the fill value (a task failed while storing them)."""
         for f in self.schema:
             self.results[f.key][row] = _fill(f)
-            if f.tail and self.tails[f.key] and self.tails[f.key][-1][0] == row:
-                self.tails[f.key].pop()
+            if f.tail:
+                self.tails[f.key].drop(row)
 
     def seal(self, buffers: Buffers | None = None) -> Columns:
         """These columns with their tail keys' bytes appended: one buffer to send.
 
-        Columns without tail keys are returned as they are. Rows not done hold no bytes.
+        Columns without tail keys are returned as they are. Rows not done hold no bytes
+        (only the last row put can be one: a result error stopped the block there).
         """
         if not self.tails:
             return self
         done = self.status == Status.DONE
         parts = []
-        for key, items in self.tails.items():
+        for key, tail in self.tails.items():
             self.results[key][~done] = 0
-            parts += [data for row, data in items if done[row]]
+            parts.append(tail.buf[: int(self.results[key].sum())])
         total = self.fixed_nbytes + sum(p.nbytes for p in parts)
         storage = buffers.take(total) if buffers else np.empty(total, np.uint8)
         storage[: self.fixed_nbytes] = self.buffer[: self.fixed_nbytes]
         at = self.fixed_nbytes
         for p in parts:
-            storage[at : at + p.nbytes] = p.reshape(-1).view(np.uint8)
+            storage[at : at + p.nbytes] = p
             at += p.nbytes
         if buffers is not None:
             buffers.give(self.storage)
+            for tail in self.tails.values():
+                buffers.give(tail.buf)
         sealed = Columns(self.schema, self.rows, storage)
         sealed.nbytes, sealed.buffer = total, storage[:total]
         return sealed
@@ -301,6 +305,42 @@ class Columns:
                 out[f.key] = self.storage[at : at + n]
                 at += n
         return out
+
+
+class Tail:
+    """A tail key's bytes while a block is filled: one growing buffer, rows in order.
+
+    Each value is copied in as it is put, so the task's own array is freed at once (its
+    memory is reused for the next task, as with fixed-shape results).
+    """
+
+    def __init__(self, buffers: Buffers | None = None) -> None:
+        self.buffers = buffers
+        self.buf = np.empty(0, np.uint8)
+        self.used = 0
+        self.last = (-1, 0)  # (row, bytes) of the last value put
+
+    def put(self, row: int, data: np.ndarray) -> int:
+        """Append ``data``'s bytes for ``row``; returns how many."""
+        raw = data.reshape(-1).view(np.uint8)
+        n = raw.nbytes
+        if self.used + n > self.buf.nbytes:
+            size = max(2 * self.buf.nbytes, self.used + n, 1 << 16)
+            new = self.buffers.take(size) if self.buffers else np.empty(size, np.uint8)
+            new[: self.used] = self.buf[: self.used]
+            if self.buffers is not None:
+                self.buffers.give(self.buf)
+            self.buf = new
+        self.buf[self.used : self.used + n] = raw
+        self.used += n
+        self.last = (row, n)
+        return n
+
+    def drop(self, row: int) -> None:
+        """Take back ``row``'s bytes, if they were the last put (its task failed)."""
+        if self.last[0] == row:
+            self.used -= self.last[1]
+            self.last = (-1, 0)
 
 
 def join(run: list[Columns]) -> Columns:
@@ -468,8 +508,7 @@ class Packer:
             if arr.ndim != 1 + len(f.shape) or arr.shape[1:] != f.shape:
                 self._shape_error(f, arr, task_id)
             data = np.ascontiguousarray(convert(f.key, arr, f.dtype, True, task_id))
-            cols.results[f.key][row] = data.nbytes
-            cols.tails[f.key].append((row, data))
+            cols.results[f.key][row] = cols.tails[f.key].put(row, data)
             return
         items = _strings(value, f)
         if items is None:
@@ -487,8 +526,7 @@ class Packer:
             )
         if f.tail:
             data = np.frombuffer(_ragged.encode(raw), np.uint8)
-            cols.results[f.key][row] = data.nbytes
-            cols.tails[f.key].append((row, data))
+            cols.results[f.key][row] = cols.tails[f.key].put(row, data)
             return
         if max(map(len, raw), default=0) > f.dtype.itemsize:
             raise LossyResult(

@@ -69,11 +69,20 @@ class SchemaGate:
         self.canonical: Schema | None = store.schema  # set already when resuming
         self.canonical_task = -1
         self.by_rank: dict[int, tuple[Schema, int]] = {}  # rank: (its schema, the task)
+        self.row_bytes = 0  # the most bytes per row a block took (ragged rows vary)
 
     @property
     def record_bytes(self) -> int | None:
-        """Bytes a row of the run's results takes; None before a task succeeded."""
-        return record_bytes(self.canonical) if self.canonical is not None else None
+        """Bytes a row of the run's results takes (the most seen, for rows of varying
+        size: ragged arrays, strings); None before a task succeeded."""
+        if self.canonical is None:
+            return None
+        return max(record_bytes(self.canonical), self.row_bytes)
+
+    def seen(self, nbytes: int, rows: int) -> None:
+        """A block of ``rows`` rows took ``nbytes`` bytes."""
+        if rows:
+            self.row_bytes = max(self.row_bytes, -(-nbytes // rows))
 
     def schema_of(self, rank: int, report: Report) -> tuple[Schema, int]:
         """The schema of ``rank``'s columns (``()`` before it had a result), and its task."""
