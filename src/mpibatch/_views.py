@@ -126,6 +126,10 @@ class Column(NDArrayOperatorsMixin):
     def ndim(self) -> int:
         return len(self.shape)
 
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if None not in self.shape else len(self)
+
     def describe(self) -> str:
         return self._meta.describe()
 
