@@ -224,7 +224,8 @@ class Columns:
         self.results = {f.key: self.arrays[f.key] for f in schema}
         self.fixed_nbytes = nbytes  # the columns; a sealed buffer's tail bytes follow them
         # while rows are filled: each tail key's bytes so far, rows in order
-        self.tails: dict[str, Tail] = {f.key: Tail() for f in schema if f.tail}
+        keys = [f.key for f in schema if f.tail]
+        self.tails = {k: Tail(None, nbytes if i == 0 else 0) for i, k in enumerate(keys)}
         if buffer is None:  # a fresh buffer: results not yet computed hold the fill value
             for f in schema:
                 if fill_value(f.dtype) is not None and not f.tail:  # bool, str: zeros
@@ -246,7 +247,9 @@ class Columns:
             for name in ("start", "elapsed", "status"):
                 cols.arrays[name][...] = 0
             cols.stale = True
-        cols.tails = {key: Tail(buffers) for key in cols.tails}  # grown in kept buffers
+        cols.tails = {  # grown in kept buffers; the first has room for the columns
+            k: Tail(buffers, cols.fixed_nbytes if i == 0 else 0) for i, k in enumerate(cols.tails)
+        }
         return cols
 
     def clear_unfinished(self) -> None:
@@ -271,27 +274,29 @@ class Columns:
     def seal(self, buffers: Buffers | None = None) -> Columns:
         """These columns with their tail keys' bytes appended: one buffer to send.
 
-        Columns without tail keys are returned as they are. Rows not done hold no bytes
-        (only the last row put can be one: a result error stopped the block there).
+        Columns without tail keys are returned as they are. The first tail key's buffer
+        has room for the columns in front (see :class:`Tail`), so it becomes the block's
+        buffer: the commonest case (one ragged key) copies no value twice. Rows not done
+        hold no bytes (only the last row put can be one: a result error stopped there).
         """
         if not self.tails:
             return self
         done = self.status == Status.DONE
-        parts = []
-        for key, tail in self.tails.items():
+        tails = list(self.tails.items())
+        sizes = []
+        for key, _ in tails:
             self.results[key][~done] = 0
-            parts.append(tail.buf[: int(self.results[key].sum())])
-        total = self.fixed_nbytes + sum(p.nbytes for p in parts)
-        storage = buffers.take(total) if buffers else np.empty(total, np.uint8)
-        storage[: self.fixed_nbytes] = self.buffer[: self.fixed_nbytes]
-        at = self.fixed_nbytes
-        for p in parts:
-            storage[at : at + p.nbytes] = p
-            at += p.nbytes
+            sizes.append(int(self.results[key].sum()))
+        fixed, total = self.fixed_nbytes, self.fixed_nbytes + sum(sizes)
+        storage = tails[0][1].take(total)
+        storage[:fixed] = self.buffer[:fixed]
+        at = fixed + sizes[0]
+        for (_, tail), n in zip(tails[1:], sizes[1:], strict=True):
+            storage[at : at + n] = tail.buf[tail.reserve : tail.reserve + n]
+            at += n
+            tail.release()
         if buffers is not None:
             buffers.give(self.storage)
-            for tail in self.tails.values():
-                buffers.give(tail.buf)
         sealed = Columns(self.schema, self.rows, storage)
         sealed.nbytes, sealed.buffer = total, storage[:total]
         return sealed
@@ -311,26 +316,28 @@ class Tail:
     """A tail key's bytes while a block is filled: one growing buffer, rows in order.
 
     Each value is copied in as it is put, so the task's own array is freed at once (its
-    memory is reused for the next task, as with fixed-shape results).
+    memory is reused for the next task, as with fixed-shape results). The first
+    ``reserve`` bytes are left for the block's columns (see :meth:`Columns.seal`).
     """
 
-    def __init__(self, buffers: Buffers | None = None) -> None:
-        self.buffers = buffers
+    def __init__(self, buffers: Buffers | None = None, reserve: int = 0) -> None:
+        self.buffers, self.reserve = buffers, reserve
         self.buf = np.empty(0, np.uint8)
-        self.used = 0
+        self.used = reserve
         self.last = (-1, 0)  # (row, bytes) of the last value put
+
+    def _grow(self, size: int) -> None:
+        new = self.buffers.take(size) if self.buffers else np.empty(size, np.uint8)
+        new[self.reserve : self.used] = self.buf[self.reserve : self.used]
+        self.release()
+        self.buf = new
 
     def put(self, row: int, data: np.ndarray) -> int:
         """Append ``data``'s bytes for ``row``; returns how many."""
         raw = data.reshape(-1).view(np.uint8)
         n = raw.nbytes
         if self.used + n > self.buf.nbytes:
-            size = max(2 * self.buf.nbytes, self.used + n, 1 << 16)
-            new = self.buffers.take(size) if self.buffers else np.empty(size, np.uint8)
-            new[: self.used] = self.buf[: self.used]
-            if self.buffers is not None:
-                self.buffers.give(self.buf)
-            self.buf = new
+            self._grow(max(2 * self.buf.nbytes, self.used + n, 1 << 16))
         self.buf[self.used : self.used + n] = raw
         self.used += n
         self.last = (row, n)
@@ -342,24 +349,45 @@ class Tail:
             self.used -= self.last[1]
             self.last = (-1, 0)
 
+    def take(self, nbytes: int) -> np.ndarray:
+        """The buffer, at least ``nbytes`` long, handed over (the tail is empty after)."""
+        if self.buf.nbytes < nbytes:
+            self._grow(nbytes)
+        buf, self.buf = self.buf, np.empty(0, np.uint8)
+        return buf
 
-def join(run: list[Columns]) -> Columns:
-    """Sealed columns of one schema as one (rows one after the other)."""
-    first = run[0]
-    joined = Columns(first.schema, sum(c.rows for c in run))
+    def release(self) -> None:
+        """Give the buffer back for reuse."""
+        if self.buffers is not None:
+            self.buffers.give(self.buf)
+        self.buf = np.empty(0, np.uint8)
+
+
+def join(run: list[Columns], spare: np.ndarray | None = None) -> Columns:
+    """Sealed columns of one schema as one (rows one after the other).
+
+    The joined buffer is ``spare`` if it is big enough (the caller keeps one for every
+    join: a run makes thousands, of varying sizes, which fragment the heap otherwise).
+    """
+    schema, rows = run[0].schema, sum(c.rows for c in run)
+    fixed = columns_bytes(schema, rows)
+    tails = [c.tail_bytes() for c in run] if run[0].tails else []
+    parts = [t[f.key] for f in schema if f.tail for t in tails]
+    total = fixed + sum(p.nbytes for p in parts)
+    if spare is None or spare.nbytes < total:
+        spare = np.empty(_rounded(total), np.uint8)
+    joined = Columns(schema, rows, spare)
     at = 0
     for cols in run:
         for name, arr in cols.arrays.items():
             joined.arrays[name][at : at + cols.rows] = arr
         at += cols.rows
-    if not joined.tails:
-        return joined
-    tails = [c.tail_bytes() for c in run]
-    parts = [t[f.key] for f in first.schema if f.tail for t in tails]
-    storage = np.concatenate([joined.buffer[: joined.fixed_nbytes], *parts])
-    sealed = Columns(first.schema, joined.rows, storage)
-    sealed.nbytes, sealed.buffer = storage.nbytes, storage
-    return sealed
+    at = fixed
+    for p in parts:
+        spare[at : at + p.nbytes] = p
+        at += p.nbytes
+    joined.nbytes, joined.buffer = total, spare[:total]
+    return joined
 
 
 _LEN = np.dtype(np.int64)
@@ -402,6 +430,7 @@ class Buffers:
                         best = k
                 if best is not None:
                     return self.kept.pop(best)
+            nbytes = _rounded(nbytes)
         return np.empty(nbytes, np.uint8)
 
     def give(self, buffer: np.ndarray) -> None:
@@ -416,6 +445,17 @@ class Buffers:
                 if total > self.max_bytes or k == _KEEP:
                     del self.kept[k:]
                     break
+
+
+def _rounded(nbytes: int) -> int:
+    """``nbytes`` rounded up to 1/8 of its power of two (at most 12.5% more).
+
+    Blocks of ragged or string results vary in size; buffers of a few sizes are reused
+    (here and by malloc) where buffers of every size would fragment the heap: rank 0's
+    memory grew with the results until sizes were rounded.
+    """
+    step = 1 << max(0, nbytes.bit_length() - 4)
+    return -(-nbytes // step) * step
 
 
 class Packer:

@@ -399,6 +399,7 @@ class WriteBehind:
         self.store, self.max_bytes, self.max_seconds = store, max_bytes, max_seconds
         self.release = release  # takes each report's buffer back once it is written
         self.items: list[tuple[int, Columns, int]] = []
+        self.spare: np.ndarray | None = None  # the buffer every join reuses
         self.bytes, self.since = 0, time.monotonic()
 
     def add(self, row: int, cols: Columns, rank: int) -> None:
@@ -420,9 +421,12 @@ class WriteBehind:
         items = sorted(self.items, key=lambda item: item[0])
         self.items, self.bytes = [], 0
         run: list = []
+        big = self.max_bytes // 8  # a report this big is written alone, never copied
         for item in items:
             if run and (
-                item[0] != run[-1][0] + run[-1][1].rows or item[1].schema != run[-1][1].schema
+                item[0] != run[-1][0] + run[-1][1].rows
+                or item[1].schema != run[-1][1].schema
+                or max(item[1].nbytes, run[-1][1].nbytes) >= big
             ):
                 self._write(run)
                 run = []
@@ -434,7 +438,8 @@ class WriteBehind:
         if len(run) == 1:
             self.store.write_rows(*run[0])
         else:
-            joined = join([cols for _, cols, _ in run])
+            joined = join([cols for _, cols, _ in run], self.spare)
+            self.spare = joined.storage
             ranks = np.concatenate([np.full(c.rows, r, dtype=np.int32) for _, c, r in run])
             self.store.write_rows(run[0][0], joined, ranks)
         if self.release is not None:
