@@ -123,8 +123,12 @@ class Store:
         self.sidecars: dict[str, _ragged.Sidecar] = {}  # ragged and string keys' values
 
     @classmethod
-    def create(cls, path: Path, grid, ids: range, attrs: dict[str, Any]) -> Store:
+    def create(
+        cls, path: Path, grid, ids: range, attrs: dict[str, Any], schema: Schema | None = None
+    ) -> Store:
         """A new file with every task pending, under its name only once it is complete.
+
+        ``schema``: declared results, whose datasets it then has from the start.
 
         It is built under a temporary name beside ``path`` and renamed: a kill while the
         datasets are created leaves no half-made file at ``path`` (and a previous file
@@ -133,12 +137,18 @@ class Store:
         check_space(path, grid, len(ids))
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
         f = _create_file(tmp)
+        store = cls(f, ids)
         try:
-            store = cls._fill(cls(f, ids), grid, attrs)
+            cls._fill(store, grid, attrs)
+            store.path = path  # the side files of ragged and string keys go beside ``path``
+            if schema is not None:
+                store.add_results(schema)
             os.replace(tmp, path)
         except BaseException:
             f.close()
             tmp.unlink(missing_ok=True)
+            for sidecar in store.sidecars.values():
+                sidecar.close()
             raise
         store.path = path
         return store
