@@ -196,7 +196,7 @@ def _declared(key: str, spec: object, where: str) -> Declared:
     pair: Any = spec if isinstance(spec, tuple) and len(spec) == 2 else (spec, None)
     dtype_spec, shape = pair
     text = dtype_spec.strip() if isinstance(dtype_spec, str) else None
-    if text and text.split()[0] in (RAGGED, STR, BYTES) or text and text[:3] == STR:
+    if text and (text.split()[0] == RAGGED or text.startswith((STR, BYTES))):
         return _declared_other(key, spec, text, shape, where)
     try:
         dtype = np.dtype(dtype_spec)

@@ -48,6 +48,7 @@ from .layout import (
 
 _ROWS_AT_ONCE = 1 << 16  # rows of strings decoded at a time when a file closes
 _COPY_BYTES = 64 << 20  # bytes of ragged values copied at a time when a file closes
+CLOSING = "_closing"  # a string key's dataset while it is written at close (see move_in)
 _PIECE = 1 << 20  # bytes per write call (big writes into the page cache ran slower here)
 
 
@@ -85,11 +86,12 @@ def read_values(
 ) -> list:
     """One value per requested row of result ``key`` (None where a row has none).
 
-    Works on a closed file, a running one and a killed one (the sidecar, if present, is
-    the truth). ``rows``: None (all), indices or a boolean mask. Ragged rows come back as
-    arrays ``(length, *inner)``; strings as str (bytes keys: bytes), or an object array
-    of them for a key with a shape. Rows whose status is not done may hold anything:
-    mask by ``/tasks/status``. ``path``: the results file's (default: ``f``'s file name).
+    Works on a closed file, a running one and a killed one: a group's side file, if
+    present, is the truth; a string key that is a dataset is closed and complete.
+    ``rows``: None (all), indices or a boolean mask. Ragged rows come back as arrays
+    ``(length, *inner)``; strings as str (bytes keys: bytes), or an object array of them
+    for a key with a shape. Rows whose status is not done may hold anything: mask by
+    ``/tasks/status``. ``path``: the results file's (default: ``f``'s file name).
     """
     root = f.file
     obj = root["results"][key]
@@ -211,7 +213,9 @@ def move_in(group: h5py.Group, key: str, n: int, results: os.PathLike) -> None:
     kind = result_type(obj)
     if not path.is_file():
         return
-    if kind == TYPE_RAGGED:
+    if isinstance(obj, h5py.Dataset):  # a string key closed before a kill: it is the truth
+        pass
+    elif kind == TYPE_RAGGED:
         _move_ragged(obj, path, results)
     else:
         _move_strings(group, key, n, path)
@@ -281,8 +285,9 @@ def _move_strings(group: h5py.Group, key: str, n: int, path: os.PathLike) -> Non
         else:
             rows.append(_filled(shape, empty))
     del raw
-    del group[key]
-    ds = group.create_dataset(key, (n, *shape), string_dtype(kind))
+    if CLOSING in obj:  # a kill during an earlier close
+        del obj[CLOSING]
+    ds = obj.create_dataset(CLOSING, (n, *shape), string_dtype(kind))  # beside start, length
     ds.attrs.update(attrs)
     ds.attrs[MISSING_ATTR] = MISSING_NOTE_STR
     for a in range(0, n, _ROWS_AT_ONCE):
@@ -291,6 +296,10 @@ def _move_strings(group: h5py.Group, key: str, n: int, path: os.PathLike) -> Non
         for i in range(a, b):
             block[i - a] = rows[i]
         ds[a:b] = block
+    group.file.flush()  # complete before it replaces the group (one flush of a few links)
+    group.file.move(ds.name, "/" + CLOSING)
+    del group[key]
+    group.file.move("/" + CLOSING, f"{group.name}/{key}")
 
 
 def _filled(shape: tuple[int, ...], value: Any) -> Any:

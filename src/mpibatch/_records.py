@@ -8,176 +8,45 @@ elapsed and status) in one contiguous ``uint8`` buffer, so a block of results is
 with one buffer-based MPI call and unpacked on rank 0 as zero-copy views. No per-task
 pickling. A :class:`Report` says what a block's buffer holds and what else came of the
 block (failures, a fatal error).
+
+Ragged arrays and variable-length strings (*tail* fields) hold their byte count in the
+row; their bytes follow the columns in the same buffer, key by key, rows in order (see
+:meth:`Columns.seal`), so they travel in the same one message. Turning a return value
+into a row is _packer.py's, the schema _schema.py's, the buffers _buffers.py's; their
+names are importable from here too.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
-from . import _ragged
-from ._dtypes import (
-    BYTES,
-    FIXED,
-    RAGGED,
-    STR,
-    VARIABLE,
-    Declared,
-    LossyResult,
-    convert,
-    fill_value,
-    mixed_kinds,
-    stored_dtype,
-)
-from .devices import to_host
-from .errors import ResultError
+from ._buffers import Buffers, Tail, _rounded
+from ._dtypes import fill_value
+from ._packer import Packer, _items, declared_schema, infer_schema
+from ._schema import BARE, Field, Report, Schema, describe
 from .layout import TASK_STATUS, Status
 
-BARE = "value"  # key used when a task returns a bare scalar or array
+__all__ = [  # the packing side and the schema live beside; imported from here too
+    "BARE",
+    "Buffers",
+    "Columns",
+    "Field",
+    "Packer",
+    "Report",
+    "Schema",
+    "Tail",
+    "_items",
+    "declared_schema",
+    "describe",
+    "infer_schema",
+    "join",
+]
+
 META = (("start", np.dtype("f8"), ()), ("elapsed", np.dtype("f8"), ()))
 _ALIGN = 8
-_KEEP = 16  # buffers a Buffers keeps at most
-
-
-@dataclass(frozen=True)
-class Field:
-    key: str
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    declared: bool = field(default=False, compare=False)  # by the task file: any kind in
-    kind: str = FIXED  # or RAGGED (shape: a row's inner shape), STR, BYTES
-
-    @property
-    def tail(self) -> bool:
-        """Values of varying size: the row holds their byte count, the bytes follow the
-        columns in the same buffer (ragged arrays, variable-length strings)."""
-        return self.kind == RAGGED or (self.kind != FIXED and self.dtype == VARIABLE)
-
-
-Schema = tuple  # tuple[Field, ...]
-
-
-@dataclass
-class Report:
-    """What a rank sends rank 0 about one block: rows ``pos .. pos + rows`` of the run.
-
-    The block's columns travel separately as ``nbytes`` raw bytes. The rest is only
-    set when there is something to say: the tasks that failed, a fatal result error
-    (the run stops), a stop request that reached this rank (a signal), and the rank's
-    schema (in its first report with results; ``schema_task`` is the task that set it).
-    """
-
-    pos: int
-    rows: int
-    nbytes: int
-    failures: Sequence = ()
-    fatal: str | None = None
-    stop: str | None = None
-    schema: Schema | None = None
-    schema_task: int = -1
-
-    def has_control(self) -> bool:
-        """True if anything besides the header and the data must travel."""
-        return (
-            bool(self.failures)
-            or self.fatal is not None
-            or self.stop is not None
-            or (self.schema is not None)
-        )
-
-
-def _as_array(
-    key: str, value: object, task_id: int, kinds: str = "biufc", declared: bool = False
-) -> np.ndarray:
-    """``value`` as an array of one of ``kinds``; LossyResult (its task fails) if it
-    cannot be stored at all (an object, None, a ragged list) or a declared key gets
-    another kind, ResultError if an undeclared key does (a string where numbers were)."""
-    value = to_host(value)  # CuPy / PyTorch / JAX arrays to numpy, without importing them
-    try:
-        arr = np.asarray(value)
-    except ValueError as exc:  # ragged nested lists
-        raise LossyResult(
-            f"task {task_id} returned {key!r} = a ragged sequence; expected numbers or an array "
-            f"of one shape ({exc}); declare results = {{{key!r}: 'ragged float64'}} for arrays "
-            "whose length varies"
-        ) from None
-    if arr.dtype.kind in kinds:
-        return arr
-    if arr.dtype.kind not in "biufcUS":
-        raise LossyResult(
-            f"task {task_id} returned {key!r} of type {type(value).__name__} "
-            f"(dtype {arr.dtype}), which a results file cannot store; return numbers, "
-            "strings or arrays of them"
-        )
-    raise (LossyResult if declared else ResultError)(
-        f"task {task_id} returned {key!r} of type {type(value).__name__} "
-        f"(dtype {arr.dtype}); expected {_WANT[kinds]} as the key's other values - a "
-        "result keeps one kind in every task"
-    )
-
-
-_WANT = {"biufc": "a number or a numeric array", "U": "a str", "S": "bytes"}
-
-
-def _items(out: object, task_id: int) -> list[tuple[str, object]]:
-    if isinstance(out, dict):
-        bad = [k for k in out if not isinstance(k, str) or not k or "/" in k]
-        if bad:
-            raise ResultError(
-                f"task {task_id} returned a dict with key {bad[0]!r}; expected non-empty "
-                "string keys without '/'"
-            )
-        return list(out.items())
-    return [(BARE, out)]
-
-
-def infer_schema(
-    out: object, task_id: int, declared: Mapping[str, Declared] | None = None
-) -> Schema:
-    """The schema of one task's return value (raises ResultError if it cannot be stored).
-
-    A key's dtype is its kind's (int64, float64, ...) or the one ``declared`` for it.
-    """
-    fields = []
-    for key, value in _items(out, task_id):
-        spec = declared.get(key) if declared else None
-        if spec is not None and spec.shape is not None:
-            fields.append(Field(key, spec.dtype, spec.shape, True, spec.kind))
-            continue
-        arr = _as_array(key, value, task_id, "biufcUS")
-        if spec is not None:
-            fields.append(Field(key, spec.dtype, arr.shape, declared=True))
-        elif arr.dtype.kind in "US":
-            fields.append(
-                Field(key, VARIABLE, arr.shape, kind=STR if arr.dtype.kind == "U" else BYTES)
-            )
-        else:
-            fields.append(Field(key, stored_dtype(arr.dtype), arr.shape))
-    return tuple(fields)
-
-
-def declared_schema(declared: Mapping[str, Declared] | None) -> Schema | None:
-    """The schema a declaration fixes before any task, if it gives every key's shape."""
-    if not declared or any(spec.shape is None for spec in declared.values()):
-        return None
-    return tuple(Field(k, s.dtype, s.shape or (), True, s.kind) for k, s in declared.items())
-
-
-def describe(schema: Schema) -> str:
-    return ", ".join(f"{f.key}: {_type_name(f)}{list(f.shape) if f.shape else ''}" for f in schema)
-
-
-def _type_name(f: Field) -> str:
-    if f.kind == RAGGED:
-        return f"ragged {f.dtype}"
-    if f.kind != FIXED:
-        return f.kind if f.dtype == VARIABLE else f"{f.kind}{f.dtype.itemsize}"
-    return str(f.dtype)
 
 
 @lru_cache(maxsize=256)
@@ -224,7 +93,8 @@ class Columns:
         self.results = {f.key: self.arrays[f.key] for f in schema}
         self.fixed_nbytes = nbytes  # the columns; a sealed buffer's tail bytes follow them
         # while rows are filled: each tail key's bytes so far, rows in order
-        self.tails: dict[str, Tail] = {f.key: Tail() for f in schema if f.tail}
+        keys = [f.key for f in schema if f.tail]
+        self.tails = {k: Tail(None, nbytes if i == 0 else 0) for i, k in enumerate(keys)}
         if buffer is None:  # a fresh buffer: results not yet computed hold the fill value
             for f in schema:
                 if fill_value(f.dtype) is not None and not f.tail:  # bool, str: zeros
@@ -246,7 +116,9 @@ class Columns:
             for name in ("start", "elapsed", "status"):
                 cols.arrays[name][...] = 0
             cols.stale = True
-        cols.tails = {key: Tail(buffers) for key in cols.tails}  # grown in kept buffers
+        cols.tails = {  # grown in kept buffers; the first has room for the columns
+            k: Tail(buffers, cols.fixed_nbytes if i == 0 else 0) for i, k in enumerate(cols.tails)
+        }
         return cols
 
     def clear_unfinished(self) -> None:
@@ -271,27 +143,29 @@ class Columns:
     def seal(self, buffers: Buffers | None = None) -> Columns:
         """These columns with their tail keys' bytes appended: one buffer to send.
 
-        Columns without tail keys are returned as they are. Rows not done hold no bytes
-        (only the last row put can be one: a result error stopped the block there).
+        Columns without tail keys are returned as they are. The first tail key's buffer
+        has room for the columns in front (see :class:`Tail`), so it becomes the block's
+        buffer: the commonest case (one ragged key) copies no value twice. Rows not done
+        hold no bytes (only the last row put can be one: a result error stopped there).
         """
         if not self.tails:
             return self
         done = self.status == Status.DONE
-        parts = []
-        for key, tail in self.tails.items():
+        tails = list(self.tails.items())
+        sizes = []
+        for key, _ in tails:
             self.results[key][~done] = 0
-            parts.append(tail.buf[: int(self.results[key].sum())])
-        total = self.fixed_nbytes + sum(p.nbytes for p in parts)
-        storage = buffers.take(total) if buffers else np.empty(total, np.uint8)
-        storage[: self.fixed_nbytes] = self.buffer[: self.fixed_nbytes]
-        at = self.fixed_nbytes
-        for p in parts:
-            storage[at : at + p.nbytes] = p
-            at += p.nbytes
+            sizes.append(int(self.results[key].sum()))
+        fixed, total = self.fixed_nbytes, self.fixed_nbytes + sum(sizes)
+        storage = tails[0][1].take(total)
+        storage[:fixed] = self.buffer[:fixed]
+        at = fixed + sizes[0]
+        for (_, tail), n in zip(tails[1:], sizes[1:], strict=True):
+            storage[at : at + n] = tail.buf[tail.reserve : tail.reserve + n]
+            at += n
+            tail.release()
         if buffers is not None:
             buffers.give(self.storage)
-            for tail in self.tails.values():
-                buffers.give(tail.buf)
         sealed = Columns(self.schema, self.rows, storage)
         sealed.nbytes, sealed.buffer = total, storage[:total]
         return sealed
@@ -307,59 +181,31 @@ class Columns:
         return out
 
 
-class Tail:
-    """A tail key's bytes while a block is filled: one growing buffer, rows in order.
+def join(run: list[Columns], spare: np.ndarray | None = None) -> Columns:
+    """Sealed columns of one schema as one (rows one after the other).
 
-    Each value is copied in as it is put, so the task's own array is freed at once (its
-    memory is reused for the next task, as with fixed-shape results).
+    The joined buffer is ``spare`` if it is big enough (the caller keeps one for every
+    join: a run makes thousands, of varying sizes, which fragment the heap otherwise).
     """
-
-    def __init__(self, buffers: Buffers | None = None) -> None:
-        self.buffers = buffers
-        self.buf = np.empty(0, np.uint8)
-        self.used = 0
-        self.last = (-1, 0)  # (row, bytes) of the last value put
-
-    def put(self, row: int, data: np.ndarray) -> int:
-        """Append ``data``'s bytes for ``row``; returns how many."""
-        raw = data.reshape(-1).view(np.uint8)
-        n = raw.nbytes
-        if self.used + n > self.buf.nbytes:
-            size = max(2 * self.buf.nbytes, self.used + n, 1 << 16)
-            new = self.buffers.take(size) if self.buffers else np.empty(size, np.uint8)
-            new[: self.used] = self.buf[: self.used]
-            if self.buffers is not None:
-                self.buffers.give(self.buf)
-            self.buf = new
-        self.buf[self.used : self.used + n] = raw
-        self.used += n
-        self.last = (row, n)
-        return n
-
-    def drop(self, row: int) -> None:
-        """Take back ``row``'s bytes, if they were the last put (its task failed)."""
-        if self.last[0] == row:
-            self.used -= self.last[1]
-            self.last = (-1, 0)
-
-
-def join(run: list[Columns]) -> Columns:
-    """Sealed columns of one schema as one (rows one after the other)."""
-    first = run[0]
-    joined = Columns(first.schema, sum(c.rows for c in run))
+    schema, rows = run[0].schema, sum(c.rows for c in run)
+    fixed = columns_bytes(schema, rows)
+    tails = [c.tail_bytes() for c in run] if run[0].tails else []
+    parts = [t[f.key] for f in schema if f.tail for t in tails]
+    total = fixed + sum(p.nbytes for p in parts)
+    if spare is None or spare.nbytes < total:
+        spare = np.empty(_rounded(total), np.uint8)
+    joined = Columns(schema, rows, spare)
     at = 0
     for cols in run:
         for name, arr in cols.arrays.items():
             joined.arrays[name][at : at + cols.rows] = arr
         at += cols.rows
-    if not joined.tails:
-        return joined
-    tails = [c.tail_bytes() for c in run]
-    parts = [t[f.key] for f in first.schema if f.tail for t in tails]
-    storage = np.concatenate([joined.buffer[: joined.fixed_nbytes], *parts])
-    sealed = Columns(first.schema, joined.rows, storage)
-    sealed.nbytes, sealed.buffer = storage.nbytes, storage
-    return sealed
+    at = fixed
+    for p in parts:
+        spare[at : at + p.nbytes] = p
+        at += p.nbytes
+    joined.nbytes, joined.buffer = total, spare[:total]
+    return joined
 
 
 _LEN = np.dtype(np.int64)
@@ -372,185 +218,3 @@ def _fill(f: Field):
         return b""
     fill = fill_value(f.dtype)
     return False if fill is None else fill
-
-
-class Buffers:
-    """Big byte buffers kept for reuse, so blocks of results do not fault in fresh memory.
-
-    The first write to memory a process has not used costs a page fault per page (far
-    more on virtual machines that hand freed memory back to their host), and a run makes
-    a block buffer thousands of times. Buffers under ``min_bytes`` are left to malloc,
-    whose heap hands back memory already touched, faster than any bookkeeping here.
-    :meth:`take` returns the smallest kept buffer big enough, or a new one; :meth:`give`
-    keeps a buffer again, the largest up to ``max_bytes`` in all and at most 16.
-    Thread-safe: rank 0's task thread takes while its main thread gives back.
-    """
-
-    min_bytes = 1 << 18
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.kept: list[np.ndarray] = []
-        self.lock = threading.Lock()
-
-    def take(self, nbytes: int) -> np.ndarray:
-        if nbytes >= self.min_bytes:
-            with self.lock:
-                best = None
-                for k, b in enumerate(self.kept):
-                    if b.nbytes >= nbytes and (best is None or b.nbytes < self.kept[best].nbytes):
-                        best = k
-                if best is not None:
-                    return self.kept.pop(best)
-        return np.empty(nbytes, np.uint8)
-
-    def give(self, buffer: np.ndarray) -> None:
-        if buffer.nbytes < self.min_bytes:
-            return
-        with self.lock:
-            self.kept.append(buffer)
-            self.kept.sort(key=lambda b: b.nbytes, reverse=True)
-            total = 0
-            for k, b in enumerate(self.kept):
-                total += b.nbytes
-                if total > self.max_bytes or k == _KEEP:
-                    del self.kept[k:]
-                    break
-
-
-class Packer:
-    """Puts one task's return value into row ``row`` of a :class:`Columns`, checking it.
-
-    ``schema_task`` -1: the schema is a declaration's (see :func:`declared_schema`), so a
-    value that does not fit it fails its task; else a task's, and another shape or kind
-    than that task's stops the run (the undeclared type policy, _dtypes.py).
-    """
-
-    def __init__(self, schema: Schema, schema_task: int) -> None:
-        self.schema, self.schema_task = schema, schema_task
-        self.bare = len(schema) == 1 and schema[0].key == BARE
-        self.keys = [f.key for f in schema]
-        # a bare float64 scalar: the runner's fast path may store such values itself
-        self.scalar_float = self.bare and schema[0].shape == () and schema[0].dtype == np.float64
-        self.origin = "declared" if schema_task < 0 else f"as task {schema_task} returned"
-
-    def put(self, cols: Columns, row: int, out: object, task_id: int) -> None:
-        """Store ``out``; ResultError stops the run, LossyResult fails only this task."""
-        if self.bare and not isinstance(out, dict):
-            self._put(cols, self.schema[0], row, out, task_id)
-            return
-        if not isinstance(out, dict) or out.keys() != set(self.keys):
-            got = list(out) if isinstance(out, dict) else type(out).__name__
-            error = LossyResult if self.schema_task < 0 else ResultError
-            raise error(
-                f"task {task_id} returned keys {got}; expected {self.keys} {self.origin} - "
-                "every task must return the same keys"
-            )
-        try:
-            for f in self.schema:
-                self._put(cols, f, row, out[f.key], task_id)
-        except LossyResult:
-            cols.clear_row(row)  # no key of a failed task keeps a value
-            raise
-
-    def _put(self, cols: Columns, f: Field, row: int, value: object, task_id: int) -> None:
-        col = cols.results[f.key]
-        tp = type(value)
-        if f.kind != FIXED:
-            self._put_other(cols, f, row, value, task_id)
-            return
-        if f.shape == ():  # the commonest results, without building an array
-            if (tp is float or tp is np.float64) and f.dtype == _F8:
-                col[row] = value
-                return
-            if tp is int and f.dtype == _I8 and _I8_MIN <= value <= _I8_MAX:  # type: ignore[operator]
-                col[row] = value
-                return
-            if tp is int and not _I8_MIN <= value <= _U8_MAX:  # type: ignore[operator]
-                raise LossyResult(
-                    f"task {task_id} returned {f.key!r} = {value}, beyond 64-bit integers; "
-                    "return a float, or keep it in the grid"
-                )
-        arr = _as_array(f.key, value, task_id, "biufc", f.declared or self.schema_task < 0)
-        if arr.shape != f.shape:
-            self._shape_error(f, arr, task_id)
-        try:
-            col[row] = convert(f.key, arr, f.dtype, f.declared, task_id)
-        except LossyResult:
-            raise
-        except ResultError:  # another kind of number than the first task's
-            raise ResultError(
-                mixed_kinds(f.key, arr.dtype, f.dtype, task_id, self.schema_task)
-            ) from None
-
-    def _shape_error(self, f: Field, arr: np.ndarray, task_id: int) -> None:
-        what = "ragged " if f.kind == RAGGED else ""
-        shape = ("k", *f.shape) if f.kind == RAGGED else f.shape
-        msg = (
-            f"task {task_id} returned {f.key!r} with shape {arr.shape}; expected {what}shape "
-            f"{shape} {self.origin}"
-        )
-        if f.declared or self.schema_task < 0:
-            raise LossyResult(msg)
-        hint = " - every task must return the same shapes"
-        if arr.ndim and arr.ndim == len(f.shape) and arr.shape[1:] == f.shape[1:]:
-            inner = f"('ragged {f.dtype}', {f.shape[1:]})" if f.shape[1:] else f"'ragged {f.dtype}'"
-            hint = (
-                f"; only the length varies: declare results = {{{f.key!r}: {inner}}} in the "
-                "task file (or mpibatch.run(results=...)) to store arrays of varying length"
-            )
-        raise ResultError(msg + hint)
-
-    def _put_other(self, cols: Columns, f: Field, row: int, value: object, task_id: int) -> None:
-        """A ragged array or strings into ``row``: their bytes wait in ``cols.tails``."""
-        if f.kind == RAGGED:
-            arr = _as_array(f.key, value, task_id, "biufc", f.declared or self.schema_task < 0)
-            if arr.ndim != 1 + len(f.shape) or arr.shape[1:] != f.shape:
-                self._shape_error(f, arr, task_id)
-            data = np.ascontiguousarray(convert(f.key, arr, f.dtype, True, task_id))
-            cols.results[f.key][row] = cols.tails[f.key].put(row, data)
-            return
-        items = _strings(value, f)
-        if items is None:
-            shape = f" of shape {f.shape}" if f.shape else ""
-            error = LossyResult if f.declared or self.schema_task < 0 else ResultError
-            raise error(
-                f"task {task_id} returned {f.key!r} as {type(value).__name__}; expected "
-                f"{f.kind}{shape} {self.origin} - a result keeps one type and shape in every task"
-            )
-        raw = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in items]
-        if f.kind == STR and any(b"\0" in r for r in raw):
-            raise LossyResult(
-                f"task {task_id} returned {f.key!r} with a NUL character, which HDF5 strings "
-                "cannot hold; return bytes for binary data"
-            )
-        if f.tail:
-            data = np.frombuffer(_ragged.encode(raw), np.uint8)
-            cols.results[f.key][row] = cols.tails[f.key].put(row, data)
-            return
-        if max(map(len, raw), default=0) > f.dtype.itemsize:
-            raise LossyResult(
-                f"task {task_id} returned {f.key!r} with a string of {max(map(len, raw))} bytes; "
-                f"it is declared {f.kind}{f.dtype.itemsize} - declare a wider one or '{f.kind}'"
-            )
-        cols.results[f.key][row] = np.asarray(raw, dtype=f.dtype).reshape(f.shape)
-
-
-def _strings(value: object, f: Field) -> list | None:
-    """The strings (bytes) of a value of ``f``'s kind and shape, flat; None if it is not one."""
-    want = str if f.kind == STR else bytes
-    if not f.shape:
-        return [value] if isinstance(value, want) else None
-    if isinstance(value, (str, bytes)):
-        return None
-    try:
-        arr = np.asarray(value, dtype=object)
-    except ValueError:
-        return None
-    items = list(arr.flat)
-    return items if arr.shape == f.shape and all(isinstance(v, want) for v in items) else None
-
-
-_F8, _I8 = np.dtype(np.float64), np.dtype(np.int64)
-_I8_MIN, _I8_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
-_U8_MAX = int(np.iinfo(np.uint64).max)

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from . import _comm, _dispatch, _plan, _resume, devices, schedule, streams
+from ._dtypes import declarations_of
 from ._plan import Plan
-from ._records import Buffers
+from ._records import Buffers, declared_schema
 from ._stop import Stopper
 from .errors import MpibatchError, UsageError
 from .grid import Grid
@@ -198,7 +199,8 @@ def _load_and_plan(options: RunOptions, rank: int, size: int):
     if rank != 0:
         return fn, source, None, None
     grid = _plan.resolve_grid(options.grid, module, options.reps)
-    plan, store = _prepare(grid, options, size, source)
+    declared = declared_schema(declarations_of(fn, options.results))
+    plan, store = _prepare(grid, options, size, source, declared)
     return fn, source, plan, store
 
 
@@ -224,8 +226,11 @@ def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
     return None
 
 
-def _prepare(grid: Grid, options: RunOptions, size: int, source: dict) -> tuple[Plan, Store | None]:
-    """Rank 0: the plan, and the file it writes (created, or reopened to resume)."""
+def _prepare(
+    grid: Grid, options: RunOptions, size: int, source: dict, declared=None
+) -> tuple[Plan, Store | None]:
+    """Rank 0: the plan, and the file it writes (created, or reopened to resume);
+    ``declared``: the results' schema if a declaration gives it (the file has it at once)."""
     from .results import read_attrs
     from .store import Store
 
@@ -245,7 +250,7 @@ def _prepare(grid: Grid, options: RunOptions, size: int, source: dict) -> tuple[
         for key in ("start_time", "t0"):
             plan.attrs.pop(key)  # the study started when its first session did
         return plan, Store.reopen(path, plan.id_range)
-    return plan, Store.create(path, grid, plan.id_range, plan.attrs)
+    return plan, Store.create(path, grid, plan.id_range, plan.attrs, declared)
 
 
 def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> Summary | None:

@@ -255,6 +255,12 @@ def read_column(source: h5py.Group | str | os.PathLike, name: str) -> np.ndarray
     import numpy as np
 
     ds = source[name]
+    if isinstance(ds, h5py.Group):  # a ragged key (or strings while a run goes)
+        from ._ragged import read_values
+
+        values = np.empty(len(ds[RAGGED_START]), dtype=object)
+        values[:] = read_values(source.file, ds.name.rsplit("/", 1)[-1])
+        return values
     if h5py.check_string_dtype(ds.dtype) is not None:
         return np.asarray(ds.asstr()[()], dtype=object)
     return ds[()]

@@ -123,8 +123,12 @@ class Store:
         self.sidecars: dict[str, _ragged.Sidecar] = {}  # ragged and string keys' values
 
     @classmethod
-    def create(cls, path: Path, grid, ids: range, attrs: dict[str, Any]) -> Store:
+    def create(
+        cls, path: Path, grid, ids: range, attrs: dict[str, Any], schema: Schema | None = None
+    ) -> Store:
         """A new file with every task pending, under its name only once it is complete.
+
+        ``schema``: declared results, whose datasets it then has from the start.
 
         It is built under a temporary name beside ``path`` and renamed: a kill while the
         datasets are created leaves no half-made file at ``path`` (and a previous file
@@ -133,12 +137,18 @@ class Store:
         check_space(path, grid, len(ids))
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
         f = _create_file(tmp)
+        store = cls(f, ids)
         try:
-            store = cls._fill(cls(f, ids), grid, attrs)
+            cls._fill(store, grid, attrs)
+            store.path = path  # the side files of ragged and string keys go beside ``path``
+            if schema is not None:
+                store.add_results(schema)
             os.replace(tmp, path)
         except BaseException:
             f.close()
             tmp.unlink(missing_ok=True)
+            for sidecar in store.sidecars.values():
+                sidecar.close()
             raise
         store.path = path
         return store
@@ -399,6 +409,7 @@ class WriteBehind:
         self.store, self.max_bytes, self.max_seconds = store, max_bytes, max_seconds
         self.release = release  # takes each report's buffer back once it is written
         self.items: list[tuple[int, Columns, int]] = []
+        self.spare: np.ndarray | None = None  # the buffer every join reuses
         self.bytes, self.since = 0, time.monotonic()
 
     def add(self, row: int, cols: Columns, rank: int) -> None:
@@ -420,9 +431,12 @@ class WriteBehind:
         items = sorted(self.items, key=lambda item: item[0])
         self.items, self.bytes = [], 0
         run: list = []
+        big = self.max_bytes // 8  # a report this big is written alone, never copied
         for item in items:
             if run and (
-                item[0] != run[-1][0] + run[-1][1].rows or item[1].schema != run[-1][1].schema
+                item[0] != run[-1][0] + run[-1][1].rows
+                or item[1].schema != run[-1][1].schema
+                or max(item[1].nbytes, run[-1][1].nbytes) >= big
             ):
                 self._write(run)
                 run = []
@@ -434,7 +448,8 @@ class WriteBehind:
         if len(run) == 1:
             self.store.write_rows(*run[0])
         else:
-            joined = join([cols for _, cols, _ in run])
+            joined = join([cols for _, cols, _ in run], self.spare)
+            self.spare = joined.storage
             ranks = np.concatenate([np.full(c.rows, r, dtype=np.int32) for _, c, r in run])
             self.store.write_rows(run[0][0], joined, ranks)
         if self.release is not None:
