@@ -9,6 +9,12 @@
 2. Time from SIGUSR1 (sent to mpiexec, which forwards it to every rank) to a resumable
    exit (exit code 3, file closed) at np=4, for short tasks (50 ms) and for long tasks
    (10 s each, interrupted when --grace 2 runs out). Target: within the grace period + 2 s.
+3. ``--ragged-kills K``: K kill trials while ragged arrays, strings and bytes are written
+   (tests/mpi/tasks/ragged.py, 400 tasks of ~240 kB, np=3, --flush-seconds 0.1): SIGKILL
+   to rank 0 at a random moment over the whole run, the close included; then every row
+   marked done is read back (``read_values``) and compared with an uninterrupted run, and
+   the run is resumed and compared whole. The table counts where the kills landed.
+   ``--ragged-kills K`` alone skips 1. and 2.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 from _bench import HERE, begin, mpibatch_run, print_table, run_command
 
 SLEEPY = HERE / "_sleep_task.py"
@@ -92,12 +99,122 @@ def stop_table(tmp: Path, args) -> None:
     print_table(header, cells, args.markdown)
 
 
+RAGGED = HERE.parent / "tests" / "mpi" / "tasks" / "ragged.py"
+RAGGED_ENV = {"RAGGED_MODE": "declared", "RAGGED_ROWS": "20000"}
+RAGGED_KEYS = ("rewards", "xy", "model", "names", "blob", "code")
+
+
+def _ragged_cmd(np_: int, out: Path, *extra: str) -> list[str]:
+    cmd = mpibatch_run(np_, RAGGED, 400, 3, out) + list(extra)
+    return [c for c in cmd if c != "--overwrite"] if "--resume" in extra else cmd
+
+
+def _ragged_read(path: Path):
+    from mpibatch._ragged import read_values
+
+    for _ in range(200):  # a killed writer's lock goes a moment after the process
+        try:
+            with h5py.File(path, "r", locking=False) as f:
+                status = f["tasks/status"][()]
+                if "rewards" not in f["results"]:  # killed before any result: none done
+                    return {}, status, "before any result"
+                vals = {k: [_comparable(v) for v in read_values(f, k)] for k in RAGGED_KEYS}
+                return vals, status, _phase(f, path)
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{path} stayed unreadable")
+
+
+def _comparable(v):
+    if hasattr(v, "dtype"):
+        return v.tobytes() if v.dtype != object else [repr(x) for x in v.ravel()]
+    return v
+
+
+def _phase(f, path: Path) -> str:
+    """Where the kill landed, from the state the file was left in."""
+    from mpibatch.layout import values_path
+
+    if not values_path(path, "rewards").parent.exists():
+        return "after the close"
+    if "values" in f["results/rewards"] or isinstance(f["results/model"], h5py.Dataset):
+        return "inside the close"
+    return "while writing"
+
+
+def ragged_kills(tmp: Path, trials: int, seed: int = 0) -> list[list[str]]:
+    import random
+
+    env = {**os.environ, **RAGGED_ENV}
+    ref_path = tmp / "ref.h5"
+    t = time.perf_counter()
+    subprocess.run(_ragged_cmd(2, ref_path), env=env, capture_output=True, timeout=TIMEOUT)
+    took = time.perf_counter() - t
+    ref, ref_status, _ = _ragged_read(ref_path)
+    rng, counts = random.Random(seed), {}
+    for _ in range(trials):
+        out = tmp / "k.h5"
+        for old in (out, tmp / "k.h5.failures"):
+            old.unlink(missing_ok=True)
+        cmd = _ragged_cmd(3, out, "--flush-seconds", "0.1", "--block-size", "3")
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.1, took))
+        _kill_rank0(p.pid)
+        p.wait(timeout=120)
+        if not out.exists():
+            phase, done, bad = "before the file", 0, 0
+        else:
+            got, status, phase = _ragged_read(out)
+            rows = np.flatnonzero(status == 1)
+            done = len(rows)
+            bad = sum(got[k][i] != ref[k][i] for k in got for i in rows)
+        again = ["--resume"] if out.exists() else []
+        subprocess.run(_ragged_cmd(2, out, *again), env=env, capture_output=True, timeout=TIMEOUT)
+        got, status, _ = _ragged_read(out)
+        same = bool((status == ref_status).all()) and got == ref
+        c = counts.setdefault(phase, [0, 0, 0, 0])
+        c[0], c[1], c[2], c[3] = c[0] + 1, c[1] + done, c[2] + bad, c[3] + (not same)
+    return [[ph, str(n), f"{d:,}", str(b), str(r)] for ph, (n, d, b, r) in counts.items()]
+
+
+def _kill_rank0(launcher: int) -> None:
+    """SIGKILL the rank-0 process under ``launcher`` (found by PMI_RANK=0)."""
+    for pid in _descendants(launcher):
+        try:
+            if b"PMI_RANK=0\0" in Path(f"/proc/{pid}/environ").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+                return
+        except OSError:
+            continue
+
+
+def _descendants(root: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(root)], capture_output=True, text=True).stdout
+    kids = [int(x) for x in out.split()]
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
+def kill_table(tmp: Path, args) -> None:
+    cells = ragged_kills(tmp, args.ragged_kills)
+    print("kill trials: SIGKILL of rank 0 while ragged and string results are written, np=3")
+    header = ["kill landed", "trials", "rows done at the kill", "wrong done rows"]
+    header.append("resume differs")
+    notes = ["target: 0 wrong done rows, 0 resumes that differ from the uninterrupted run"]
+    print_table(header, cells, args.markdown, notes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    ap.add_argument("--ragged-kills", type=int, default=0, help="kill trials (3. above) only")
     args = ap.parse_args()
+    if args.ragged_kills:
+        begin(f"faults: {args.ragged_kills} kill trials with ragged and string results")
+        with tempfile.TemporaryDirectory() as d:
+            kill_table(Path(d), args)
+        return
     begin(f"faults: {args.tasks:,} tiny tasks, best of {args.repeat}")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -23,6 +23,12 @@ Rows:
    (found among mpiexec's descendants by ``PMI_RANK=0`` in ``/proc/<pid>/environ``); polling
    can only miss a peak reached in the last few ms, so it should be at most the exit value.
 
+3. ``--ragged``: instead of the rows above, the same bytes as ragged results (the key
+   declared ``ragged float64``, rows of ROW -/+ 4096 values, ``GATHER_MODE=ragged``) against
+   fixed-shape results, at ``--np`` with ``--schedules``' first schedule; printed side by
+   side with the ratio of their net rates and rank 0's peak RSS. Targets: ragged >= 80% of
+   the fixed-shape rate, rank 0 under 0.5 GiB at 1 GiB. Every ragged file is read back.
+
 Rates: whole command (time.perf_counter around it), net of start-up (start-up = the same
 command with one task per rank), and by the file's own ``wall_seconds`` attribute. The
 ``--repeat`` rounds are interleaved (each round runs every row once, in an order rotated from
@@ -111,6 +117,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dir", default=None, help="where the temporary directory goes")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per command")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--ragged", action="store_true", help="ragged against fixed-shape (3. above)")
     args = p.parse_args(argv)
     args.ntasks = max(args.np, round(args.gb * 1024))
     args.schedules = args.schedules.split(",")
@@ -241,7 +248,7 @@ def read_kib(path: Path) -> int | None:
         return None
 
 
-def run_mpibatch_once(args, row: Row, schedule: str, tmp: Path, first: bool) -> bool:
+def run_mpibatch_once(args, row: Row, schedule: str, tmp: Path, first: bool, check=None) -> bool:
     """One full run (checked on the first) and one start-up run; False if a command failed."""
     out, rss_dir = tmp / "mpibatch.h5", tmp / "rss"
     for ntasks in (args.ntasks, args.np):
@@ -266,7 +273,7 @@ def run_mpibatch_once(args, row: Row, schedule: str, tmp: Path, first: bool) -> 
             row.wall_attr.append(float(f.attrs.get("wall_seconds", np.nan)))
             used = f.attrs.get("schedule_used", schedule)
         if first:
-            row.results = f"{check_file(out, args.ntasks)}; used {used}"
+            row.results = f"{(check or check_file)(out, args.ntasks)}; used {used}"
     out.unlink(missing_ok=True)
     return True
 
@@ -364,8 +371,72 @@ def verdict(rows: list[Row], gib: float) -> list[str]:
     return lines
 
 
+def check_ragged(path: Path, ntasks: int) -> str:
+    """Every task's row: its length, every value its task id."""
+    from _gather_task import length
+
+    from mpibatch._ragged import read_values
+
+    with h5py.File(path, "r") as f:
+        if not (f["tasks/status"][()] == 1).all():
+            return "DIFFERENT (not every task done)"
+        for a in range(0, ntasks, 64):
+            rows = read_values(f, "value", np.arange(a, min(ntasks, a + 64)))
+            for i, v in enumerate(rows, a):
+                if v is None or len(v) != length(i, "ragged") or not (v == i).all():
+                    return f"DIFFERENT (task {i})"
+        return f"ok, ragged ({f['results/value/values'].shape[0]:,} values)"
+
+
+def ragged_rows(args, tmp: Path) -> list[Row]:
+    """Fixed-shape and ragged runs of the same bytes, interleaved rounds."""
+    schedule = args.schedules[0]
+    rows = {m: Row(f"mpibatch np={args.np} {m}") for m in ("fixed", "ragged")}
+    for rep in range(args.repeat):
+        for mode in ("fixed", "ragged") if rep % 2 == 0 else ("ragged", "fixed"):
+            os.environ["GATHER_MODE"] = mode
+            row = rows[mode]
+            check = check_ragged if mode == "ragged" else check_file
+            run_mpibatch_once(args, row, schedule, tmp, rep == 0, check)
+            print(f"  ... {row.name}: {row.seconds[-1:]}", file=sys.stderr)
+    os.environ.pop("GATHER_MODE", None)
+    return list(rows.values())
+
+
+def ragged_main(args, gib: float, base: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="mpibatch-gather-", dir=base) as tmpdir:
+        fixed, ragged = ragged_rows(args, Path(tmpdir))
+    head = ["results", "seconds", "start-up s", "net GiB/s", "rank 0 peak RSS MiB", "check"]
+    cells, rates = [], []
+    for r in (fixed, ragged):
+        if not r.seconds or not r.startup:
+            cells.append([r.name, "-", "-", "-", "-", r.results])
+            rates.append(float("nan"))
+            continue
+        net = min(r.seconds) - min(r.startup)
+        rates.append(gib / net)
+        cells.append(
+            [r.name, f"{min(r.seconds):.2f}", f"{min(r.startup):.2f}", f"{gib / net:.2f}"]
+            + [fmt_rss(r), r.results]
+        )
+    ratio = rates[1] / rates[0]
+    rss = [k * 1024 for k in ragged.rss_kib + ragged.polled_kib if k is not None]
+    peak = max(rss) if rss else float("nan")
+    print_table(head, cells, args.markdown, [f"ragged / fixed-shape net rate: {ratio:.2f}"])
+    ok = ratio >= 0.8 and peak < 0.5 * 2**30
+    print(
+        f"targets: ragged >= 80% of the fixed-shape rate ({100 * ratio:.0f}%), rank 0 peak RSS "
+        f"< 0.5 GiB ({peak / 2**30:.2f} GiB) -> {'met' if ok else 'NOT met'}"
+    )
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.ragged:
+        args.ntasks += args.ntasks % 2  # an even number: the same bytes in both
+        begin(f"gather --ragged: {args.ntasks / 1024:g} GiB, np={args.np}, best of {args.repeat}")
+        ragged_main(args, args.ntasks / 1024, Path(args.dir or tempfile.gettempdir()))
+        return
     gib = args.ntasks / 1024
     base = Path(args.dir or tempfile.gettempdir())
     free = shutil.disk_usage(base).free

@@ -232,3 +232,116 @@ def test_a_complete_merge_records_that_it_is_not_partial(study, tmp_path):
     out = str(tmp_path / "m.h5")
     merge(_parts(study, tmp_path), out)
     assert mpibatch.open(out).attrs["partial"] == ""
+
+
+TYPED_FILE = """
+import os
+
+import numpy as np
+
+results = {
+    "rewards": "ragged float64",
+    "path": ("ragged int32", (2,)),
+    "model": os.environ.get("MERGE_MODEL", "str"),
+    "blob": "bytes",
+    "names": ("str", (2,)),
+}
+
+
+def grid():
+    return {"mu": [0.0, 1.5], "name": ["a", "bbb", "\\u00e9t\\u00e9"]}
+
+
+def task(params, rng):
+    if params["name"] == "bbb" and params["rep"] == 1:
+        raise ValueError("told to fail")
+    k = int(rng.integers(0, 4))
+    return {
+        "rewards": rng.normal(params["mu"], size=k),
+        "path": np.arange(2 * k, dtype=np.int32).reshape(k, 2),
+        "model": params["name"] * k,
+        "blob": bytes(range(k)),
+        "names": [params["name"], str(k)],
+    }
+"""
+
+
+@pytest.fixture
+def typed(tmp_path):
+    path = tmp_path / "typed.py"
+    path.write_text(TYPED_FILE)
+    return path
+
+
+def _same_values(a: str, b: str, rows=slice(None)) -> None:
+    ra, rb = mpibatch.open(a), mpibatch.open(b)
+    assert ra.types() == rb.types() and rb.types()["path"] == "ragged int32[*,2]"
+    assert (ra.status[rows] == rb.status[rows]).all()
+    for key in ra.results:
+        x, y = ra.results[key][rows], rb.results[key][rows]
+        assert x.mask.tolist() == y.mask.tolist()
+        for u, v in zip(x.compressed(), y.compressed(), strict=True):
+            assert np.array_equal(np.asarray(u), np.asarray(v)), key
+
+
+def test_ragged_and_string_results_merge_to_those_of_one_run(typed, tmp_path):
+    from mpibatch import _ragged
+
+    full = _run(typed, tmp_path / "single.h5")
+    parts = _parts(typed, tmp_path)
+    with h5py.File(parts[1], "r+") as f:  # a killed part: its values still in the sidecar
+        for key in ("rewards", "model"):
+            _ragged.move_out(f["results"], key, 4, parts[1])
+    out = str(tmp_path / "merged.h5")
+    s = merge(parts[::-1], out)
+    assert (s.n_tasks, s.done, s.failed) == (N, 10, 2)
+    _same_values(out, full)
+    with h5py.File(out, "r") as f:  # the closed layout, for plain h5py readers
+        g = f["results/rewards"]
+        start, length, status = g["start"][()], g["length"][()], f["tasks/status"][()]
+        assert g.attrs["mpibatch_type"] == "ragged" and (start[status != 1] == -1).all()
+        assert g["values"].shape == (length[status == 1].sum(),)
+        assert json.loads(f["results"].attrs["keys"]) == [
+            "rewards",
+            "path",
+            "model",
+            "blob",
+            "names",
+        ]
+        assert f["results/model"].attrs["mpibatch_type"] == "str"
+    text = _info(out)
+    assert "  rewards ragged float64[*]\n  path ragged int32[*,2]\n  model str\n" in text
+
+
+def test_a_partial_merge_of_ragged_results_leaves_the_gap_missing(typed, tmp_path):
+    full = _run(typed, tmp_path / "single.h5")
+    parts = _parts(typed, tmp_path, ("0:5", "9:12"))
+    out = str(tmp_path / "merged.h5")
+    merge(parts, out, allow_partial=True)
+    _same_values(out, full, slice(0, 5))
+    res = mpibatch.open(out)
+    assert res.results["rewards"][5:9].mask.all() and res.results["model"][5:9].mask.all()
+    assert "partial: tasks 5:9 are in no merged part" in _info(out)
+
+
+def test_parts_with_other_result_types_are_refused_in_one_line(typed, tmp_path, monkeypatch):
+    a = _run(typed, tmp_path / "a.h5", "0:6")
+    monkeypatch.setenv("MERGE_MODEL", "str16")
+    b = _run(typed, tmp_path / "b.h5", "6:12")
+    with pytest.raises(UsageError) as info:
+        merge([a, b], str(tmp_path / "m.h5"))
+    msg = str(info.value)
+    assert "\n" not in msg and "model: str," in msg and "model: str16," in msg
+    assert not (tmp_path / "m.h5").exists()
+
+
+def _info(path: str) -> str:
+    import contextlib
+    import io
+
+    from mpibatch import cli
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli.main(["info", path]) == 0
+    return buf.getvalue()

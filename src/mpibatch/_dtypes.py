@@ -23,6 +23,17 @@ A task file may declare its results' dtypes (for compact storage, or to mix kind
 
     results = {"x": "float32", "n": "int16", "v": ("float64", (3,))}
 
+Ragged arrays and strings are declared too (see README "Result types")::
+
+    results = {"rewards": "ragged float64", "xy": ("ragged float32", (2,)),
+               "model": "str", "code": "str8", "names": ("str", (5,)), "blob": "bytes"}
+
+A ragged key's rows vary in their leading axis (the declared shape is the inner one); a
+str key holds UTF-8 strings (variable length, or at most N bytes for ``strN``), a bytes
+key bytes. Undeclared, a str or bytes value (or a NumPy array of them) is a "str" or
+"bytes" result; an array whose length varies between tasks is never inferred as ragged
+(the first task's shape would decide, which depends on the order): declare it.
+
 A declared key accepts any number that converts without loss: integers within the
 dtype's range (integral floats too), and any real number into a declared float (rounded
 to its width: that is what declaring a narrower float asks for; only an overflow to inf
@@ -33,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,12 +68,21 @@ class LossyResult(ResultError):
     """A value that does not convert to its result's dtype without loss: its task fails."""
 
 
+FIXED, RAGGED, STR, BYTES = "fixed", "ragged", "str", "bytes"  # as layout.TYPE_*
+VARIABLE = np.dtype(np.uint8)  # dtype of a variable-length string key's encoded bytes
+
+
 @dataclass(frozen=True)
 class Declared:
-    """A task file's declaration of one result: its dtype and (optionally) its shape."""
+    """A declaration of one result: its kind, dtype and (optionally) its shape.
+
+    Ragged: ``shape`` is the inner shape of a row. Str/bytes: ``dtype`` is ``S<N>`` for
+    fixed width, VARIABLE (uint8) for variable length.
+    """
 
     dtype: np.dtype
     shape: tuple[int, ...] | None = None
+    kind: str = FIXED
 
 
 def kind(dtype: np.dtype) -> str:
@@ -172,7 +193,11 @@ def parse_declarations(spec: object, where: str = "the task file") -> dict[str, 
 
 
 def _declared(key: str, spec: object, where: str) -> Declared:
-    dtype_spec, shape = spec if isinstance(spec, tuple) else (spec, None)
+    pair: Any = spec if isinstance(spec, tuple) and len(spec) == 2 else (spec, None)
+    dtype_spec, shape = pair
+    text = dtype_spec.strip() if isinstance(dtype_spec, str) else None
+    if text and (text.split()[0] == RAGGED or text.startswith((STR, BYTES))):
+        return _declared_other(key, spec, text, shape, where)
     try:
         dtype = np.dtype(dtype_spec)
         if isinstance(shape, int):
@@ -189,12 +214,37 @@ def _declared(key: str, spec: object, where: str) -> Declared:
     return Declared(dtype, shape)
 
 
-def declarations_of(fn: object) -> dict[str, Declared]:
+def _declared_other(key: str, spec: object, text: str, shape: object, where: str) -> Declared:
+    """A ragged, str or bytes declaration (``"ragged float32"``, ``"str"``, ``"str16"``)."""
+    try:
+        dims: Any = () if shape is None else (shape,) if isinstance(shape, int) else shape
+        shape = tuple(int(n) for n in dims)
+        words = text.split()
+        if words[0] == RAGGED and len(words) == 2:
+            inner = _declared(key, (words[1], shape), where)
+            if inner.kind == FIXED:
+                return Declared(inner.dtype, shape, RAGGED)
+        kind = BYTES if text.startswith(BYTES) else STR
+        width = text[len(kind) :]
+        if len(words) == 1 and (width == "" or width.isdigit() and int(width) > 0):
+            return Declared(np.dtype(f"S{width}") if width else VARIABLE, shape, kind)
+    except (TypeError, ValueError, TaskFileError):
+        pass
+    raise TaskFileError(
+        f"{where}'s results declares {key!r} as {spec!r}; expected 'ragged <dtype>' "
+        "(e.g. 'ragged float64', or ('ragged float32', (3,)) for rows of shape (k, 3)), "
+        "'str', 'str<N>' (at most N bytes), 'bytes' or 'bytes<N>', optionally with a shape"
+    )
+
+
+def declarations_of(fn: object, override: object = None) -> dict[str, Declared]:
     """The result dtypes the module defining task function ``fn`` declares (``results``).
 
     Only a dict counts: a script's ``results = mpibatch.run(...)`` (not yet assigned while
     the run goes) or any other non-dict ``results`` is not a declaration.
     """
+    if override is not None:  # mpibatch.run(results=...) wins over the task file's
+        return parse_declarations(override, "mpibatch.run(results=...)")
     spec = getattr(fn, "__globals__", {}).get("results")
     if not isinstance(spec, Mapping):
         return {}

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__, _comm, _config, schedule, streams
+from ._dtypes import parse_declarations
 from .errors import GridError, UsageError
 from .grid import Grid
 from .options import RunOptions
@@ -45,6 +46,7 @@ class Plan:
     slurm: dict = field(default_factory=dict)  # the Slurm job's facts, inside one
     out: str = ""
     attrs: dict = field(default_factory=dict)
+    results: dict | None = None  # mpibatch.run(results=...): declared result types
 
     @property
     def id_range(self) -> range:
@@ -131,6 +133,8 @@ def make(grid: Grid, options: RunOptions, size: int, stored: dict | None = None)
     seed = streams.fresh_seed() if seed is None else streams.check_seed(seed)
     ids = _task_ids(options.tasks, grid.n_tasks)
     _check_out(options)
+    if options.results is not None:  # a bad declaration stops the run before it starts
+        parse_declarations(options.results, "mpibatch.run(results=...)")
     now, job = time.time(), _slurm_job()
     flush = float(options.flush_seconds or 0)
     return Plan(
@@ -159,6 +163,7 @@ def make(grid: Grid, options: RunOptions, size: int, stored: dict | None = None)
         resume=options.resume,
         out=str(options.out or ""),
         slurm=job or {},
+        results=dict(options.results) if options.results is not None else None,
     )
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from . import _comm, _dispatch, _plan, _resume, devices, schedule, streams
+from ._dtypes import declarations_of
 from ._plan import Plan
-from ._records import Buffers
+from ._records import Buffers, declared_schema
 from ._stop import Stopper
 from .errors import MpibatchError, UsageError
 from .grid import Grid
@@ -93,6 +94,7 @@ def run(
     dry_run: bool = False,
     comm=None,
     argv: list[str] | None = None,
+    results: dict | None = None,
 ) -> Summary | Plan | None:
     """Run ``task(params, rng[, ctx])`` over every task of ``grid`` x ``reps`` on all ranks.
 
@@ -102,6 +104,8 @@ def run(
     run or written. The keywords are the ``mpibatch run`` flags (``mpibatch run --help``);
     a setting left None comes from ``MPIBATCH_<NAME>``, else its default. ``time_limit``
     is a Slurm time when a string (``"30"`` = 30 minutes) and seconds when a number.
+    ``results`` declares the results' types like a task file's ``results = {...}``
+    (``{"rewards": "ragged float64", "model": "str"}``) and wins over it.
     """
     options = RunOptions(
         task=task,
@@ -115,6 +119,7 @@ def run(
         overwrite=overwrite,
         dry_run=dry_run,
         argv=tuple(argv) if argv is not None else None,
+        results=results,
         seed=seed,
         streams=streams,
         schedule=schedule,
@@ -196,7 +201,8 @@ def _load_and_plan(options: RunOptions, rank: int, size: int):
     if rank != 0:
         return fn, source, None, None
     grid = _plan.resolve_grid(options.grid, module, options.reps)
-    plan, store = _prepare(grid, options, size, source)
+    declared = declared_schema(declarations_of(fn, options.results))
+    plan, store = _prepare(grid, options, size, source, declared)
     return fn, source, plan, store
 
 
@@ -222,8 +228,11 @@ def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
     return None
 
 
-def _prepare(grid: Grid, options: RunOptions, size: int, source: dict) -> tuple[Plan, Store | None]:
-    """Rank 0: the plan, and the file it writes (created, or reopened to resume)."""
+def _prepare(
+    grid: Grid, options: RunOptions, size: int, source: dict, declared=None
+) -> tuple[Plan, Store | None]:
+    """Rank 0: the plan, and the file it writes (created, or reopened to resume);
+    ``declared``: the results' schema if a declaration gives it (the file has it at once)."""
     from .results import read_attrs
     from .store import Store
 
@@ -243,7 +252,7 @@ def _prepare(grid: Grid, options: RunOptions, size: int, source: dict) -> tuple[
         for key in ("start_time", "t0"):
             plan.attrs.pop(key)  # the study started when its first session did
         return plan, Store.reopen(path, plan.id_range)
-    return plan, Store.create(path, grid, plan.id_range, plan.attrs)
+    return plan, Store.create(path, grid, plan.id_range, plan.attrs, declared)
 
 
 def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> Summary | None:
@@ -264,8 +273,12 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> S
         grid = Grid.from_json(plan.grid_json)
         buffers = Buffers(plan.gather_bytes)  # rank 0's in-flight budget; others use less
         runner = Runner(fn, grid, stream, info, offset, stopper, plan.retries, buffers)
+        if plan.results is not None:
+            runner.declare(plan.results)  # run(results=...) wins over the task file's
         if rank == 0:
             assert store is not None and infos is not None  # rank 0 made the file
+            if runner.packer is not None and store.schema is None:
+                store.add_results(runner.packer.schema)  # declared: complete before any task
             store.write_ranks(infos)
             summary, fatal = _serve(transport, plan, store, runner)
         else:

@@ -53,6 +53,20 @@ TEXT = "text"  # dtype of a variable-length UTF-8 string dataset (see file_dtype
 FAILURES_SUFFIX = ".failures"
 
 
+# Result kinds (issue 13): every /results/<key> dataset or group carries RESULT_TYPE_ATTR
+# (files from before lack it: "fixed"). A ragged key is a group of RAGGED_* datasets;
+# task i's value is values[start[i] : start[i] + length[i]] (-1: no value). While a run
+# goes (and after a kill) the values and variable-length strings wait in a sidecar
+# directory ``<file>.values/`` (see _ragged.py: read_values works in every state).
+RESULT_TYPE_ATTR = "mpibatch_type"
+TYPE_FIXED, TYPE_STR, TYPE_BYTES, TYPE_RAGGED = "fixed", "str", "bytes", "ragged"
+RESULT_TYPES = (TYPE_FIXED, TYPE_STR, TYPE_BYTES, TYPE_RAGGED)
+RAGGED_VALUES, RAGGED_START, RAGGED_LENGTH = "values", "start", "length"
+DTYPE_ATTR, INNER_SHAPE_ATTR, SHAPE_ATTR = "dtype", "inner_shape", "shape"
+KEYS_ATTR = "keys"  # attribute of /results: its keys in the tasks' order (JSON list)
+VALUES_SUFFIX = ".values"  # the sidecar directory of ragged values and strings
+
+
 @dataclass(frozen=True)
 class Column:
     """A dataset: its name in its group, its dtype, and (in /tasks) a pending row's value."""
@@ -118,6 +132,13 @@ MISSING_NOTE_BOOL = (
     "only rows whose /tasks/status is 1 (done) hold a result; a bool has no value to "
     "spare, so failed and pending rows hold False: mask by /tasks/status"
 )
+MISSING_NOTE_TAIL = (
+    "only rows whose /tasks/status is 1 (done) hold a result; row i's value is "
+    "values[start[i] : start[i] + length[i]] (start and length -1: none)"
+)
+MISSING_NOTE_STR = (
+    "only rows whose /tasks/status is 1 (done) hold a result; others hold empty strings"
+)
 
 # Root attributes that make two files one study: a file and the run that resumes it
 # (which also agree on "tasks"), or the parts that merge joins.
@@ -140,6 +161,13 @@ def same_study(key: str, a: Any, b: Any) -> bool:
 def failures_path(path: str | os.PathLike) -> Path:
     """The sidecar where a running study's failures wait until its file closes."""
     return Path(str(path) + FAILURES_SUFFIX)
+
+
+def values_path(path: str | os.PathLike, key: str) -> Path:
+    """The sidecar file where a running study's values of ragged or string ``key`` wait."""
+    from urllib.parse import quote
+
+    return Path(str(path) + VALUES_SUFFIX) / (quote(key, safe="") + ".bin")
 
 
 def failure_record(failure: Any) -> dict[str, Any]:
@@ -179,9 +207,16 @@ def _open_h5(path: str | os.PathLike) -> h5py.File:
     try:
         return h5py.File(path, "r", locking=False)
     except OSError as exc:
-        if "locking flag" not in str(exc):
+        if "locking flag" not in str(exc) and "close degree" not in str(exc):
             raise
+    try:
         return h5py.File(path, "r")
+    except OSError as exc:
+        if "close degree" not in str(exc):
+            raise
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)  # this process's own run writes it (store.py)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    return h5py.File(h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDONLY, fapl))
 
 
 def open_file(path: str | os.PathLike) -> h5py.File:
@@ -220,6 +255,12 @@ def read_column(source: h5py.Group | str | os.PathLike, name: str) -> np.ndarray
     import numpy as np
 
     ds = source[name]
+    if isinstance(ds, h5py.Group):  # a ragged key (or strings while a run goes)
+        from ._ragged import read_values
+
+        values = np.empty(len(ds[RAGGED_START]), dtype=object)
+        values[:] = read_values(source.file, ds.name.rsplit("/", 1)[-1])
+        return values
     if h5py.check_string_dtype(ds.dtype) is not None:
         return np.asarray(ds.asstr()[()], dtype=object)
     return ds[()]

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._records import Field, describe
+from ._mergekeys import describe, key_type, merge_key
 from .errors import OutputError, UsageError
 from .grid import Grid
 from .layout import (
     ERROR_FIELDS,
+    KEYS_ATTR,
     RANKS,
     RESULTS,
     STUDY_ATTRS,
@@ -37,7 +38,7 @@ from .layout import (
     read_errors,
     same_study,
 )
-from .results import read_failures
+from .results import read_failures, result_keys
 from .store import Store, check_output
 
 _SLICE_BYTES = 64 << 20  # rows copied at a time: at most about this many bytes
@@ -94,8 +95,7 @@ def _inspect(path: str) -> _Part:
                 f"part '{path}': expected contiguous task ids, got {n} rows (ids {first} to "
                 f"{last}); pass the files written by mpibatch run --tasks START:STOP"
             )
-        group = f[RESULTS] if RESULTS in f else {}
-        schema = tuple(Field(k, ds.dtype, ds.shape[1:]) for k, ds in group.items())
+        schema = tuple(key_type(f, k) for k in result_keys(f))
     return _Part(path, range(first, last + 1), attrs, schema)
 
 
@@ -197,7 +197,7 @@ def _copy_part(store: Store, part: _Part, shift: float) -> np.ndarray:
             b = min(len(part.ids), a + step)
             out = slice(base + a, base + b)
             for fld in schema:  # results first, status last, as write_rows does
-                if part.schema:
+                if any(t.key == fld.key for t in part.schema):
                     results[fld.key][out] = src[RESULTS][fld.key][a:b]
                 elif fld.dtype.kind in "fc":  # no task of this part succeeded
                     results[fld.key][out] = np.full((b - a, *fld.shape), np.nan, fld.dtype)
@@ -222,13 +222,19 @@ def _write(tmp: Path, parts: list[_Part], grid: Grid, ids: range, attrs: dict) -
     """Write the merged file at ``tmp``; return each part's (pending, done, failed)."""
     store = Store.create(tmp, grid, ids, attrs)
     try:
-        schema = next((p.schema for p in parts if p.schema), None)
-        if schema:
-            store.add_results(schema)
+        schema = next((p.schema for p in parts if p.schema), ())
+        fixed = tuple(t.field for t in schema if t.field is not None)
+        if fixed:
+            store.add_results(fixed)
         counts, t0 = [], attrs.get("t0")
         for p in parts:  # start times count from the earliest part's start
             shift = p.attrs["t0"] - t0 if t0 is not None and "t0" in p.attrs else 0.0
             counts.append(_copy_part(store, p, shift).tolist())
+        for t in schema:
+            if t.field is None:  # ragged and string keys, in their closed layout
+                merge_key(store.f[RESULTS], t, parts, ids)
+        if schema:
+            store.f[RESULTS].attrs[KEYS_ATTR] = json.dumps([t.key for t in schema])
         with open_file(parts[0].path) as src:
             if RANKS in src:
                 src.copy(src[RANKS], store.f, RANKS)

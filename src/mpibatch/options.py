@@ -38,6 +38,7 @@ class RunOptions:
     overwrite: bool = False
     dry_run: bool = False
     argv: tuple[str, ...] | None = None  # the command line the file records
+    results: dict | None = None  # declared result types (wins over the task file's)
     # settings: None is MPIBATCH_<NAME>, else the default
     seed: int | None = None
     streams: str | None = None

@@ -134,19 +134,26 @@ def _py(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
+def _spans(partial: str) -> str:
+    return ", ".join(f"{a}:{b}" for a, b in json.loads(partial))
+
+
 def format_info(res: Results) -> str:
     a = res.attrs
     done, failed, pending = res.count("done"), res.count("failed"), res.count("pending")
-    outputs = ", ".join(f"{k} {v.dtype}{list(v.shape[1:])}" for k, v in res.results.items())
+    types = res.types()
     lines = [
         f"file: {res.path}",
         f"tasks: {res.n_tasks} ({a.get('tasks', '')} of {a.get('function', '?')} in "
         f"{a.get('task_file', '?')})",
         f"  done {done}, failed {failed}, pending {pending}",
-        f"results: {outputs or 'none yet'}",
+        f"results:{'' if types else ' none yet'}",
+        *[f"  {k} {t}" for k, t in types.items()],
         f"seed {a.get('seed')}, streams {a.get('streams')}, schedule {a.get('schedule')}, "
         f"started {a.get('start_time')}, ended {a.get('end_time', 'not yet')}",
     ]
+    if a.get("partial"):
+        lines.append(f"partial: tasks {_spans(a['partial'])} are in no merged part (pending)")
     if a.get("schedule_used"):
         lines.append(f"schedule used: {a['schedule_used']} ({a.get('schedule_reason', '')})")
     if a.get("dedicated_root"):

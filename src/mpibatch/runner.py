@@ -22,7 +22,7 @@ import numpy as np
 
 from ._config import DEFAULTS
 from ._dtypes import LossyResult, declarations_of
-from ._records import BARE, Buffers, Columns, Packer, infer_schema
+from ._records import BARE, Buffers, Columns, Packer, declared_schema, infer_schema
 from ._stop import Stopper, TaskInterrupted
 from .errors import ResultError
 from .layout import Status
@@ -93,11 +93,18 @@ class Runner:
         self.info = info
         self.clock_offset = clock_offset
         self.with_context = wants_context(fn)
-        self.declared = declarations_of(fn)  # the task file's results = {...}, if any
         self.comm = info.get("comm")  # ctx.comm: the engine passes MPI.COMM_SELF
         self.packer: Packer | None = None  # set by the first task that succeeds here
+        self.declare(None)
         self.stopper = stopper or Stopper(0.0, None, f"rank {self.rank} on {self.host}")
         self.retries = retries
+
+    def declare(self, spec: object) -> None:
+        """The results' declared types: ``spec`` (``mpibatch.run(results=...)``) or the
+        task file's ``results = {...}``; one that gives every key's shape is the schema."""
+        self.declared = declarations_of(self.fn, spec)
+        schema = declared_schema(self.declared)
+        self.packer = Packer(schema, -1) if schema is not None else None
 
     def _call(self, i: int, params: dict):
         rng = self.streams.for_task(i)
@@ -156,6 +163,7 @@ class Runner:
         cols, fast = self._loop(ids, cols, done, (starts, ends, floats), poll, poll_every)
         failed = [f.task_id - ids.start for f in done.failures]
         _finish(cols, starts, ends, floats if fast else None, self.clock_offset, failed)
+        cols = cols.seal(self.buffers)  # ragged and string bytes join the buffer
         done.ran = len(starts)
         return cols, done
 

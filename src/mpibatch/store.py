@@ -18,21 +18,32 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._dtypes import fill_value
+from . import _ragged
+from ._dtypes import VARIABLE, fill_value
 from ._output import check_output, check_space
-from ._records import Columns, Field, Schema
+from ._records import Columns, Field, Schema, join
 from .errors import OutputError
 from .layout import (
+    DTYPE_ATTR,
     ERROR_FIELDS,
     ERRORS,
     FILL_ATTR,
+    INNER_SHAPE_ATTR,
+    KEYS_ATTR,
     MISSING_ATTR,
     MISSING_NOTE,
     MISSING_NOTE_BOOL,
+    MISSING_NOTE_STR,
+    MISSING_NOTE_TAIL,
     PARAMS,
+    RAGGED_LENGTH,
+    RAGGED_START,
+    RAGGED_VALUES,
     RANK_COLUMNS,
     RANKS,
+    RESULT_TYPE_ATTR,
     RESULTS,
+    SHAPE_ATTR,
     TASK_COLUMNS,
     TASK_ELAPSED,
     TASK_ID,
@@ -40,11 +51,13 @@ from .layout import (
     TASK_START,
     TASK_STATUS,
     TASKS,
+    TYPE_FIXED,
     Status,
     failure_record,
     failures_path,
     file_dtype,
     read_errors,
+    values_path,
 )
 from .results import read_failures
 
@@ -107,10 +120,15 @@ class Store:
         self.n = len(ids)
         self.schema: Schema | None = None
         self.unfilled: list[tuple[int, int]] = []  # rows failed before results had datasets
+        self.sidecars: dict[str, _ragged.Sidecar] = {}  # ragged and string keys' values
 
     @classmethod
-    def create(cls, path: Path, grid, ids: range, attrs: dict[str, Any]) -> Store:
+    def create(
+        cls, path: Path, grid, ids: range, attrs: dict[str, Any], schema: Schema | None = None
+    ) -> Store:
         """A new file with every task pending, under its name only once it is complete.
+
+        ``schema``: declared results, whose datasets it then has from the start.
 
         It is built under a temporary name beside ``path`` and renamed: a kill while the
         datasets are created leaves no half-made file at ``path`` (and a previous file
@@ -119,12 +137,18 @@ class Store:
         check_space(path, grid, len(ids))
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
         f = _create_file(tmp)
+        store = cls(f, ids)
         try:
-            store = cls._fill(cls(f, ids), grid, attrs)
+            cls._fill(store, grid, attrs)
+            store.path = path  # the side files of ragged and string keys go beside ``path``
+            if schema is not None:
+                store.add_results(schema)
             os.replace(tmp, path)
         except BaseException:
             f.close()
             tmp.unlink(missing_ok=True)
+            for sidecar in store.sidecars.values():
+                sidecar.close()
             raise
         store.path = path
         return store
@@ -155,7 +179,9 @@ class Store:
             raise OutputError(f"'{path}' holds other task ids than this run; start a new --out")
         results = f[RESULTS]
         if len(results):
-            store.schema = tuple(Field(k, ds.dtype, ds.shape[1:]) for k, ds in results.items())
+            keys = json.loads(results.attrs.get(KEYS_ATTR, "null")) or list(results)
+            store.schema = tuple(_field(k, results[k]) for k in keys)
+            store._open_sidecars()
         old = read_errors(f)
         if old:  # failures so far wait in the sidecar with this run's; the latest per task wins
             with open(failures_path(path), "a", encoding="utf-8") as fh:
@@ -218,24 +244,53 @@ class Store:
         Each carries its fill value (NaN, an int's minimum) as the HDF5 fill value and the
         ``fillvalue`` attribute, for readers without mpibatch; failed rows hold it. The
         space is not pre-filled (pending rows may read 0): /tasks/status is the truth.
+        Ragged and variable-length string keys are groups whose values wait in a sidecar
+        (see _ragged.py); every key carries its kind (``mpibatch_type``).
         """
         self.schema = schema
         group = self.f[RESULTS]
+        group.attrs[KEYS_ATTR] = json.dumps([fld.key for fld in schema])
         for fld in schema:
+            if fld.tail:
+                _add_tail_key(group, fld, self.n)
+                continue
+            dtype = _string_dtype(fld) if fld.kind != TYPE_FIXED else fld.dtype
             fill = fill_value(np.dtype(fld.dtype))
-            ds = _dataset(group, fld.key, (self.n, *fld.shape), fld.dtype, fill, prefill=False)
+            ds = _dataset(group, fld.key, (self.n, *fld.shape), dtype, fill, prefill=False)
+            ds.attrs[RESULT_TYPE_ATTR] = fld.kind
             if fill is not None:
                 ds.attrs[FILL_ATTR] = fill
-            ds.attrs[MISSING_ATTR] = MISSING_NOTE if fill is not None else MISSING_NOTE_BOOL
+            note = MISSING_NOTE if fill is not None else MISSING_NOTE_BOOL
+            ds.attrs[MISSING_ATTR] = MISSING_NOTE_STR if fld.kind != TYPE_FIXED else note
+        self._open_sidecars()
         for row, k in self.unfilled:
             self._fill_rows(row, k)
         self.unfilled = []
         self.f.flush()
 
+    def _open_sidecars(self) -> None:
+        """Open the tail keys' sidecars, cut to the values that done rows hold (resume)."""
+        status = None
+        for fld in self.schema or ():
+            if not fld.tail:
+                continue
+            obj = self.f[RESULTS][fld.key]
+            if isinstance(obj, h5py.Dataset) or RAGGED_VALUES in obj:  # closed: out again
+                _ragged.move_out(self.f[RESULTS], fld.key, self.n, self.path)
+                obj = self.f[RESULTS][fld.key]
+            if status is None:
+                status = self.f[TASK_STATUS.path][()]
+            ends = obj[RAGGED_START][()] + obj[RAGGED_LENGTH][()]
+            unit = fld.dtype.itemsize * int(np.prod(fld.shape)) if fld.kind == "ragged" else 1
+            end = int(ends[status == Status.DONE].max(initial=0)) * unit
+            self.sidecars[fld.key] = _ragged.Sidecar(values_path(self.path, fld.key), unit, end)
+
     def _fill_rows(self, row: int, k: int) -> None:
         """The fill value in rows ``row .. row + k`` (none done) of every result dataset."""
         results = self.f[RESULTS]
         for fld in self.schema or ():
+            if fld.tail:
+                continue  # start and length stay -1
             fill = fill_value(np.dtype(fld.dtype))
             if fill is not None:
                 _write_pieces(results[fld.key], row, np.full((k, *fld.shape), fill, fld.dtype))
@@ -250,8 +305,13 @@ class Store:
         results = self.f[RESULTS]
         # results first, status last: a kill in between leaves rows pending, never
         # "done, no data"
-        for key, arr in cols.results.items():
-            _write_pieces(results[key], row, arr)
+        tails = cols.tail_bytes() if cols.tails else {}
+        for fld in cols.schema:
+            if fld.tail:
+                self._write_tail(results[fld.key], row, cols, fld, tails[fld.key])
+            else:  # fixed-width strings: their bytes, tagged with the dataset's encoding
+                ds, arr = results[fld.key], cols.results[fld.key]
+                _write_pieces(ds, row, arr.view(ds.dtype) if fld.kind != TYPE_FIXED else arr)
         if not cols.schema and (cols.status == Status.FAILED).any():  # no row of it done
             if self.schema:
                 self._fill_rows(row, k)
@@ -262,6 +322,17 @@ class Store:
         ran = cols.status != Status.PENDING
         tasks[TASK_RANK.name][sl] = np.where(ran, rank, TASK_RANK.pending).astype(TASK_RANK.dtype)
         tasks[TASK_STATUS.name][sl] = cols.status
+
+    def _write_tail(self, group, row: int, cols: Columns, fld: Field, data: np.ndarray) -> None:
+        """A tail key's bytes appended to its sidecar, then where each row's value is."""
+        sidecar = self.sidecars[fld.key]
+        first = sidecar.append(data)
+        nbytes = cols.results[fld.key]
+        done = cols.status == Status.DONE
+        lengths = nbytes // sidecar.unit
+        starts = first + np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(nbytes) else nbytes
+        group[RAGGED_START][row : row + cols.rows] = np.where(done, starts, -1)
+        group[RAGGED_LENGTH][row : row + cols.rows] = np.where(done, lengths, -1)
 
     def write_failures(self, failures: list) -> None:
         """Append failures to the sidecar file (moved into /errors when the file closes)."""
@@ -309,6 +380,10 @@ class Store:
 
     def close(self, attrs: dict[str, Any]) -> None:
         self._move_failures()
+        for key, sidecar in self.sidecars.items():
+            sidecar.close()
+            _ragged.move_in(self.f[RESULTS], key, self.n, self.path)
+        self.sidecars = {}
         self.f.attrs.update(attrs)
         self.f.close()
         failures_path(self.path).unlink(missing_ok=True)
@@ -334,6 +409,7 @@ class WriteBehind:
         self.store, self.max_bytes, self.max_seconds = store, max_bytes, max_seconds
         self.release = release  # takes each report's buffer back once it is written
         self.items: list[tuple[int, Columns, int]] = []
+        self.spare: np.ndarray | None = None  # the buffer every join reuses
         self.bytes, self.since = 0, time.monotonic()
 
     def add(self, row: int, cols: Columns, rank: int) -> None:
@@ -355,9 +431,12 @@ class WriteBehind:
         items = sorted(self.items, key=lambda item: item[0])
         self.items, self.bytes = [], 0
         run: list = []
+        big = self.max_bytes // 8  # a report this big is written alone, never copied
         for item in items:
             if run and (
-                item[0] != run[-1][0] + run[-1][1].rows or item[1].schema != run[-1][1].schema
+                item[0] != run[-1][0] + run[-1][1].rows
+                or item[1].schema != run[-1][1].schema
+                or max(item[1].nbytes, run[-1][1].nbytes) >= big
             ):
                 self._write(run)
                 run = []
@@ -369,17 +448,44 @@ class WriteBehind:
         if len(run) == 1:
             self.store.write_rows(*run[0])
         else:
-            joined = Columns(run[0][1].schema, sum(c.rows for _, c, _ in run))
-            at = 0
-            for _, cols, _ in run:
-                for name, arr in cols.arrays.items():
-                    joined.arrays[name][at : at + cols.rows] = arr
-                at += cols.rows
+            joined = join([cols for _, cols, _ in run], self.spare)
+            self.spare = joined.storage
             ranks = np.concatenate([np.full(c.rows, r, dtype=np.int32) for _, c, r in run])
             self.store.write_rows(run[0][0], joined, ranks)
         if self.release is not None:
             for _, cols, _ in run:
                 self.release(cols.storage)
+
+
+def _field(key: str, obj: h5py.Dataset | h5py.Group) -> Field:
+    """The schema field of a result already in a file (``--resume``)."""
+    kind = _ragged.result_type(obj)
+    if kind == TYPE_FIXED:
+        return Field(key, obj.dtype, obj.shape[1:])
+    _, dtype, shape = _ragged.describe_key(obj)
+    if kind == "ragged":
+        return Field(key, np.dtype(dtype), shape, kind=kind)
+    width = obj.dtype.itemsize if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "S" else 0
+    return Field(key, np.dtype(f"S{width}") if width else VARIABLE, shape, kind=kind)
+
+
+def _string_dtype(fld: Field):
+    """A fixed-width str or bytes key's HDF5 dtype."""
+    return h5py.string_dtype("utf-8" if fld.kind == "str" else "ascii", fld.dtype.itemsize)
+
+
+def _add_tail_key(group: h5py.Group, fld: Field, n: int) -> None:
+    """A ragged or variable-length string key: a group of start and length columns."""
+    g = group.create_group(fld.key)
+    g.attrs[RESULT_TYPE_ATTR] = fld.kind
+    if fld.kind == "ragged":
+        g.attrs[DTYPE_ATTR] = str(fld.dtype)
+        g.attrs[INNER_SHAPE_ATTR] = json.dumps(list(fld.shape))
+    else:
+        g.attrs[SHAPE_ATTR] = json.dumps(list(fld.shape))
+    g.attrs[MISSING_ATTR] = MISSING_NOTE_TAIL
+    for name in (RAGGED_START, RAGGED_LENGTH):
+        _dataset(g, name, (n,), np.int64, -1)
 
 
 def _write_pieces(ds: h5py.Dataset, row: int, arr: np.ndarray) -> None:

@@ -347,3 +347,51 @@ def test_rerun_one_task_from_the_command_line(tmp_path):
     r = mpibatch(None, "rerun", out, "--task", 4, env={"FAULT": ""})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "matches the stored result" in r.stdout
+
+
+def _ragged_values(path, keys=("rewards", "xy", "model", "names", "blob")):
+    """Each key's per-task values (as comparable bytes or str) and the statuses."""
+    from mpibatch._ragged import read_values
+
+    status = _status_after_kill(path)
+    with h5py.File(path, "r", locking=False) as f:
+        out = {k: [_plain(v) for v in read_values(f, k)] for k in keys}
+    return out, status
+
+
+def _plain(v):
+    if isinstance(v, np.ndarray):
+        return v.tobytes() if v.dtype != object else [str(x) for x in v.ravel()]
+    return v
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_kill_rank0_while_ragged_and_string_results_are_written(tmp_path, trial):
+    """Every row marked done reads back exactly after a SIGKILL of rank 0; resume completes."""
+    env = {"RAGGED_MODE": "declared", "RAGGED_ROWS": "20000"}
+    args = ("run", TASKS / "ragged.py", "--reps", 400, "--seed", 3, "--quiet")
+    ref_path = tmp_path / "ref.h5"
+    r = mpibatch(2, *args, "--out", ref_path, env=env, timeout=240)
+    assert r.returncode == 1, r.stderr  # some tasks fail on purpose
+    ref, ref_status = _ragged_values(ref_path)
+    out = tmp_path / "k.h5"
+    cmd = [MPIEXEC, "-n", "3", MPIBATCH, *map(str, args), "--out", str(out)]
+    cmd += ["--flush-seconds", "0.1", "--schedule", "dynamic", "--block-size", "3"]
+    p = subprocess.Popen(cmd, env={**os.environ, **env}, start_new_session=True)
+    time.sleep(random.Random(trial).uniform(1.0, 3.0))
+    if p.poll() is None:  # else the run ended first: nothing to kill
+        _kill_rank(out, 0)
+    p.communicate(timeout=60)
+    resume = ["--seed", "3", "--overwrite"]
+    if out.exists():
+        got, status = _ragged_values(out)
+        done = np.flatnonzero(status == 1)
+        assert (ref_status[done] == 1).all()
+        for key in ref:  # every row marked done holds exactly its value
+            bad = [i for i in done if got[key][i] != ref[key][i]]
+            assert not bad, (key, bad[:5])
+        resume = ["--resume"]
+    r = mpibatch(2, *args, "--out", out, *resume, env=env, timeout=240)
+    assert r.returncode == 1, r.stderr
+    got, status = _ragged_values(out)
+    assert (status == ref_status).all() and got == ref

@@ -69,11 +69,20 @@ class SchemaGate:
         self.canonical: Schema | None = store.schema  # set already when resuming
         self.canonical_task = -1
         self.by_rank: dict[int, tuple[Schema, int]] = {}  # rank: (its schema, the task)
+        self.row_bytes = 0  # the most bytes per row a block took (ragged rows vary)
 
     @property
     def record_bytes(self) -> int | None:
-        """Bytes a row of the run's results takes; None before a task succeeded."""
-        return record_bytes(self.canonical) if self.canonical is not None else None
+        """Bytes a row of the run's results takes (the most seen, for rows of varying
+        size: ragged arrays, strings); None before a task succeeded."""
+        if self.canonical is None:
+            return None
+        return max(record_bytes(self.canonical), self.row_bytes)
+
+    def seen(self, nbytes: int, rows: int) -> None:
+        """A block of ``rows`` rows took ``nbytes`` bytes."""
+        if rows:
+            self.row_bytes = max(self.row_bytes, -(-nbytes // rows))
 
     def schema_of(self, rank: int, report: Report) -> tuple[Schema, int]:
         """The schema of ``rank``'s columns (``()`` before it had a result), and its task."""
@@ -103,8 +112,23 @@ class SchemaGate:
             f"task {task} returned {{{describe(schema)}}}; expected {{{describe(canonical)}}} "
             f"as {where} - every task must return the same keys, shapes and dtypes (integers "
             "of any width store as int64, floats as float64; declare others with "
-            "results = {...} in the task file)"
+            f"results = {{...}} in the task file){_ragged_hint(schema, canonical)}"
         )
+
+
+def _ragged_hint(schema: Schema, canonical: Schema) -> str:
+    """Advice to declare a key ragged when only its leading axis differs between tasks."""
+    for a, b in zip(schema, canonical, strict=False):
+        if a.key == b.key and a.shape and len(a.shape) == len(b.shape) and a.shape != b.shape:
+            if a.shape[1:] == b.shape[1:] and a.dtype == b.dtype:
+                inner = (
+                    f"('ragged {b.dtype}', {b.shape[1:]})" if b.shape[1:] else f"'ragged {b.dtype}'"
+                )
+                return (
+                    f"; only the length of {a.key!r} varies: declare results = "
+                    f"{{{a.key!r}: {inner}}} to store arrays of varying length"
+                )
+    return ""
 
 
 def _other_kind(schema: Schema, canonical: Schema):

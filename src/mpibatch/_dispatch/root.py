@@ -189,6 +189,7 @@ class Root:
         if cols.schema and (error := self.gate.check(cols.schema, report.schema_task)):
             self._stop_with(error)
             cols = Columns((), cols.rows)  # keep nothing of a report that does not fit
+        self.gate.seen(report.nbytes, cols.rows)
         self.sink.add(report.pos, cols, rank, report.failures)
         ledger = self.ledger
         self.queue.observe(report.pos, cols.rows, ledger.count(cols))
