@@ -437,6 +437,7 @@ class WriteBehind:
                 item[0] != run[-1][0] + run[-1][1].rows
                 or item[1].schema != run[-1][1].schema
                 or max(item[1].nbytes, run[-1][1].nbytes) >= big
+                or bool(item[1].tails)  # ragged or string bytes: appended as they come
             ):
                 self._write(run)
                 run = []
