@@ -13,7 +13,9 @@
    (tests/mpi/tasks/ragged.py, 400 tasks of ~240 kB, np=3, --flush-seconds 0.1): SIGKILL
    to rank 0 at a random moment over the whole run, the close included; then every row
    marked done is read back (``read_values``) and compared with an uninterrupted run, and
-   the run is resumed and compared whole. The table counts where the kills landed.
+   the run is resumed and compared whole. Half the kills are aimed at the close (sent
+   when the file starts to grow: only moving the values in makes it grow). The table
+   counts where the kills landed, from the state they left.
    ``--ragged-kills K`` alone skips 1. and 2.
 """
 
@@ -142,7 +144,24 @@ def _phase(f, path: Path) -> str:
     return "while writing"
 
 
-def ragged_kills(tmp: Path, trials: int, seed: int = 0) -> list[list[str]]:
+def _wait_for_growth(out: Path, p: subprocess.Popen, then: float) -> None:
+    """Until ``out`` grows past its size when tasks began (the close), then ``then`` s."""
+    size = None
+    while p.poll() is None:
+        try:
+            now = out.stat().st_size
+        except OSError:
+            now = None
+        if size is None and now is not None:
+            time.sleep(0.2)  # the declared datasets are made with the file
+            size = out.stat().st_size
+        elif now is not None and now > size:
+            time.sleep(then)
+            return
+        time.sleep(0.001)
+
+
+def ragged_kills(tmp: Path, trials: int, seed: int = 0, at_close: bool = False) -> list:
     import random
 
     env = {**os.environ, **RAGGED_ENV}
@@ -158,8 +177,17 @@ def ragged_kills(tmp: Path, trials: int, seed: int = 0) -> list[list[str]]:
             old.unlink(missing_ok=True)
         cmd = _ragged_cmd(3, out, "--flush-seconds", "0.1", "--block-size", "3")
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.1, took))
-        _kill_rank0(p.pid)
+        if at_close:  # the file grows only when the close allocates the moved-in values
+            pid = _rank0_pid(p.pid)
+            _wait_for_growth(out, p, rng.uniform(0.0, 0.02))
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass  # it had ended
+        else:
+            time.sleep(rng.uniform(0.1, took))
+            _kill_rank0(p.pid)
         p.wait(timeout=120)
         if not out.exists():
             phase, done, bad = "before the file", 0, 0
@@ -177,8 +205,21 @@ def ragged_kills(tmp: Path, trials: int, seed: int = 0) -> list[list[str]]:
     return [[ph, str(n), f"{d:,}", str(b), str(r)] for ph, (n, d, b, r) in counts.items()]
 
 
+def _rank0_pid(launcher: int) -> int | None:
+    """The rank-0 process under ``launcher`` (found by PMI_RANK=0), waiting up to 30 s."""
+    for _ in range(3000):
+        for pid in _descendants(launcher):
+            try:
+                if b"PMI_RANK=0\0" in Path(f"/proc/{pid}/environ").read_bytes():
+                    return pid
+            except OSError:
+                continue
+        time.sleep(0.01)
+    return None
+
+
 def _kill_rank0(launcher: int) -> None:
-    """SIGKILL the rank-0 process under ``launcher`` (found by PMI_RANK=0)."""
+    """SIGKILL the rank-0 process under ``launcher``."""
     for pid in _descendants(launcher):
         try:
             if b"PMI_RANK=0\0" in Path(f"/proc/{pid}/environ").read_bytes():
@@ -195,7 +236,9 @@ def _descendants(root: int) -> list[int]:
 
 
 def kill_table(tmp: Path, args) -> None:
-    cells = ragged_kills(tmp, args.ragged_kills)
+    half = args.ragged_kills // 2
+    cells = ragged_kills(tmp, args.ragged_kills - half)
+    cells += [[c[0] + " (aimed at the close)", *c[1:]] for c in ragged_kills(tmp, half, 1, True)]
     print("kill trials: SIGKILL of rank 0 while ragged and string results are written, np=3")
     header = ["kill landed", "trials", "rows done at the kill", "wrong done rows"]
     header.append("resume differs")

@@ -211,3 +211,19 @@ def test_a_killed_files_side_file_is_read_and_resume_appends_after_it(tmp_path):
     with h5py.File(path, "r") as f:
         assert [v.tolist() for v in read_values(f, "r")] == [[1, 2], [3], [], [4, 5, 6]]
         assert read_values(f, "s") == ["a", "bé", "", "c"]
+
+
+def test_ranks_whose_first_tasks_returned_a_str_and_a_number_stop_the_run():
+    from mpibatch._dispatch.ledger import SchemaGate
+
+    class _Store:
+        schema = None
+
+        def add_results(self, schema):
+            self.schema = schema
+
+    gate = SchemaGate(_Store())
+    assert gate.check(infer_schema({"x": 1.5}, 0), 0) is None
+    line = gate.check(infer_schema({"x": "a"}, 3), 3)
+    assert line is not None and "task 3 returned {x: str}; expected {x: float64}" in line
+    assert gate.check(infer_schema({"x": 2.5}, 4), 4) is None

@@ -90,7 +90,7 @@ class Tail:
         raw = data.reshape(-1).view(np.uint8)
         n = raw.nbytes
         if self.used + n > self.buf.nbytes:
-            self._grow(max(2 * self.buf.nbytes, self.used + n, 1 << 16))
+            self._grow(max(self.buf.nbytes + self.buf.nbytes // 2, self.used + n, 1 << 16))
         self.buf[self.used : self.used + n] = raw
         self.used += n
         self.last = (row, n)

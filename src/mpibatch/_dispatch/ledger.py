@@ -136,7 +136,10 @@ def _other_kind(schema: Schema, canonical: Schema):
     if [(f.key, f.shape) for f in schema] != [(f.key, f.shape) for f in canonical]:
         return None
     for a, b in zip(schema, canonical, strict=True):
-        if kind(a.dtype) != kind(b.dtype):
+        if a.kind != "fixed" or b.kind != "fixed":  # strings, ragged: the generic line
+            if a.kind != b.kind or a.dtype != b.dtype:
+                return None
+        elif kind(a.dtype) != kind(b.dtype):
             return a, b
     return None
 
@@ -150,6 +153,8 @@ def _fits(schema: Schema, canonical: Schema) -> bool:
     if [(f.key, f.shape) for f in schema] != [(f.key, f.shape) for f in canonical]:
         return False
     return all(
-        kind(a.dtype) == kind(b.dtype) and np.can_cast(a.dtype, b.dtype, "safe")
+        (a.kind, a.dtype) == (b.kind, b.dtype)
+        if a.kind != "fixed" or b.kind != "fixed"
+        else kind(a.dtype) == kind(b.dtype) and np.can_cast(a.dtype, b.dtype, "safe")
         for a, b in zip(schema, canonical, strict=True)
     )
