@@ -38,6 +38,7 @@ class RunOptions:
     overwrite: bool = False
     dry_run: bool = False
     argv: tuple[str, ...] | None = None  # the command line the file records
+    shared: Any = None  # shared inputs: {name: array} or a callable returning it (rank 0)
     # settings: None is MPIBATCH_<NAME>, else the default
     seed: int | None = None
     streams: str | None = None

@@ -30,6 +30,7 @@ from .layout import (
     read_attrs,
     read_column,
     read_group,
+    read_shared,
 )
 
 STATUS = STATUS_NAMES  # kept for callers of results.STATUS
@@ -52,6 +53,7 @@ class Results:
             self.results = read_group(f, RESULTS)
             self.errors = read_group(f, ERRORS)
             self.ranks = read_group(f, RANKS)
+            self.shared = read_shared(f)  # the shared inputs' records (load())
         if not self.errors:  # a run that has not closed its file keeps failures beside it
             found = read_failures(failures_path(path))
             if found:

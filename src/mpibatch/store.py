@@ -31,8 +31,10 @@ from .layout import (
     MISSING_NOTE_BOOL,
     PARAMS,
     RANK_COLUMNS,
+    RANK_PEAK_RSS,
     RANKS,
     RESULTS,
+    SHARED,
     TASK_COLUMNS,
     TASK_ELAPSED,
     TASK_ID,
@@ -107,6 +109,8 @@ class Store:
         self.n = len(ids)
         self.schema: Schema | None = None
         self.unfilled: list[tuple[int, int]] = []  # rows failed before results had datasets
+        self.shared_records: Callable[[], dict] | None = None  # /shared, written at close
+        self.peaks: Any = None  # each rank's peak RSS, into /ranks at close
 
     @classmethod
     def create(cls, path: Path, grid, ids: range, attrs: dict[str, Any]) -> Store:
@@ -307,8 +311,26 @@ class Store:
     def flush(self) -> None:
         self.f.flush()
 
+    def _write_end(self) -> None:
+        """What is known only at the end: the shared inputs' hashes, each rank's peak RSS."""
+        if self.peaks is not None and RANKS in self.f:
+            group = self.f[RANKS]
+            if RANK_PEAK_RSS.name in group:
+                del group[RANK_PEAK_RSS.name]
+            group.create_dataset(RANK_PEAK_RSS.name, data=self.peaks, dtype=RANK_PEAK_RSS.dtype)
+        if self.shared_records is None:
+            return
+        rec = self.shared_records()
+        if SHARED in self.f:
+            del self.f[SHARED]
+        group = self.f.create_group(SHARED, track_order=True)
+        group.attrs.update({k: v for k, v in rec.items() if k != "arrays"})
+        for name, attrs in rec["arrays"].items():
+            group.create_group(name).attrs.update(attrs)
+
     def close(self, attrs: dict[str, Any]) -> None:
         self._move_failures()
+        self._write_end()
         self.f.attrs.update(attrs)
         self.f.close()
         failures_path(self.path).unlink(missing_ok=True)
