@@ -238,8 +238,11 @@ def _place(comm, h: Hooks, nodes, plan, store, options) -> Mapping[str, np.ndarr
             values = hashes if isinstance(hashes, list) else hashes.get()
             return records(specs, values, nbytes, n_nodes)
 
-        store.shared_records = recorded
         error = _resume_check(store, recorded, options) if plan.resume else None
+        if error is None:  # now without the hashes (a killed run keeps these), at the end with
+            known = hashes if isinstance(hashes, list) else [""] * len(specs)
+            store.write_shared(records(specs, known, nbytes, n_nodes))
+            store.shared_records = recorded
     if plan.resume:
         _comm.agree(comm, error)
     return MappingProxyType({s.name: _shared.view(mem, s) for s in specs})
@@ -290,21 +293,66 @@ def _resume_check(store, recorded: Callable[[], dict] | None, options) -> UsageE
 
     old = read_shared(store.f).get("arrays", {})
     new = recorded()["arrays"] if recorded is not None else {}
-    if options.force or old == new:
+    if options.force:
         return None
-    fix = "restore the data load() returns, or pass --force to resume with the new data"
+    return _difference(f"cannot resume '{store.path}'", old, new, "resume")
+
+
+def _difference(head: str, old: dict, new: dict, verb: str) -> UsageError | None:
+    """How the recorded inputs ``old`` and the loaded ``new`` differ (None if they agree)."""
+    unhashed = [k for k in old if not old[k].get("sha256")]  # a killed run hashed nothing
+    new = {k: {**v, "sha256": ""} if k in unhashed else v for k, v in new.items()}
+    if old == new:
+        return None
+    fix = f"restore the data load() returns, or pass --force to {verb} with the new data"
     if sorted(old) != sorted(new):
         was, now = ", ".join(old) or "none", ", ".join(new) or "none"
-        return UsageError(
-            f"cannot resume '{store.path}': the shared inputs differ (file: {was}; now: {now}); "
-            + fix
-        )
+        return UsageError(f"{head}: the shared inputs differ (file: {was}; now: {now}); " + fix)
     name = next(k for k in old if old[k] != new[k])
-    a, b = old[name], new[name]
     return UsageError(
-        f"cannot resume '{store.path}': shared input {name!r} changed since the run (file: "
-        f"{_short(a)}, now: {_short(b)}); " + fix
+        f"{head}: shared input {name!r} changed since the run (file: {_short(old[name])}, "
+        f"now: {_short(new[name])}); " + fix
     )
+
+
+@contextmanager
+def alone(module: Any, path: str, force: bool) -> Iterator[dict]:
+    """``mpibatch rerun``: the run's inputs in this one process (no MPI): ``load()``
+    (checked against the file's /shared unless ``force``), ``setup(ctx)``, ``teardown``."""
+    from .layout import open_file, read_shared
+
+    h = hooks(None, module, getattr(module, "__file__", "") or "")
+    shared = None
+    if h.load is not None:
+        arrays = _load(h, 0)
+        with open_file(path) as f:
+            old = read_shared(f).get("arrays", {})
+        new = {
+            k: {
+                "dtype": dtype_text(v.dtype),
+                "shape": list(v.shape),
+                "nbytes": int(v.nbytes),
+                "sha256": array_sha256(v),
+            }
+            for k, v in arrays.items()
+        }
+        error = None if force else _difference(f"cannot rerun from '{path}'", old, new, "rerun")
+        if error is not None:
+            raise error
+        shared = MappingProxyType({k: _readonly(v) for k, v in arrays.items()})
+    state = _setup(h, TaskContext(-1, 0, 0, 1, {}, None, shared=shared), 1)
+    try:
+        yield {"shared": shared, "state": state}
+    finally:
+        error = _teardown(h, state, 0)
+        if error is not None:
+            raise error
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 def _short(rec: dict) -> str:

@@ -21,6 +21,7 @@ from . import _comm
 
 CHUNK = 256 << 20  # bytes per Ibcast between node leaders (well under MPI's int count)
 ALIGN = 64  # each array starts on a cache line in the window
+PRETEND_NODES: int | None = None  # tests only: rank r is on pretend node r % PRETEND_NODES
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,10 @@ class Nodes:
     def __init__(self, comm: MPI.Intracomm) -> None:
         self.comm = comm
         rank = comm.Get_rank()
-        self.node = MPI.Intracomm(comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank))
+        if PRETEND_NODES:  # one machine as several nodes: each its own window and leader
+            self.node = MPI.Intracomm(comm.Split(rank % PRETEND_NODES, key=rank))
+        else:
+            self.node = MPI.Intracomm(comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank))
         self.leader = self.node.Get_rank() == 0
         self.leaders = comm.Split(0 if self.leader else MPI.UNDEFINED, key=rank)
         self.win: MPI.Win | None = None

@@ -318,15 +318,18 @@ class Store:
             if RANK_PEAK_RSS.name in group:
                 del group[RANK_PEAK_RSS.name]
             group.create_dataset(RANK_PEAK_RSS.name, data=self.peaks, dtype=RANK_PEAK_RSS.dtype)
-        if self.shared_records is None:
-            return
-        rec = self.shared_records()
+        if self.shared_records is not None:
+            self.write_shared(self.shared_records())
+
+    def write_shared(self, rec: dict) -> None:
+        """/shared: each shared input's dtype, shape, bytes and SHA-256 (see layout.py)."""
         if SHARED in self.f:
             del self.f[SHARED]
         group = self.f.create_group(SHARED, track_order=True)
         group.attrs.update({k: v for k, v in rec.items() if k != "arrays"})
         for name, attrs in rec["arrays"].items():
             group.create_group(name).attrs.update(attrs)
+        self.f.flush()
 
     def close(self, attrs: dict[str, Any]) -> None:
         self._move_failures()
