@@ -220,6 +220,7 @@ def _place(comm, h: Hooks, nodes, plan, store, options) -> Mapping[str, np.ndarr
         mine = _shared.layout(arrays) if arrays is not None else specs
         _comm.agree(comm, None if mine == specs else _differs(h, rank, "dtypes or shapes"))
     nbytes = _shared.total_bytes(specs)
+    _comm.agree(comm, _room(nbytes, rank) if nodes.leader else None)
     mem = nodes.allocate(nbytes)
     if arrays is not None:
         for s in specs:
@@ -246,6 +247,23 @@ def _place(comm, h: Hooks, nodes, plan, store, options) -> Mapping[str, np.ndarr
     if plan.resume:
         _comm.agree(comm, error)
     return MappingProxyType({s.name: _shared.view(mem, s) for s in specs})
+
+
+def _room(nbytes: int, rank: int, folder: str = "/dev/shm") -> UsageError | None:
+    """A node leader: None if the node's shared memory (``/dev/shm``) can hold the inputs."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None  # no /dev/shm to ask: MPI finds its own shared memory
+    if free >= nbytes:
+        return None
+    return UsageError(
+        f"shared inputs: expected {nbytes / 2**30:.2f} GiB of free shared memory on each "
+        f"node, got {free / 2**30:.2f} GiB in {folder} on {_comm.host()} (rank {rank}); "
+        "free it, or load less"
+    )
 
 
 def _differs(h: Hooks, rank: int, what: str) -> UsageError:
