@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mpibatch import _inputs
+from mpibatch import _inputs, _shared
 from mpibatch.errors import UsageError
 from mpibatch.taskfile import hook
 
@@ -66,8 +66,8 @@ def test_a_structured_dtype_is_recorded_as_text_numpy_reads_back():
 
 
 def test_a_node_without_room_in_dev_shm_is_refused_in_one_line(tmp_path):
-    assert _inputs._room(1, 0, str(tmp_path)) is None
-    error = _inputs._room(1 << 60, 3, str(tmp_path))
+    assert _shared._room(1, 0, str(tmp_path)) is None
+    error = _shared._room(1 << 60, 3, str(tmp_path))
     assert error is not None and "expected 1073741824.00 GiB of free shared memory" in str(error)
     assert "(rank 3)" in str(error)
 

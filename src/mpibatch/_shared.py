@@ -1,4 +1,5 @@
-"""The MPI side of shared inputs: one shared-memory window per node, filled once.
+"""Shared inputs across the ranks: one shared-memory window per node, filled once, and
+:func:`session`, the collective step around the tasks (load, place, setup; teardown, free).
 
 The ranks of a node (``Split_type(COMM_TYPE_SHARED)``) share one window that its first
 rank (the node leader) allocates; the leaders of all nodes form a second communicator
@@ -6,20 +7,28 @@ over which rank 0's bytes travel as raw buffers (``Ibcast`` in pieces of
 :data:`CHUNK` bytes, so arrays over 2 GiB and over MPI's int count work). Every rank
 then reads the window through read-only numpy views. Every MPI call of the feature
 lives here, on the main thread; :class:`Nodes` frees all it made (nothing outlives a run).
+What a task file may define and how it is checked (no MPI) is in _inputs.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from mpi4py import MPI
 
-from . import _comm
+from . import _comm, _inputs
+from .errors import MpibatchError, UsageError
+from .runner import TaskContext
 
 CHUNK = 256 << 20  # bytes per Ibcast between node leaders (well under MPI's int count)
+T = TypeVar("T")
 ALIGN = 64  # each array starts on a cache line in the window
 PRETEND_NODES: int | None = None  # tests only: rank r is on pretend node r % PRETEND_NODES
 
@@ -141,6 +150,12 @@ class Nodes:
         self.node.Free()
 
 
+def barrier(comm: MPI.Comm) -> None:
+    """Collective: wait for every rank, napping (ranks waiting on a long ``load()`` or
+    ``setup()`` leave the cores to it instead of spinning in a collective)."""
+    _wait(comm.Ibarrier())
+
+
 def _wait(request: MPI.Request) -> None:
     delay = 0.0
     while not request.Test():
@@ -154,3 +169,125 @@ def share(comm: MPI.Comm, obj: object) -> object:
 
 def agree(comm: MPI.Comm, error: BaseException | None) -> None:
     _comm.agree(comm, error)
+
+
+def _agreed(comm, step: Callable[[], T]) -> T:
+    """``step()`` on every rank; a MpibatchError anywhere is raised on every rank."""
+    value, error = None, None
+    try:
+        value = step()
+    except MpibatchError as exc:
+        error = exc
+    barrier(comm)
+    _comm.agree(comm, error)
+    return value  # type: ignore[return-value]
+
+
+@contextmanager
+def session(comm, options, module, plan, store, device, local: int) -> Iterator[_inputs.Inputs]:
+    """Collective, around the tasks: load and place the inputs, setup; teardown, free."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    task_file = str(options.task) if module is not None else ""
+    h = _agreed(comm, lambda: _inputs.hooks(getattr(options, "shared", None), module, task_file))
+    h.host = _comm.host()
+    has_data = _comm.share(comm, h.load is not None)  # rank 0's shared= decides
+    if not has_data and h.setup is None and h.teardown is None:
+        if plan.resume:
+            _comm.agree(comm, _inputs.resume_check(store, None, options) if rank == 0 else None)
+        yield _inputs.Inputs()
+        return
+    nodes = Nodes(comm) if has_data else None
+    try:
+        views = _place(comm, h, nodes, plan, store, options) if nodes else None
+        ctx = TaskContext(-1, rank, local, size, {}, device, shared=views)
+        state = _agreed(comm, lambda: _inputs.setup(h, ctx, plan.threads))
+    except MpibatchError:
+        if nodes is not None:
+            nodes.free()
+        raise
+    try:
+        yield _inputs.Inputs(views, state)
+    except MpibatchError:  # raised on every rank: free together
+        _inputs.teardown(h, state, rank)
+        if nodes is not None:
+            nodes.free()
+        raise
+    except BaseException:  # this rank alone, ending: no collective call
+        _inputs.teardown(h, state, rank)
+        raise
+    error = _inputs.teardown(h, state, rank)
+    if nodes is not None:
+        nodes.free()
+    _comm.agree(comm, error)
+
+
+def _place(comm, h: _inputs.Hooks, nodes, plan, store, options) -> Mapping[str, np.ndarray]:
+    """Load on rank 0 (or each node leader), fill each node's window, check, record."""
+    rank = comm.Get_rank()
+    here = nodes.leader if h.every_node else rank == 0
+    arrays = _agreed(comm, lambda: _inputs.load(h, rank) if here else None)
+    specs = cast(list, share(comm, layout(arrays) if arrays is not None else None))
+    if h.every_node:
+        mine = layout(arrays) if arrays is not None else specs
+        _comm.agree(comm, None if mine == specs else _differs(h, rank, "dtypes or shapes"))
+    nbytes = total_bytes(specs)
+    _comm.agree(comm, _room(nbytes, rank) if nodes.leader else None)
+    mem = nodes.allocate(nbytes)
+    if arrays is not None:
+        for s in specs:
+            np.copyto(view(mem, s, writeable=True), arrays[s.name], casting="no")
+    arrays = None  # the loaded copy can go before the tasks run
+    nodes.spread(nbytes, from_root=not h.every_node)
+    if h.every_node:
+        hashes: Any = _checked_hashes(comm, h, nodes, mem, specs)
+    else:
+        hashes = Hashes(mem, specs) if rank == 0 else None
+    error = None
+    if rank == 0:
+        n_nodes = nodes.n_nodes
+
+        def recorded() -> dict:
+            values = hashes if isinstance(hashes, list) else hashes.get()
+            return _inputs.records(specs, values, nbytes, n_nodes)
+
+        error = _inputs.resume_check(store, recorded, options) if plan.resume else None
+        if error is None:  # now without the hashes (a killed run keeps these), at the end with
+            known = hashes if isinstance(hashes, list) else [""] * len(specs)
+            store.write_shared(_inputs.records(specs, known, nbytes, n_nodes))
+            store.shared_records = recorded
+    if plan.resume:
+        _comm.agree(comm, error)
+    return MappingProxyType({s.name: view(mem, s) for s in specs})
+
+
+def _room(nbytes: int, rank: int, folder: str = "/dev/shm") -> UsageError | None:
+    """A node leader: None if the node's shared memory (``/dev/shm``) can hold the inputs."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None  # no /dev/shm to ask: MPI finds its own shared memory
+    if free >= nbytes:
+        return None
+    return UsageError(
+        f"shared inputs: expected {nbytes / 2**30:.2f} GiB of free shared memory on each "
+        f"node, got {free / 2**30:.2f} GiB in {folder} on {_comm.host()} (rank {rank}); "
+        "free it, or load less"
+    )
+
+
+def _differs(h: _inputs.Hooks, rank: int, what: str) -> UsageError:
+    return UsageError(
+        f"{h.where} with shared_load = 'every_node': rank {rank} on {_comm.host()} loaded "
+        f"other {what} than rank 0; every node must load the same data (or drop shared_load)"
+    )
+
+
+def _checked_hashes(comm, h: _inputs.Hooks, nodes, mem, specs) -> list[str] | None:
+    """Every leader hashes its window; rank 0 checks they all match (agreed)."""
+    hashes = [sha256(mem, s) for s in specs] if nodes.leader else None
+    found = nodes.leaders_gather((comm.Get_rank(), hashes)) if nodes.leader else None
+    bad = [r for r, values in (found or []) if values != hashes]
+    _comm.agree(comm, _differs(h, bad[0], "bytes") if bad else None)
+    return hashes

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from . import _comm, _dispatch, _inputs, _plan, _resume, devices, schedule, streams
+from . import _comm, _dispatch, _inputs, _plan, _resume, _shared, devices, schedule, streams
 from ._plan import Plan
 from ._records import Buffers
 from ._stop import Stopper
@@ -169,7 +169,7 @@ def _run(comm, requested: RunOptions) -> Summary | Plan | None:
         if options.dry_run:
             return plan if rank == 0 else None
         # 6. shared inputs: load() once, one copy per node; setup(ctx) on every rank
-        with _inputs.session(comm, options, module, plan, store, device, local) as inputs:
+        with _shared.session(comm, options, module, plan, store, device, local) as inputs:
             # 7. run the tasks; rank 0 also hands out blocks and writes the file
             return _execute(comm, fn, plan, store, device, local, inputs)
 
