@@ -25,19 +25,25 @@ N = int(float(os.environ.get("SHARED_GB", "0.01")) * (1 << 30)) // 8
 def make() -> np.ndarray:
     """The data, in the source process; ``t0`` is written once it exists."""
     data = np.full(N, 1.5)
-    (FOLDER / "t0").write_text(repr(time.time()))
+    _write("t0", repr(time.time()))
     return data
 
 
 def arrived(worker: int, data: np.ndarray) -> float:
     """Mark the data as held, read all of it, and wait (at most 5 minutes) for ``go``."""
-    (FOLDER / f"ready.{worker}").write_text(repr(time.time()))
+    _write(f"ready.{worker}", repr(time.time()))
     total = float(data.sum())
-    (FOLDER / f"pid.{worker}").write_text(str(os.getpid()))
+    _write(f"pid.{worker}", str(os.getpid()))
     end = time.monotonic() + 300
     while not (FOLDER / "go").exists() and time.monotonic() < end:
         time.sleep(0.01)
     return total
+
+
+def _write(name: str, text: str) -> None:
+    """A marker the parent never sees half-written (written aside, then renamed)."""
+    (FOLDER / f"tmp-{name}").write_text(text)  # not matched by the parent's pid.* glob
+    os.replace(FOLDER / f"tmp-{name}", FOLDER / name)
 
 
 # ---- mpibatch: this file is the task file ----

@@ -180,7 +180,8 @@ def load():
 def setup(ctx):
     float(ctx.shared["X"].sum())  # touch every page
     folder = Path(os.environ["PSS_DIR"])
-    (folder / f"pid.{ctx.rank}").write_text(str(os.getpid()))
+    (folder / f"tmp.{ctx.rank}").write_text(str(os.getpid()))
+    os.replace(folder / f"tmp.{ctx.rank}", folder / f"pid.{ctx.rank}")  # whole when seen
     end = time.monotonic() + 60
     while not (folder / "go").exists() and time.monotonic() < end:
         time.sleep(0.02)
