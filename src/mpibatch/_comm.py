@@ -108,6 +108,13 @@ class Transport:
         """Small control objects to rank 0 (a list there, None elsewhere)."""
         return self.comm.gather(obj, root=ROOT)
 
+    def gather_int(self, value: int) -> np.ndarray | None:
+        """One integer per rank to rank 0 (an int64 array there, None elsewhere), napping."""
+        send = np.array([value], dtype=np.int64)
+        recv = np.empty(self.size, dtype=np.int64) if self.rank == ROOT else None
+        self.wait(self.comm.Igather(send, recv, root=ROOT))
+        return recv
+
     def barrier(self) -> None:
         """A barrier that naps instead of spinning while others are still busy."""
         self.wait(self.comm.Ibarrier())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from . import _comm, _dispatch, _plan, _resume, devices, schedule, streams
+from . import _comm, _dispatch, _inputs, _plan, _resume, _shared, devices, schedule, streams
 from ._dtypes import declarations_of
 from ._plan import Plan
 from ._records import Buffers, declared_schema
@@ -95,6 +95,7 @@ def run(
     comm=None,
     argv: list[str] | None = None,
     results: dict | None = None,
+    shared=None,
 ) -> Summary | Plan | None:
     """Run ``task(params, rng[, ctx])`` over every task of ``grid`` x ``reps`` on all ranks.
 
@@ -106,6 +107,9 @@ def run(
     is a Slurm time when a string (``"30"`` = 30 minutes) and seconds when a number.
     ``results`` declares the results' types like a task file's ``results = {...}``
     (``{"rewards": "ragged float64", "model": "str"}``) and wins over it.
+    ``shared`` (rank 0's; None elsewhere): ``{name: array}`` or a callable returning it,
+    read by tasks as ``ctx.shared[name]`` (one read-only copy per node; as a task file's
+    ``load()``).
     """
     options = RunOptions(
         task=task,
@@ -120,6 +124,7 @@ def run(
         dry_run=dry_run,
         argv=tuple(argv) if argv is not None else None,
         results=results,
+        shared=shared,
         seed=seed,
         streams=streams,
         schedule=schedule,
@@ -164,14 +169,16 @@ def _run(comm, requested: RunOptions) -> Summary | Plan | None:
     device = _agreed(comm, lambda: _choose_device(options, local, n_local))
     with devices.bound(device):
         # 3. every rank loads the task; 4. rank 0 plans and creates (or reopens) the file
-        fn, source, plan, store = _agreed(comm, lambda: _load_and_plan(options, rank, size))
+        fn, module, source, plan, store = _agreed(comm, lambda: _load_and_plan(options, rank, size))
         # 5. rank 0 shares the plan; a rank running other code than rank 0 fails the launch
         plan = cast(Plan, _comm.share(comm, plan))
         _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
         if options.dry_run:
             return plan if rank == 0 else None
-        # 6. run the tasks; rank 0 also hands out blocks and writes the file
-        return _execute(comm, fn, plan, store, device, local)
+        # 6. shared inputs: load() once, one copy per node; setup(ctx) on every rank
+        with _shared.session(comm, options, module, plan, store, device, local) as inputs:
+            # 7. run the tasks; rank 0 also hands out blocks and writes the file
+            return _execute(comm, fn, plan, store, device, local, inputs)
 
 
 def _agreed(comm, step: Callable[[], T]) -> T:
@@ -196,14 +203,14 @@ def _choose_device(options: RunOptions, local: int, n_local: int) -> devices.Dev
 
 
 def _load_and_plan(options: RunOptions, rank: int, size: int):
-    """(task function, where it came from, and on rank 0 the plan and the open file)."""
+    """(task function, its module, where it came from, and on rank 0 the plan and file)."""
     fn, module, source = _plan.load(options.task, options.function)
     if rank != 0:
-        return fn, source, None, None
+        return fn, module, source, None, None
     grid = _plan.resolve_grid(options.grid, module, options.reps)
     declared = declared_schema(declarations_of(fn, options.results))
     plan, store = _prepare(grid, options, size, source, declared)
-    return fn, source, plan, store
+    return fn, module, source, plan, store
 
 
 def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
@@ -255,7 +262,7 @@ def _prepare(
     return plan, Store.create(path, grid, plan.id_range, plan.attrs, declared)
 
 
-def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> Summary | None:
+def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int, inputs=None):
     transport = _comm.Transport(comm)
     rank, size = transport.rank, transport.size
     info = {"rank": rank, "size": size, "host": _comm.host(), "local_rank": local, "device": device}
@@ -268,6 +275,7 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> S
             {**info, "device": gpu, "blas": blas_info(), "cores": cores()}
         )
         info["comm"] = _comm.task_comm()  # ctx.comm (after the gather: it does not pickle)
+        info.update(inputs.for_tasks() if inputs else {})  # ctx.shared, ctx.state
         offset = time.time() - time.perf_counter() - plan.t0
         stream = streams.make_streams(plan.streams, plan.seed, rank)
         grid = Grid.from_json(plan.grid_json)
@@ -283,6 +291,7 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> S
             summary, fatal = _serve(transport, plan, store, runner)
         else:
             _dispatch.work(transport, runner, plan.ids[0])
+            transport.gather_int(_inputs.peak_rss())  # rank 0 records it in /ranks
     _dispatch.finish(transport, fatal)
     return summary
 
@@ -304,6 +313,7 @@ def _serve(transport, plan: Plan, store: Store, runner: Runner) -> tuple[Summary
         progress.close()
     now = time.time()
     done, failed = store.counts()
+    store.peaks = transport.gather_int(_inputs.peak_rss())  # each rank's VmHWM
     store.close({**plan.attrs, **_session_attrs(plan, store, root, queue, size, now)})
     ledger = root.ledger
     resume = plan.attrs["command"] + " --resume" if done + failed < store.n else ""

@@ -12,6 +12,9 @@ run, in task order::
     /results/<key>   (n, *shape)    what tasks returned; only rows with status 1 hold one
     /errors/*        (m,)           task, rank, host, type, message, traceback per failure
     /ranks/*         (n_ranks,)     host, local rank, cores, GPU, BLAS libraries per rank
+                                    (and peak_rss_bytes, each rank's VmHWM, at the end)
+    /shared/<name>   (group)        attrs dtype, shape, nbytes, sha256 of each shared input
+                                    (load()); /shared attrs bytes_per_node, nodes
     attributes of /                seed, streams, schedule, grid, versions, command, ...
 
 While a run writes the file, its failures wait beside it in ``<file>.failures`` (one
@@ -49,6 +52,9 @@ class Status(IntEnum):
 STATUS_NAMES = {s: s.name.lower() for s in Status}  # {Status.PENDING: "pending", ...}
 
 TASKS, PARAMS, RESULTS, ERRORS, RANKS = "tasks", "params", "results", "errors", "ranks"
+SHARED = "shared"  # the shared inputs' records (see read_shared)
+SHARED_ARRAY_ATTRS = ("dtype", "shape", "nbytes", "sha256")
+SHARED_ATTRS = ("bytes_per_node", "nodes")
 TEXT = "text"  # dtype of a variable-length UTF-8 string dataset (see file_dtype)
 FAILURES_SUFFIX = ".failures"
 
@@ -97,6 +103,7 @@ RANK_COLUMNS = (
     Column("gpu_name", TEXT),
     Column("blas", TEXT),  # JSON: the BLAS libraries and their threads
 )
+RANK_PEAK_RSS = Column("peak_rss_bytes", "i8")  # VmHWM of each rank, written at the end
 
 
 @dataclass(frozen=True)
@@ -299,3 +306,17 @@ def plain(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def read_shared(f: h5py.Group) -> dict[str, Any]:
+    """The /shared records: ``{"bytes_per_node", "nodes", "arrays": {name: {dtype, shape,
+    nbytes, sha256}}}``; empty if the run had no shared inputs."""
+    if SHARED not in f:
+        return {}
+    group = f[SHARED]
+    arrays = {}
+    for name in group:
+        attrs = {k: plain(group[name].attrs[k]) for k in SHARED_ARRAY_ATTRS}
+        attrs["shape"] = [int(n) for n in attrs["shape"]]
+        arrays[name] = attrs
+    return {**{k: plain(group.attrs[k]) for k in SHARED_ATTRS}, "arrays": arrays}

@@ -39,6 +39,7 @@ class RunOptions:
     dry_run: bool = False
     argv: tuple[str, ...] | None = None  # the command line the file records
     results: dict | None = None  # declared result types (wins over the task file's)
+    shared: Any = None  # shared inputs: {name: array} or a callable returning it (rank 0)
     # settings: None is MPIBATCH_<NAME>, else the default
     seed: int | None = None
     streams: str | None = None

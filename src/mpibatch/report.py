@@ -89,6 +89,33 @@ def _gpu_lines(res: Results, hosts) -> list[str]:
     return out
 
 
+def _memory_lines(res: Results) -> list[str]:
+    """The shared inputs (one copy per node) and each rank's peak RSS (VmHWM)."""
+    out = []
+    shared = getattr(res, "shared", None) or {}
+    if shared.get("arrays"):
+        arrays = ", ".join(f"{k} {a['dtype']}{a['shape']}" for k, a in shared["arrays"].items())
+        out.append(
+            f"shared inputs: {_bytes(shared['bytes_per_node'])} per node on "
+            f"{shared['nodes']} node(s), one copy each: {arrays}"
+        )
+    peaks = res.ranks.get("peak_rss_bytes")
+    if peaks is not None and len(peaks):
+        each = ", ".join(f"{r}: {_bytes(p)}" for r, p in enumerate(peaks[:16]))
+        more = f", ... (max {_bytes(max(peaks))})" if len(peaks) > 16 else ""
+        out.append(f"peak RSS per rank (VmHWM; counts the shared pages a rank read): {each}{more}")
+    return out
+
+
+def _bytes(n) -> str:
+    n = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 def _ranges(xs: list[int]) -> str:
     return f"{xs[0]}-{xs[-1]}" if xs == list(range(xs[0], xs[-1] + 1)) and len(xs) > 1 else str(xs)
 
@@ -160,7 +187,7 @@ def format_info(res: Results) -> str:
         lines.append("rank 0: dedicated root (ran no tasks)")
     elif a.get("root_tasks"):
         lines.append(f"rank 0: ran its tasks on the {ROOT_TASKS[a['root_tasks']]}")
-    lines += _rank_lines(res) + _efficiency_lines(res)
+    lines += _rank_lines(res) + _memory_lines(res) + _efficiency_lines(res)
     lines += timeline.format_stats(timeline.stats(res)) + _slowest_lines(res)
     if failed:
         lines.append(f"failed tasks: mpibatch errors {res.path}")

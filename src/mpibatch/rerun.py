@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from . import _inputs
 from ._records import _items
 from .errors import UsageError
 from .grid import Grid
@@ -39,10 +40,11 @@ def rerun(
             "before it on its rank, so one task cannot be reproduced alone; use --streams task "
             "(the default) for runs you may want to rerun"
         )
-    fn = _load(res.attrs, force)
+    fn, module = _load(res.attrs, force)
     params = Grid.from_json(res.attrs["grid"]).params(task_id)
     out.write(f"task {task_id}: {', '.join(f'{k}={v!r}' for k, v in params.items())}\n")
-    value, exc = _call(fn, params, res.attrs, task_id, pdb)
+    with _inputs.alone(module, path, force) as inputs:  # load(), setup(ctx), teardown
+        value, exc = _call(fn, params, res.attrs, task_id, pdb, inputs)
     if isinstance(exc, bdb.BdbQuit):
         out.write(f"debugger quit before task {task_id} finished; nothing to compare\n")
         return 1
@@ -92,7 +94,7 @@ def _load(attrs: dict, force: bool):
     head, *rest = name.split(".")
     try:
         with _no_study_runs():
-            fn, _ = load_task_file(src, head)
+            fn, module = load_task_file(src, head)
     except _StudyAtImport:
         raise UsageError(
             f"{src} runs a study (mpibatch.run) when imported, which would write its results "
@@ -100,7 +102,7 @@ def _load(attrs: dict, force: bool):
         ) from None
     for part in rest:
         fn = getattr(fn, part)
-    return fn
+    return fn, module
 
 
 class _StudyAtImport(BaseException):
@@ -127,11 +129,11 @@ def _no_study_runs():
             mpibatch.run = before
 
 
-def _call(fn, params: dict, attrs: dict, task_id: int, use_pdb: bool):
+def _call(fn, params: dict, attrs: dict, task_id: int, use_pdb: bool, inputs: dict):
     """Run the task as the run did: ``(value, None)`` or ``(None, exception)``."""
     args = [params, task_generator(int(attrs["seed"]), task_id, str(attrs.get("streams", "task")))]
     if wants_context(fn):
-        args.append(TaskContext(task_id=task_id, rank=0, local_rank=0, size=1, params=params))
+        args.append(TaskContext(task_id, 0, 0, 1, params, **inputs))
     try:
         with blas_limits(int(attrs.get("threads_per_rank", 1))):
             if use_pdb:

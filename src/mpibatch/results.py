@@ -36,6 +36,7 @@ from .layout import (
     plain,
     read_attrs,
     read_group,
+    read_shared,
 )
 
 STATUS = STATUS_NAMES  # kept for callers of results.STATUS
@@ -65,6 +66,7 @@ class Results:
                 PARAMS: [column_meta(f, f"{PARAMS}/{k}", TASK) for k in f.get(PARAMS, {})],
                 RESULTS: [column_meta(f, f"{RESULTS}/{k}") for k in result_keys(f)],
             }
+            self.shared = read_shared(f)  # the shared inputs' records (load())
         if not self.errors:  # a run that has not closed its file keeps failures beside it
             found = read_failures(failures_path(path))
             if found:

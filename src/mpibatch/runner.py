@@ -49,7 +49,8 @@ class TaskContext:
     size: int
     params: dict
     device: Any = None
-    shared: Any = None
+    shared: Any = None  # the run's shared inputs: read-only arrays by name (load())
+    state: Any = None  # what the task file's setup(ctx) returned on this rank
     comm: Any = field(default_factory=_self_comm)
 
 
@@ -139,6 +140,8 @@ class Runner:
             info["size"],
             params,
             info.get("device"),
+            shared=info.get("shared"),
+            state=info.get("state"),
             comm=self.comm,
         )
 

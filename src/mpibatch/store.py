@@ -40,10 +40,12 @@ from .layout import (
     RAGGED_START,
     RAGGED_VALUES,
     RANK_COLUMNS,
+    RANK_PEAK_RSS,
     RANKS,
     RESULT_TYPE_ATTR,
     RESULTS,
     SHAPE_ATTR,
+    SHARED,
     TASK_COLUMNS,
     TASK_ELAPSED,
     TASK_ID,
@@ -121,6 +123,8 @@ class Store:
         self.schema: Schema | None = None
         self.unfilled: list[tuple[int, int]] = []  # rows failed before results had datasets
         self.sidecars: dict[str, _ragged.Sidecar] = {}  # ragged and string keys' values
+        self.shared_records: Callable[[], dict] | None = None  # /shared, written at close
+        self.peaks: Any = None  # each rank's peak RSS, into /ranks at close
 
     @classmethod
     def create(
@@ -378,12 +382,33 @@ class Store:
     def flush(self) -> None:
         self.f.flush()
 
+    def _write_end(self) -> None:
+        """What is known only at the end: the shared inputs' hashes, each rank's peak RSS."""
+        if self.peaks is not None and RANKS in self.f:
+            group = self.f[RANKS]
+            if RANK_PEAK_RSS.name in group:
+                del group[RANK_PEAK_RSS.name]
+            group.create_dataset(RANK_PEAK_RSS.name, data=self.peaks, dtype=RANK_PEAK_RSS.dtype)
+        if self.shared_records is not None:
+            self.write_shared(self.shared_records())
+
+    def write_shared(self, rec: dict) -> None:
+        """/shared: each shared input's dtype, shape, bytes and SHA-256 (see layout.py)."""
+        if SHARED in self.f:
+            del self.f[SHARED]
+        group = self.f.create_group(SHARED, track_order=True)
+        group.attrs.update({k: v for k, v in rec.items() if k != "arrays"})
+        for name, attrs in rec["arrays"].items():
+            group.create_group(name).attrs.update(attrs)
+        self.f.flush()
+
     def close(self, attrs: dict[str, Any]) -> None:
         self._move_failures()
         for key, sidecar in self.sidecars.items():
             sidecar.close()
             _ragged.move_in(self.f[RESULTS], key, self.n, self.path)
         self.sidecars = {}
+        self._write_end()
         self.f.attrs.update(attrs)
         self.f.close()
         failures_path(self.path).unlink(missing_ok=True)

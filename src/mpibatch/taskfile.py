@@ -124,3 +124,12 @@ def wants_context(fn: Callable) -> bool:
     raise TaskFileError(
         f"task function {name}{sig}: expected {name}(params, rng) or {name}(params, rng, ctx)"
     )
+
+
+def hook(module: ModuleType | None, name: str) -> Callable | None:
+    """The task file's function ``name`` (``load``, ``setup``, ``teardown``) if it defines
+    one itself: a ``load`` imported into it (``from json import load``) is not a hook."""
+    fn = getattr(module, name, None) if module is not None else None
+    if callable(fn) and getattr(fn, "__module__", None) == getattr(module, "__name__", ""):
+        return fn
+    return None
