@@ -20,6 +20,7 @@ _CHECKS = (
         "or start a new file with another --out",
     ),
     ("tasks", "task range", "pass --tasks {old}"),
+    ("command_template", "command", "pass the same --command (mpibatch info FILE shows it)"),
     (
         "task_file_sha256",
         "task file (its contents changed since the run)",
