@@ -21,6 +21,9 @@ if [ -z "$out" ] || [ -z "$n" ] || [ -z "$lr" ]; then
   echo "usage: my_experiment.sh -o FILE -n SIZE -lr LR [--seed SEED]" >&2
   exit 2
 fi
+case "$n" in
+  ''|*[!0-9]*) echo "my_experiment: -n expects a number of steps, got '$n'" >&2; exit 2 ;;
+esac
 echo "my_experiment: $n steps at lr $lr (seed $seed) -> $out" >&2
 awk -v n="$n" -v lr="$lr" -v seed="$seed" -v out="$out" 'BEGIN {
   srand(seed % 2147483647)            # this task'"'"'s seed: mpibatch derives it from its stream
