@@ -300,3 +300,22 @@ def test_slurm_scripts_keep_the_command_as_one_quoted_word():
     study, out = split_command("cpu", ["run", "--command", "./exp.sh {a} 'b c'", "--seed", "1"])
     assert study == ["--command", "./exp.sh {a} 'b c'", "--seed", "1"]
     assert out == "exp.h5"
+
+
+def test_dry_run_shows_the_command(tmp_path, capsys):
+    args = ["run", "--command", "echo {x}", "--grid", "x=1e-3", "--dry-run"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("command: echo {x}\n") and "grid: 1 (x) x 1 rep = 1 task" in out
+
+
+def test_resume_refuses_an_edited_program_unless_forced(exp, tmp_path):
+    out = tmp_path / "e.h5"
+    grid = {"size": [300]}
+    mpibatch.run(command=f"{exp} {{size}} 1 0", grid=grid, seed=1, out=out)
+    exp.write_text(EXP.replace("size 300 diverged", "size 300 diverged again"))
+    with pytest.raises(UsageError, match="task file .* changed since the run|pass --force"):
+        mpibatch.run(command=f"{exp} {{size}} 1 0", grid=grid, out=out, resume=True)
+    s = mpibatch.run(command=f"{exp} {{size}} 1 0", grid=grid, out=out, resume=True, force=True)
+    assert s.failed == 1
+    assert "diverged again" in mpibatch.open(out).errors["message"][0]
