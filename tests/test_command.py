@@ -40,6 +40,12 @@ def _program(folder: Path, name: str, text: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Commands run in the current folder: make it the test's own."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def exp(tmp_path) -> Path:
     return _program(tmp_path, "exp.sh", EXP)
@@ -275,10 +281,7 @@ def test_the_cli_needs_a_file_or_a_command(capsys):
     assert "got both" in capsys.readouterr().err
 
 
-def test_the_cli_runs_a_command_and_names_the_file_after_the_program(
-    exp, tmp_path, capsys, monkeypatch
-):
-    monkeypatch.chdir(tmp_path)
+def test_the_cli_runs_a_command_and_names_the_file_after_the_program(exp, tmp_path, capsys):
     code = cli.main(
         ["run", "--command", "./exp.sh {size} {lr} 0", "--grid", "size=150", "--grid", "lr=1e-3"]
     )

@@ -37,6 +37,7 @@ THREAD_VARS = (
 EPILOG = """examples:
   mpiexec -n 4 mpibatch run examples/bootstrap.py --reps 100 --seed 42 --out bootstrap.h5
   mpibatch run study.py --grid lr=1e-5:1e-3:5log --grid model=ridge,lasso --reps 20 --dry-run
+  mpiexec -n 2 mpibatch run --command './prog --lr {lr} --seed {seed}' --grid lr=1e-3,1e-4
   mpibatch info bootstrap.h5
 """
 
