@@ -134,6 +134,11 @@ def test_the_json_last_line_becomes_results_with_the_returncode(exp, tmp_path):
     assert out == {"size": 150, "seed": 7, "curve": [150, 1.5], "returncode": 0}
 
 
+def test_a_json_null_is_nan():
+    out = execute(["echo", '{"loss": null, "n": 2}'], False, None, None)
+    assert np.isnan(out["loss"]) and out["n"] == 2
+
+
 def test_output_without_a_json_last_line_is_just_the_returncode(tmp_path):
     assert execute(["echo", "hello"], False, None, None) == {"returncode": 0}
     assert execute(["echo", "[1, 2]"], False, None, None) == {"returncode": 0}  # not an object

@@ -298,7 +298,8 @@ def _tail_bytes(path: Path) -> bytes:
 
 
 def _json_results(stdout: str) -> dict:
-    """The JSON object on the last non-empty line of stdout, if there is one."""
+    """The JSON object on the last non-empty line of stdout, if there is one (a null
+    value is NaN: what JSON writers print for NaN)."""
     lines = stdout.rstrip().splitlines()
     last = lines[-1].strip() if lines else ""
     if not last.startswith("{"):
@@ -312,4 +313,7 @@ def _json_results(stdout: str) -> dict:
         ) from None
     if not isinstance(value, dict):
         return {}
-    return value
+    return {k: _NAN if v is None else v for k, v in value.items()}  # null: JSON's NaN
+
+
+_NAN = float("nan")
