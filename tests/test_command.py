@@ -327,3 +327,16 @@ def test_resume_refuses_an_edited_program_unless_forced(exp, tmp_path):
     s = mpibatch.run(command=f"{exp} {{size}} 1 0", grid=grid, out=out, resume=True, force=True)
     assert s.failed == 1
     assert "diverged again" in mpibatch.open(out).errors["message"][0]
+
+
+def test_resume_of_a_command_run_needs_the_grid_typed_as_before(exp, tmp_path):
+    out = tmp_path / "t.h5"
+    command = f"{exp} {{size}} {{lr}} 0"
+    mpibatch.run(command=command, grid=Grid.from_spec(["size=300", "lr=1e-3"]), seed=1, out=out)
+    with pytest.raises(UsageError, match="typed differently .*lr=1e-3.*lr=0.001"):
+        mpibatch.run(command=command, grid=Grid.from_spec(["size=300", "lr=0.001"]), out=out,
+                     resume=True)  # fmt: skip
+    s = mpibatch.run(
+        command=command, grid=Grid.from_spec(["size=300", "lr=1e-3"]), out=out, resume=True
+    )
+    assert s.failed == 1  # ran again: it diverges at size 300
