@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shlex
 import signal
 import stat
@@ -279,14 +280,23 @@ def test_resume_refuses_another_command(exp, tmp_path):
 # ---- the command line ----
 
 
-def test_the_cli_needs_a_file_or_a_command(capsys):
+@pytest.fixture
+def cli_env(monkeypatch):
+    """``mpibatch run`` sets the BLAS thread variables: undo that after the test."""
+    for var in cli.THREAD_VARS:
+        monkeypatch.setenv(var, os.environ.get(var, "1"))
+
+
+def test_the_cli_needs_a_file_or_a_command(capsys, cli_env):
     assert cli.main(["run"]) == 2
     assert "expected a task FILE or --command TEMPLATE, got neither" in capsys.readouterr().err
     assert cli.main(["run", "x.py", "--command", "echo"]) == 2
     assert "got both" in capsys.readouterr().err
 
 
-def test_the_cli_runs_a_command_and_names_the_file_after_the_program(exp, tmp_path, capsys):
+def test_the_cli_runs_a_command_and_names_the_file_after_the_program(
+    exp, tmp_path, capsys, cli_env
+):
     code = cli.main(
         ["run", "--command", "./exp.sh {size} {lr} 0", "--grid", "size=150", "--grid", "lr=1e-3"]
     )
@@ -296,7 +306,7 @@ def test_the_cli_runs_a_command_and_names_the_file_after_the_program(exp, tmp_pa
         assert f.attrs["task_file"] == str(exp)
 
 
-def test_an_unknown_field_from_the_cli_is_one_line_before_any_task(tmp_path, capsys):
+def test_an_unknown_field_from_the_cli_is_one_line_before_any_task(tmp_path, capsys, cli_env):
     out = tmp_path / "u.h5"
     assert cli.main(["run", "--command", "echo {nope}", "--grid", "x=1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -310,7 +320,7 @@ def test_slurm_scripts_keep_the_command_as_one_quoted_word():
     assert out == "exp.h5"
 
 
-def test_dry_run_shows_the_command(tmp_path, capsys):
+def test_dry_run_shows_the_command(tmp_path, capsys, cli_env):
     args = ["run", "--command", "echo {x}", "--grid", "x=1e-3", "--dry-run"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out

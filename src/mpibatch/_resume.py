@@ -20,12 +20,12 @@ _CHECKS = (
         "or start a new file with another --out",
     ),
     ("tasks", "task range", "pass --tasks {old}"),
-    ("command_template", "command", "pass the same --command (mpibatch info FILE shows it)"),
     (
         "task_file_sha256",
         "task file (its contents changed since the run)",
         "pass --force to resume with the edited task file",
     ),
+    ("command_template", "command", "pass the same --command (mpibatch info FILE shows it)"),
 )
 
 
