@@ -27,8 +27,9 @@ mpiexec -n "$NP" mpibatch run \
   --grid size=150,200,300 --grid lr=1e-3,1e-4,1e-5 --reps 2 --seed 42 \
   --task-dir --out sweep.h5 --overwrite
 
-# the mean final loss of each (size, lr), read back with mpibatch.open
-python3 - <<'PY'
+# the mean final loss of each (size, lr), read back with mpibatch.open ($PYTHON: a Python
+# with mpibatch, default python3)
+"${PYTHON:-python3}" - <<'PY'
 import numpy as np
 
 import mpibatch

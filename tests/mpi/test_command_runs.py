@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -150,6 +151,7 @@ def test_resume_runs_the_failed_commands_again_identically(tmp_path):
 def test_the_param_sweep_example_runs_as_its_header_says(tmp_path):
     script = ROOT / "examples" / "param_sweep.sh"
     env = {**os.environ, "PATH": f"{Path(MPIEXEC).parent}:{os.environ['PATH']}"}
+    env["PYTHON"] = sys.executable
     try:
         r = subprocess.run(
             ["bash", script, "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
