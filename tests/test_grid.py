@@ -549,3 +549,51 @@ def test_repeated_values_from_python_are_refused_too():
 
 def test_a_value_with_both_quotes_cannot_be_a_flag():
     raises(["one kind of quote", "'grid' attribute"], Grid({"s": ["a'\""]}).to_specs)
+
+
+# ---- spellings: grid values keep the text they were typed as (commands as tasks) ----
+
+
+def test_from_spec_keeps_each_value_as_typed():
+    g = Grid.from_spec(["size=150,200", "lr=1e-3,1e-4,0.5", "n=1:3"], reps=2)
+    assert g.params(0)["lr"] == 0.001 and isinstance(g.params(0)["lr"], float)
+    assert g.spellings() == {"size": ["150", "200"], "lr": ["1e-3", "1e-4", "0.5"], "n": ["1", "2"]}
+    assert g.spelled(9) == {"size": "150", "lr": "0.5", "n": "1"}  # cell 4 (0, 2, 0), rep 1
+    assert g.spelled(13) == {"size": "200", "lr": "1e-3", "n": "1"}
+    assert g.to_specs() == ["size=150,200", "lr=1e-3,1e-4,0.5", "n=1,2"]
+
+
+def test_zipped_axes_and_quoted_strings_keep_their_spelling():
+    g = Grid.from_spec(['a+b=1e-2/x,2/"0.5"'])
+    assert g.params(1) == {"a": 2.0, "b": "0.5", "rep": 0}
+    assert g.spelled(1) == {"a": "2", "b": "0.5"}
+    assert Grid.from_spec(g.to_specs()) == g
+
+
+def test_spellings_survive_json_and_coerce_and_do_not_change_equality():
+    g = Grid.from_spec(["lr=1e-3,1e-5"], reps=2)
+    back = Grid.from_json(g.to_json())
+    assert back.spellings() == {"lr": ["1e-3", "1e-5"]}
+    assert Grid.coerce(g, 3).spellings() == g.spellings()
+    assert g == Grid({"lr": [0.001, 1e-5]}, reps=2)  # the same study, typed otherwise
+
+
+def test_values_nobody_typed_are_spelled_as_repr_and_json_is_unchanged():
+    g = Grid({"lr": [0.001, 1e-5], "n": [3], "s": ["a b"]})
+    assert g.spellings() == {"lr": ["0.001", "1e-05"], "n": ["3"], "s": ["a b"]}
+    assert "spellings" not in g.to_json()  # files of grids without typed values: as before
+    assert "spellings" in Grid.from_spec(["lr=1e-3"]).to_json()
+
+
+def test_spellings_given_in_python_are_checked():
+    g = Grid({"lr": [0.001, 0.01]}, spellings={"lr": ["1e-3", "1e-2"]})
+    assert g.spelled(1) == {"lr": "1e-2"}
+    with pytest.raises(GridError, match="one spelling per value"):
+        Grid({"lr": [0.001, 0.01]}, spellings={"lr": ["1e-3"]})
+    with pytest.raises(GridError, match="axes among"):
+        Grid({"lr": [0.001]}, spellings={"mu": ["1"]})
+
+
+def test_a_spelling_that_reads_back_as_another_number_is_not_used_in_specs():
+    g = Grid({"x": [0.5]}, spellings={"x": ["0.25"]})  # a wrong spelling from Python
+    assert g.to_specs() == ["x=0.5"]

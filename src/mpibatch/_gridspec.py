@@ -97,7 +97,13 @@ def _parse_range(spec: str, item: str) -> list:
     raise _fail(where, "a valid non-empty range", repr(item), _RANGE_EG)
 
 
-def parse_spec(spec: Any) -> tuple[str | tuple[str, ...], list]:
+def default_spelling(value: Any) -> str:
+    """How a value is written when nobody typed it: a str as is, a number as repr writes it."""
+    return value if isinstance(value, str) else repr(value)
+
+
+def parse_spec(spec: Any) -> tuple[str | tuple[str, ...], list, dict[str, list[str]]]:
+    """``(axis name or zipped names, values, each axis's values as typed)``."""
     if not isinstance(spec, str) or "=" not in spec:
         raise _fail(f"grid spec {_short(spec)}", "NAME=V1,V2,...", "no '='", _SPEC_EG)
     where = f"grid spec {spec!r}"
@@ -112,20 +118,31 @@ def parse_spec(spec: Any) -> tuple[str | tuple[str, ...], list]:
         raise _fail(where, "a value between commas and after '='", "an empty one", _SPEC_EG)
     if len(names) == 1:
         out: list = []
+        texts: list[str] = []
         for it in items:
-            is_range = not it[1] and _is_range(it[0])
-            out.extend(_parse_range(spec, it[0]) if is_range else [_value(it)])
-        return names[0], out
+            if not it[1] and _is_range(it[0]):
+                values = _parse_range(spec, it[0])
+                out.extend(values)
+                texts.extend(map(default_spelling, values))
+            else:
+                out.append(_value(it))
+                texts.append(it[0])  # as typed: 1e-3 stays 1e-3
+        return names[0], out, {names[0]: texts}
     for piece, row in zip(pieces, rows, strict=True):
         if len(row) != len(names) or any(not q and _is_range(t) for t, q in row):
             got = repr(piece.strip())
             raise _fail(where, f"{len(names)} values joined by '/' (no ranges)", got, _SPEC_EG)
-    return names, [tuple(map(_value, row)) for row in rows]
+    typed = {n: [row[k][0] for row in rows] for k, n in enumerate(names)}
+    return names, [tuple(map(_value, row)) for row in rows], typed
 
 
-def spell(value: Any) -> str:
-    """A value as a ``--grid`` item that parses back to exactly it (quoted if need be)."""
+def spell(value: Any, typed: str | None = None) -> str:
+    """A value as a ``--grid`` item that parses back to exactly it (quoted if need be);
+    as ``typed`` (``1e-3``) where that text reads back as the same number."""
     if not isinstance(value, str):
+        back = None if typed is None else _scalar(typed)
+        if typed is not None and type(back) is type(value) and back == value:
+            return typed
         return repr(value)
     plain = value == value.strip() and value and not set(value) & set(",/'\"")
     if plain and isinstance(_scalar(value), str) and not _is_range(value):

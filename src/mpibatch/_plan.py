@@ -206,8 +206,14 @@ def command(plan: Plan, source: dict, size: int) -> str:
     """
     grid = Grid.from_json(plan.grid_json)
     fn = source["function"].split(":")[-1]
-    parts = ["mpiexec", "-n", str(size), "mpibatch", "run", source["task_file"] or "TASK_FILE"]
-    if fn != "task":
+    parts = ["mpiexec", "-n", str(size), "mpibatch", "run"]
+    if "command_template" in source:  # a command run: its template and flags
+        parts += ["--command", source["command_template"]]
+        flags = json.loads(source["command_options"])
+        parts += [f"--{k.replace('_', '-')}" for k, on in flags.items() if on]
+    else:
+        parts.append(source["task_file"] or "TASK_FILE")
+    if fn not in ("task", "command"):
         parts += ["--function", fn]
     try:
         parts += [f"--grid={spec}" for spec in grid.to_specs()]

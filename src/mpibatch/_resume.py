@@ -25,6 +25,7 @@ _CHECKS = (
         "task file (its contents changed since the run)",
         "pass --force to resume with the edited task file",
     ),
+    ("command_template", "command", "pass the same --command (mpibatch info FILE shows it)"),
 )
 
 
@@ -63,6 +64,19 @@ def check(path: Path, stored: dict, now: dict, force: bool) -> None:
             raise UsageError(
                 f"cannot resume '{path}': the {what} differs{diff}; " + fix.format(old=old)
             )
+    if stored.get("command_template"):
+        _check_spellings(path, str(stored["grid"]), str(now["grid"]))
+
+
+def _check_spellings(path: Path, old_json: str, new_json: str) -> None:
+    """A command sees grid values as typed: resuming must type them the same way."""
+    old, new = Grid.from_json(old_json), Grid.from_json(new_json)
+    if old.spellings() != new.spellings():
+        raise UsageError(
+            f"cannot resume '{path}': the grid's values are typed differently (file: "
+            f"{' '.join(old.to_specs())}; now: {' '.join(new.to_specs())}), and the command "
+            "sees them as typed; pass the file's --grid flags (mpibatch info FILE shows them)"
+        )
 
 
 def missing(path: Path | None) -> UsageError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import traceback
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from . import __version__
 from ._config import ROOT_TASKS, setting
 from ._say import say
-from .errors import ExitCode, MpibatchError
+from .errors import ExitCode, MpibatchError, UsageError
 from .options import RunOptions
 from .slurm.cli import add_hostfile, add_slurm, split_slurm_command
 
@@ -36,6 +37,7 @@ THREAD_VARS = (
 EPILOG = """examples:
   mpiexec -n 4 mpibatch run examples/bootstrap.py --reps 100 --seed 42 --out bootstrap.h5
   mpibatch run study.py --grid lr=1e-5:1e-3:5log --grid model=ridge,lasso --reps 20 --dry-run
+  mpiexec -n 2 mpibatch run --command './prog --lr {lr} --seed {seed}' --grid lr=1e-3,1e-4
   mpibatch info bootstrap.h5
 """
 
@@ -65,6 +67,23 @@ _RUN_FLAGS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
             "SeedSequence(seed).spawn: both invariant to -np) or rank",
         ),
         "--tasks": ({"metavar": "START:STOP"}, "run only this slice of task ids"),
+    },
+    "commands as tasks": {
+        "--command": (
+            {"metavar": "TEMPLATE"},
+            "run this command line as each task instead of a task FILE; fields {NAME} "
+            "(a grid value as typed), {rep}, {task}, {seed}, {out_dir}; e.g. "
+            "--command './prog --lr {lr} --seed {seed}'",
+        ),
+        "--shell": ({"action": "store_true"}, "run the command under /bin/sh -c"),
+        "--task-dir": (
+            {"action": "store_true"},
+            "run each command in its own folder OUT.tasks/NNNNNN (its {out_dir})",
+        ),
+        "--keep-output": (
+            {"action": "store_true"},
+            "keep each command's stdout/stderr in OUT.output/NNNNNN.out/.err",
+        ),
     },
     "scheduling": {
         "--schedule": (
@@ -145,7 +164,10 @@ def _add_run(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "file", help="Python file defining task(params, rng[, ctx]) and optionally grid()"
+        "file",
+        nargs="?",
+        help="Python file defining task(params, rng[, ctx]) and optionally grid() "
+        "(or give --command)",
     )
     for title, flags in _RUN_FLAGS.items():
         group = p.add_argument_group(title)
@@ -166,14 +188,21 @@ def cmd_run(args) -> int:
     if isinstance(result, Plan):  # --dry-run
         from .report import format_plan
 
-        say(format_plan(result, args.file, args.function))
+        say(format_plan(result, args.file or args.command, args.function))
         return EXIT_OK
     return _report_run(result, setting("quiet", options.quiet))
 
 
 def _run_options(args) -> RunOptions:
     """The run the flags ask for: the same RunOptions that mpibatch.run builds."""
-    out = args.out or (os.path.splitext(os.path.basename(args.file))[0] + ".h5")
+    if (args.file is None) == (args.command is None):
+        got = "both" if args.file else "neither"
+        raise UsageError(
+            f"expected a task FILE or --command TEMPLATE, got {got}; e.g. mpibatch run "
+            "study.py, or mpibatch run --command './prog --lr {lr}' --grid lr=1e-3,1e-4"
+        )
+    named = args.file or _program_name(args.command)
+    out = args.out or (os.path.splitext(os.path.basename(named))[0] + ".h5")
     grid = None
     if args.grid:
         from .grid import Grid
@@ -185,6 +214,15 @@ def _run_options(args) -> RunOptions:
     }
     argv = ("mpibatch", *getattr(args, "argv", sys.argv[1:]))
     return RunOptions(task=args.file, grid=grid, out=out, argv=argv, **flags)
+
+
+def _program_name(template: str) -> str:
+    """The first word of a command template (its program), for the default --out."""
+    try:
+        words = shlex.split(template)
+    except ValueError:
+        words = template.split()
+    return (words[0] if words else "") or "command"
 
 
 def _report_run(result, quiet: bool) -> int:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from . import _comm, _dispatch, _inputs, _plan, _resume, _shared, devices, schedule, streams
+from . import _comm, _command, _dispatch, _inputs, _plan, _resume, _shared, devices, schedule
+from . import streams
 from ._dtypes import declarations_of
 from ._plan import Plan
 from ._records import Buffers, declared_schema
@@ -65,9 +66,13 @@ class Summary:
 
 
 def run(
-    task: Callable | str,
+    task: Callable | str | None = None,
     grid: Grid | dict | None = None,
     *,
+    command: str | None = None,
+    shell: bool = False,
+    task_dir: bool = False,
+    keep_output: bool = False,
     reps: int | None = None,
     seed: int | None = None,
     out: str | None = None,
@@ -100,7 +105,10 @@ def run(
     """Run ``task(params, rng[, ctx])`` over every task of ``grid`` x ``reps`` on all ranks.
 
     Call it on every rank. ``task`` is a function or the path of a task file defining
-    ``function``. Returns a :class:`Summary` on rank 0 and None elsewhere; with
+    ``function``; or leave it out and give ``command``, a command line to run per task
+    (``"./prog --lr {lr} --seed {seed}"``; README "Commands as tasks"; ``shell``,
+    ``task_dir`` and ``keep_output`` are its ``--shell``, ``--task-dir``,
+    ``--keep-output``). Returns a :class:`Summary` on rank 0 and None elsewhere; with
     ``dry_run=True``, the :class:`~mpibatch.Plan` on rank 0 (None elsewhere), and nothing is
     run or written. The keywords are the ``mpibatch run`` flags (``mpibatch run --help``);
     a setting left None comes from ``MPIBATCH_<NAME>``, else its default. ``time_limit``
@@ -125,6 +133,10 @@ def run(
         argv=tuple(argv) if argv is not None else None,
         results=results,
         shared=shared,
+        command=command,
+        shell=shell,
+        task_dir=task_dir,
+        keep_output=keep_output,
         seed=seed,
         streams=streams,
         schedule=schedule,
@@ -204,13 +216,31 @@ def _choose_device(options: RunOptions, local: int, n_local: int) -> devices.Dev
 
 def _load_and_plan(options: RunOptions, rank: int, size: int):
     """(task function, its module, where it came from, and on rank 0 the plan and file)."""
-    fn, module, source = _plan.load(options.task, options.function)
+    fn, module, source = _load(options)
     if rank != 0:
         return fn, module, source, None, None
     grid = _plan.resolve_grid(options.grid, module, options.reps)
+    if options.command is not None:
+        _command.check_fields(fn, grid)  # an unknown {field}: one line before any task
     declared = declared_schema(declarations_of(fn, options.results))
     plan, store = _prepare(grid, options, size, source, declared)
     return fn, module, source, plan, store
+
+
+def _load(options: RunOptions):
+    """``_plan.load`` for a task, or the command task of ``options.command``."""
+    if options.command is None:
+        return _plan.load(options.task, options.function)
+    if options.task is not None:
+        raise UsageError(
+            f"expected a task file or --command, got both ({options.task!r} and "
+            f"{options.command!r}); drop one"
+        )
+    spec = _command.CommandSpec(
+        options.command, options.shell, options.task_dir, options.keep_output, str(options.out)
+    )
+    fn, source = _command.load(spec)
+    return fn, None, source
 
 
 def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
@@ -279,6 +309,7 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int, inpu
         offset = time.time() - time.perf_counter() - plan.t0
         stream = streams.make_streams(plan.streams, plan.seed, rank)
         grid = Grid.from_json(plan.grid_json)
+        _command.bind(fn, grid)  # a command task: the grid's spellings and size
         buffers = Buffers(plan.gather_bytes)  # rank 0's in-flight budget; others use less
         runner = Runner(fn, grid, stream, info, offset, stopper, plan.retries, buffers)
         if plan.results is not None:

@@ -15,7 +15,7 @@ import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ._gridspec import parse_spec, spell
+from ._gridspec import default_spelling, parse_spec, spell
 from .errors import GridError
 
 _MAX_TASKS = 2**62  # task ids and /params columns are int64
@@ -88,6 +88,9 @@ def _normalize(name: str, values: list) -> tuple[str, list]:
     return "float", [float(v) for v in values]
 
 
+_SPELL_FIX = "give spellings={name: [text of each value]} (Grid.from_spec does it)"
+
+
 class _Dim:
     """One product dimension: a single axis, or several zipped axes of equal length."""
 
@@ -98,6 +101,19 @@ class _Dim:
         self.size = len(cols[0])
         _check_distinct(names, self.cols)
         self.frags = [dict(zip(names, row, strict=True)) for row in zip(*self.cols, strict=True)]
+        self.spellings = tuple([default_spelling(v) for v in c] for c in self.cols)
+
+    def spell_as(self, typed: Mapping[str, list]) -> None:
+        """Keep the values of axes in ``typed`` as they were typed (``1e-3``, not 0.001)."""
+        texts = list(self.spellings)
+        for k, name in enumerate(self.names):
+            if name in typed:
+                given = [str(t) for t in typed[name]]
+                if len(given) != self.size:
+                    got = f"{len(given)} spellings for {self.size} values"
+                    raise _fail(f"grid axis {name!r}", "one spelling per value", got, _SPELL_FIX)
+                texts[k] = given
+        self.spellings = tuple(texts)
 
 
 def _check_distinct(names: tuple[str, ...], cols: tuple[list, ...]) -> None:
@@ -146,7 +162,9 @@ def _axes(dims: Any) -> dict:
 class Grid:
     """An ordered list of dims (single axes or zipped groups) times ``reps`` replicates."""
 
-    def __init__(self, axes: Mapping | None = None, reps: int = 1) -> None:
+    def __init__(
+        self, axes: Mapping | None = None, reps: int = 1, spellings: Mapping | None = None
+    ) -> None:
         self._reps = _check_reps(reps)
         if not isinstance(axes, (Mapping, type(None))):
             eg = "e.g. {'lr': [0.1, 0.2]}"
@@ -157,8 +175,17 @@ class Grid:
         self.sizes: tuple[int, ...] = tuple(d.size for d in self._dims)
         self._cells = math.prod(self.sizes)
         self._arrays: dict[str, Any] = {}
+        self._spell(spellings or {})
         if self.n_tasks > _MAX_TASKS:
             raise _fail("grid", "at most 2**62 tasks", self.n_tasks, "use fewer values or reps")
+
+    def _spell(self, spellings: Mapping) -> None:
+        unknown = [n for n in spellings if n not in self.names]
+        if unknown:
+            got = f"spellings for {unknown[0]!r}"
+            raise _fail("grid spellings", f"axes among {list(self.names)}", got, _SPELL_FIX)
+        for d in self._dims:
+            d.spell_as(spellings)
 
     @staticmethod
     def zip(**axes: Any) -> dict:
@@ -175,15 +202,17 @@ class Grid:
         """Build a grid from ``--grid`` strings such as ``n=1:4,10`` or ``a+b=1/x,2/y``."""
         axes: dict = {}
         given: dict[str, str] = {}
+        typed: dict[str, list[str]] = {}
         for spec in [specs] if isinstance(specs, str) else specs:
-            key, values = parse_spec(spec)
+            key, values, texts = parse_spec(spec)
+            typed.update(texts)
             for name in key if isinstance(key, tuple) else (key,):
                 if name in given:
                     got = f"it in {given[name]!r} and {spec!r}"
                     raise _fail(f"grid axis {name!r}", "once", got, "give each axis once")
                 given[name] = spec
             axes[key] = values
-        return cls(axes, reps)
+        return cls(axes, reps, typed)
 
     @classmethod
     def coerce(cls, obj: Any, reps: int | None = None) -> Grid:
@@ -191,7 +220,7 @@ class Grid:
         if isinstance(obj, Grid):
             if reps is None or reps == 1 or reps == obj.reps:
                 return obj
-            return cls(_axes((d.names, d.cols) for d in obj._dims), reps)
+            return cls(_axes((d.names, d.cols) for d in obj._dims), reps, obj.spellings())
         if obj is None or isinstance(obj, Mapping):
             return cls(obj, 1 if reps is None else reps)
         eg = "e.g. grid={'lr': [0.1, 0.2]}"
@@ -280,9 +309,30 @@ class Grid:
         """Each axis's values as given (a zipped axis lists its column, repeats included)."""
         return {n: list(c) for d in self._dims for n, c in zip(d.names, d.cols, strict=True)}
 
+    def spellings(self) -> dict[str, list[str]]:
+        """Each axis's values as text: as typed in a ``--grid`` spec, else as repr writes them."""
+        return {n: list(t) for d in self._dims for n, t in zip(d.names, d.spellings, strict=True)}
+
+    def spelled(self, i: int) -> dict[str, str]:
+        """Task ``i``'s axis values as text (see :meth:`spellings`), without ``rep``."""
+        self.params(i)  # checks i
+        cell = int(i) // self._reps
+        out: dict[str, str] = {}
+        for d in reversed(self._dims):
+            cell, j = divmod(cell, d.size)
+            out.update((n, t[j]) for n, t in zip(d.names, d.spellings, strict=True))
+        return out
+
     def to_json(self) -> str:
-        """A lossless JSON form: dims in order, zipped groups, value kinds, reps."""
-        dims = [{"names": d.names, "kinds": d.kinds, "values": d.cols} for d in self._dims]
+        """A lossless JSON form: dims in order, zipped groups, value kinds, reps; the
+        spellings of values typed otherwise than repr writes them (``1e-3``)."""
+        dims = []
+        for d in self._dims:
+            dim: dict = {"names": d.names, "kinds": d.kinds, "values": d.cols}
+            default = tuple([default_spelling(v) for v in c] for c in d.cols)
+            if d.spellings != default:
+                dim["spellings"] = d.spellings
+            dims.append(dim)
         return json.dumps({"format": "mpibatch.grid/1", "reps": self._reps, "dims": dims})
 
     @classmethod
@@ -290,7 +340,12 @@ class Grid:
         """Rebuild a grid from :meth:`to_json` output."""
         try:
             data = json.loads(s)
-            grid = cls(_axes((d["names"], d["values"]) for d in data["dims"]), data["reps"])
+            typed = {
+                n: t
+                for d in data["dims"]
+                for n, t in zip(d["names"], d.get("spellings", ()), strict=False)
+            }
+            grid = cls(_axes((d["names"], d["values"]) for d in data["dims"]), data["reps"], typed)
             ok = [tuple(d["kinds"]) for d in data["dims"]] == [d.kinds for d in grid._dims]
         except (ValueError, TypeError, KeyError, IndexError, AttributeError):
             ok = False
@@ -302,14 +357,15 @@ class Grid:
         """``--grid`` strings that rebuild the axes (``NAME=V1,V2`` or ``A+B=a1/b1,a2/b2``).
 
         Strings that would read back as something else (``"007"``, ``"a,b"``, ``"1:3"``)
-        are quoted; a GridError says when a value cannot be spelled at all.
+        are quoted; numbers keep their spelling as typed (``1e-3``); a GridError says
+        when a value cannot be spelled at all.
         """
-        return [
-            "+".join(d.names)
-            + "="
-            + ",".join("/".join(map(spell, row)) for row in zip(*d.cols, strict=True))
-            for d in self._dims
-        ]
+        specs = []
+        for d in self._dims:
+            pairs = list(zip(d.cols, d.spellings, strict=True))
+            items = ["/".join(spell(c[j], t[j]) for c, t in pairs) for j in range(d.size)]
+            specs.append("+".join(d.names) + "=" + ",".join(items))
+        return specs
 
     def describe(self) -> str:
         """One line, e.g. ``3 x 2 (n, stat) x 100 reps = 600 tasks``."""

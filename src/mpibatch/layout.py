@@ -149,7 +149,7 @@ MISSING_NOTE_STR = (
 
 # Root attributes that make two files one study: a file and the run that resumes it
 # (which also agree on "tasks"), or the parts that merge joins.
-STUDY_ATTRS = ("function", "seed", "streams", "grid", "task_file_sha256")
+STUDY_ATTRS = ("function", "seed", "streams", "grid", "task_file_sha256", "command_template")
 
 
 def same_study(key: str, a: Any, b: Any) -> bool:

@@ -27,7 +27,7 @@ class RunOptions:
     day and a half) and seconds when a number; resolved, it is seconds or None.
     """
 
-    task: Callable[..., Any] | str | os.PathLike
+    task: Callable[..., Any] | str | os.PathLike | None
     grid: Grid | dict | None = None
     function: str = "task"
     reps: int | None = None
@@ -40,6 +40,10 @@ class RunOptions:
     argv: tuple[str, ...] | None = None  # the command line the file records
     results: dict | None = None  # declared result types (wins over the task file's)
     shared: Any = None  # shared inputs: {name: array} or a callable returning it (rank 0)
+    command: str | None = None  # a command template run as each task (instead of task)
+    shell: bool = False  # run the command under /bin/sh -c
+    task_dir: bool = False  # run each command in its own folder OUT.tasks/NNNNNN
+    keep_output: bool = False  # keep each command's stdout/stderr in OUT.output/
     # settings: None is MPIBATCH_<NAME>, else the default
     seed: int | None = None
     streams: str | None = None

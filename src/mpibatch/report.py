@@ -32,8 +32,11 @@ def format_plan(plan: Plan, task_file: str, function: str) -> str:
     """The --dry-run text: the task file, the grid, the task range and a few of its tasks."""
     grid = Grid.from_json(plan.grid_json)
     ids = plan.id_range
+    head = f"task file: {task_file} (function {function})"
+    if "command_template" in plan.attrs:  # a --command run
+        head = f"command: {plan.attrs['command_template']}"
     lines = [
-        f"task file: {task_file} (function {function})",
+        head,
         f"grid: {grid.describe()}",
         f"running tasks {ids.start}:{ids.stop} ({len(ids)} tasks); seed {plan.seed}, "
         f"streams {plan.streams}, schedule {plan.schedule}, {plan.threads} thread(s) per rank",

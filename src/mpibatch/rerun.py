@@ -40,7 +40,10 @@ def rerun(
             "before it on its rank, so one task cannot be reproduced alone; use --streams task "
             "(the default) for runs you may want to rerun"
         )
-    fn, module = _load(res.attrs, force)
+    if _is_command(res.attrs):
+        fn, module = _load_command(res.attrs, path, force), None
+    else:
+        fn, module = _load(res.attrs, force)
     params = Grid.from_json(res.attrs["grid"]).params(task_id)
     out.write(f"task {task_id}: {', '.join(f'{k}={v!r}' for k, v in params.items())}\n")
     with _inputs.alone(module, path, force) as inputs:  # load(), setup(ctx), teardown
@@ -103,6 +106,24 @@ def _load(attrs: dict, force: bool):
     for part in rest:
         fn = getattr(fn, part)
     return fn, module
+
+
+def _is_command(attrs: dict) -> bool:
+    return bool(attrs.get("command_template"))
+
+
+def _load_command(attrs: dict, path: str, force: bool):
+    """The command task a ``--command`` run recorded; refused if its program changed."""
+    from ._command import from_attrs
+
+    program, sha = str(attrs.get("task_file") or ""), str(attrs.get("task_file_sha256") or "")
+    if program and sha and not force:
+        if not Path(program).is_file() or file_hash(program) != sha:
+            raise UsageError(
+                f"program {program!r} is gone or changed since the run (its sha256 differs); "
+                "restore it, or pass --force to run it as it is now"
+            )
+    return from_attrs(attrs, path)
 
 
 class _StudyAtImport(BaseException):
@@ -224,6 +245,8 @@ def _error(exc: BaseException) -> str:
 
 def _traceback(exc: BaseException) -> str:
     """The traceback from the task's own frames on (not rerun's, pdb's or bdb's)."""
+    if isinstance(getattr(exc, "report", None), str):  # a command: its stderr tail
+        return exc.report  # type: ignore[attr-defined]
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FRAMES:
         tb = tb.tb_next

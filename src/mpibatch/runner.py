@@ -146,7 +146,9 @@ class Runner:
         )
 
     def _failure(self, i: int, exc: BaseException) -> TaskFailure:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = getattr(exc, "report", None)  # a command's own account (its stderr tail)
+        if not isinstance(tb, str):
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         head = f"rank {self.rank} on {self.host}, task {i}:\n"
         return TaskFailure(i, self.rank, self.host, type(exc).__name__, _first_line(exc), head + tb)
 

@@ -111,6 +111,8 @@ def split_command(kind: str, args: list[str]) -> tuple[list[str], str]:
         else:
             study.append(arg)
     files = [a for a in study if a.endswith(".py")] or study[:1]  # run FILE ...: it comes first
+    if "--command" in study[:-1]:  # run --command TEMPLATE: named after its program
+        files = (study[study.index("--command") + 1].split() or ["command"])[:1]
     if files and files[0].startswith("-"):
         files = []
     if not files:
