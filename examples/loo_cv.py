@@ -9,7 +9,7 @@ it, a NumPy nearest-centroid classifier stands in, so the example runs anywhere.
 
     mpiexec -n 2 mpibatch run examples/loo_cv.py --reps 120 --seed 3 --out loo.h5
 
-120 tasks (one per sample): about 25 s at np=2 here (the forest: 100 trees). Then:
+120 tasks (one per sample): about 25 s at np=2 here (the forest: 50 trees). Then:
 
     res = mpibatch.open("loo.h5")
     print(res.results["correct"].mean())                # about 0.85; baseline 0.5
@@ -33,7 +33,7 @@ except ImportError:  # the NumPy fallback
 
 def fit_predict(x_train, y_train, x_test, seed: int) -> int:
     if RandomForestClassifier is not None:
-        forest = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
+        forest = RandomForestClassifier(n_estimators=50, random_state=seed, n_jobs=1)
         return int(forest.fit(x_train, y_train).predict(x_test)[0])
     centroids = np.stack([x_train[y_train == c].mean(axis=0) for c in (0, 1)])
     return int(np.argmin(((centroids - x_test) ** 2).sum(axis=1)))

@@ -26,7 +26,11 @@ B = 200  # bootstrap resamples per task
 
 
 def grid():  # the CLI's --grid replaces it (tests run a small one)
-    return {"dist": ["normal", "t3"], "n": [20, 100, 500], "estimator": ["mean", "median", "trimmed"]}
+    return {
+        "dist": ["normal", "t3"],
+        "n": [20, 100, 500],
+        "estimator": ["mean", "median", "trimmed"],
+    }
 
 
 def trimmed(x: np.ndarray, axis: int = -1, cut: float = 0.2) -> np.ndarray:

@@ -3,8 +3,8 @@
 Each task cleans one review (its ``rep`` is the record number): strip HTML tags and
 URLs, lower-case, keep letters, drop stop words, collapse spaces, and returns the
 cleaned text as a string result (declared below) with its word count. The records are
-skewed as the talk warns: most reviews have tens of words, a few thousands (a record
-costs time in proportion), so ``--schedule auto`` picks dynamic and no rank waits on
+skewed as the talk warns: most reviews have tens of words, a few 30 times as many (a
+record costs time in proportion), so ``--schedule auto`` picks dynamic and no rank waits on
 a block of long ones. Records are made up here (RECORD_SEED), the same on every rank.
 
     mpiexec -n 2 mpibatch run examples/text_cleaning.py --reps 2000 --seed 1 --out clean.h5
@@ -28,7 +28,7 @@ results = {"clean": "str", "n_words": "int64"}
 
 
 def record(i: int) -> str:
-    """Review ``i``: log-normal length (median 30 words, a few thousand), with HTML and noise."""
+    """Review ``i``: log-normal length (median 30 words), with HTML tags, digits and a URL."""
     rng = np.random.default_rng([RECORD_SEED, i])
     n = int(np.clip(rng.lognormal(np.log(30), 1.2), 1, 20_000))
     words = rng.choice(WORDS, size=n).tolist()
