@@ -10,7 +10,7 @@ would), against joblib and against multiprocessing without limits.
 
     mpiexec -n 2 mpibatch run examples/blas_heavy.py --reps 40 --seed 2 --out blas.h5
 
-40 tasks: about 10 s at np=2 here.
+40 tasks: about 11 s at np=2 here.
 """
 
 import numpy as np

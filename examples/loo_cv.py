@@ -9,7 +9,7 @@ it, a NumPy nearest-centroid classifier stands in, so the example runs anywhere.
 
     mpiexec -n 2 mpibatch run examples/loo_cv.py --reps 120 --seed 3 --out loo.h5
 
-120 tasks (one per sample): about 25 s at np=2 here (the forest: 50 trees). Then:
+120 tasks (one per sample): about 45 s at np=2 here (a 50-tree forest each). Then:
 
     res = mpibatch.open("loo.h5")
     print(res.results["correct"].mean())                # about 0.85; baseline 0.5

@@ -10,7 +10,7 @@ below): row i of /results/rewards holds task i's rewards, however many steps it 
 
     mpiexec -n 2 mpibatch run examples/rl_episodes.py --reps 100 --seed 9 --out rl.h5
 
-3 policies x 100 seeds = 300 episodes: about 5 s at np=2 here. Then:
+3 policies x 100 seeds = 300 episodes: about 4 s at np=2 here. Then:
 
     df = mpibatch.open("rl.h5").to_pandas()
     print(df.groupby("policy")[["steps", "total"]].mean())   # "balance" lives longest

@@ -9,7 +9,7 @@ a block of long ones. Records are made up here (RECORD_SEED), the same on every 
 
     mpiexec -n 2 mpibatch run examples/text_cleaning.py --reps 2000 --seed 1 --out clean.h5
 
-2,000 records: about 10 s at np=2 here. Then:
+2,000 records: about 5 s at np=2 here. Then:
 
     df = mpibatch.open("clean.h5").to_pandas()
     print(df.sort_values("n_words").tail(3)[["n_words", "clean"]])
