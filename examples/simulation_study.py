@@ -14,6 +14,8 @@ np=2 on this project's 2-core VM. Then, with pandas:
     df["covered"] = (df.lo <= 0) & (0 <= df.hi)    # the true centre is 0
     cells = df.groupby(["dist", "n", "estimator"])
     print(cells.estimate.agg(bias="mean", sd="std").join(cells.covered.mean()))
+    ds = mpibatch.open("sim.h5").to_xarray()      # or as labelled arrays (needs xarray)
+    print(((ds.lo <= 0) & (0 <= ds.hi)).mean("rep").to_series())
 
 Expect coverage near 0.95 everywhere (a little under it for n=20: the percentile
 bootstrap is short-tailed in small samples), the three unbiased, and under t(3) the

@@ -195,3 +195,13 @@ def test_every_queue_has_the_base_class_interface():
         q.observe(0, 1, [0.01])  # a no-op unless the queue probes task times
         assert isinstance(q.reason, str) and q.name in ("static", "dynamic", "auto")
     assert make_queue("dynamic", [(0, 5)], 2).reason == ""  # chosen by the user, not the queue
+
+
+def test_auto_over_part_of_the_segments_hands_out_only_that_part():
+    segs = Segments([(0, 5), (10, 20)])  # index 3..12 = rows 3, 4, 10..17
+    q = AutoQueue(3, 12, 1, segs)
+    got = [q.next(0, 1), q.next(0, 1)]
+    for a, b in got:
+        q.observe(a, b - a, [0.1])
+    got += [b for _, b in _drain(q, 1, 100)]
+    assert sorted(r for a, b in got for r in range(a, b)) == [3, 4, *range(10, 17)]

@@ -184,15 +184,20 @@ def _probe_step(n: int) -> int:
     return 1
 
 
-def _without(segs: Segments, start: int, stop: int, rows: set[int]) -> Segments:
+def _without(segs: Segments, start: int, stop: int, rows: Sequence[int]) -> Segments:
     """The rows of index range ``[start, stop)`` of ``segs``, less ``rows``, as new Segments."""
-    out: list[tuple[int, int]] = []
-    va = start
-    while va < stop:
-        (a, b), va = segs.rows(va, stop)
-        for r in sorted(r for r in rows if a <= r < b):
-            out.append((a, r))
-            a = r + 1
+    if (start, stop) == (0, segs.total):
+        pieces = segs.segs
+    else:  # only a part of segs: walk it
+        pieces, va = [], start
+        while va < stop:
+            piece, va = segs.rows(va, stop)
+            pieces.append(piece)
+    cut, j, out = sorted(rows), 0, []
+    for a, b in pieces:
+        while j < len(cut) and cut[j] < b:  # every row of ``rows`` lies in some piece
+            out.append((a, cut[j]))
+            a, j = cut[j] + 1, j + 1
         out.append((a, b))
     return Segments(out)
 
@@ -215,7 +220,8 @@ class AutoQueue(Queue):
         self.probe_size = min(stop - start, 2 * n_ranks)
         positions = probe_positions(start, stop, self.probe_size)
         self.probes = [segs.rows(v, v + 1)[0][0] for v in positions]  # rows, handed out first
-        self.rest = _without(segs, start, stop, set(self.probes))
+        self.probes.reverse()  # (next() pops from the end)
+        self.rest = _without(segs, start, stop, self.probes)
         self.front = 0  # index into self.rest
         self.probe_out: set[int] = set()  # rows of the probe not yet back
         self.times: list[float] = []
@@ -256,7 +262,7 @@ class AutoQueue(Queue):
         if self.inner is not None:
             return self.inner.next(rank, cap)
         if self.probes:
-            row = self.probes.pop(0)
+            row = self.probes.pop()
             self.probe_out.add(row)
             return row, row + 1
         if self.front >= self.rest.total:
