@@ -181,6 +181,22 @@ def test_static_blocks_stay_in_each_ranks_own_range():
     assert all(sim.store.rank[a:b].tolist() == [r] * (b - a) for r, (a, b) in enumerate(own))
 
 
+@pytest.mark.parametrize("dedicated_root", [True, False])
+def test_auto_probes_a_spread_of_rows_and_runs_every_task_exactly_once(dedicated_root):
+    """A grid with its slow axis outermost (tasks 36-53 the slowest): every row once."""
+
+    def trees(params, rng, ctx):
+        time.sleep(0.002 * (1 + ctx.task_id // 18))
+        return {"x": 2.0 * ctx.task_id}
+
+    sim = simulate(trees, n=54, size=3, schedule="auto", dedicated_root=dedicated_root)
+    assert not sim.errors() and (sim.store.status == 1).all()  # FakeStore refuses a row twice
+    assert sim.store.values["x"].tolist() == [2.0 * i for i in range(54)]
+    if dedicated_root:  # 2 working ranks: the 4 probe rows go out first, one each
+        assert [b for _, b in sim.blocks[:4]] == [(27, 28), (8, 9), (43, 44), (24, 25)]
+    assert sim.root.queue.name in ("static", "dynamic") and sim.root.queue.reason
+
+
 def _held(sim) -> list[tuple[int, int, int]]:
     """(rank, blocks it held once given it, rows not yet handed out before it) per block."""
     held, handed, out = [0] * sim.world.size, 0, []

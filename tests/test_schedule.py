@@ -12,6 +12,7 @@ from mpibatch.schedule import (
     choose,
     make_queue,
     parse_task_slice,
+    probe_positions,
     static_blocks,
 )
 
@@ -65,26 +66,69 @@ def test_choose_static_for_uniform_dynamic_for_skewed():
     assert choose([0.01, 0.01], n_left=2, n_ranks=4)[0] == "dynamic"
 
 
-def test_auto_queue_probes_single_tasks_then_hands_over():
+def test_auto_queue_probes_single_tasks_spread_over_the_range_then_hands_over():
     q = AutoQueue(0, 100, 2, Segments([(0, 100)]))
-    assert [q.next(r, 50) for r in (0, 1, 0, 1)] == [(0, 1), (1, 2), (2, 3), (3, 4)]
-    assert q.name == "auto"
-    q.observe(0, 1, [0.01])
-    q.observe(2, 2, [0.01, 0.01])
-    assert q.name == "auto"  # the probe task in row 1 is not back yet
-    q.observe(1, 1, [0.0101])
+    assert [q.next(r, 50) for r in (0, 1, 0, 1)] == [(50, 51), (11, 12), (72, 73), (33, 34)]
+    assert q.next(0, 50) == (0, 1)  # while the probe runs: single tasks from the front
+    assert q.name == "auto" and q.remaining == 95
+    q.observe(50, 1, [0.01])
+    q.observe(11, 1, [0.01])
+    q.observe(72, 1, [0.01])
+    assert q.name == "auto"  # the probe task in row 33 is not back yet
+    q.observe(33, 1, [0.0101])
     assert q.name == "static" and "uniform" in q.reason
-    assert q.next(0, 1000) == (4, 52) and q.next(1, 1000) == (52, 100)
+    # the 95 rows left (probe rows taken out) split 48 + 47 between the ranks
+    got = [q.next(0, 1000) for _ in range(5)] + [q.next(1, 1000) for _ in range(3)]
+    assert got == [(1, 11), (12, 33), (34, 50), (51, 52), None, (52, 72), (73, 100), None]
+    assert q.next(0, 1000) is None and q.remaining == 0
     assert make_queue("dynamic", [(0, 5)], 2).name == "dynamic"
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 12, 54, 1000, 10**9])
+@pytest.mark.parametrize("size", [1, 2, 4, 8])
+def test_probe_positions_are_distinct_and_spread(n, size):
+    size = min(size, n)
+    pos = probe_positions(5, 5 + n, size)
+    assert len(set(pos)) == size and all(5 <= p < 5 + n for p in pos)
+    assert probe_positions(5, 5 + n, size) == pos  # deterministic
+    if size >= 2:  # both halves of the range are probed
+        assert min(pos) - 5 < n / 2 <= max(pos) - 5 + 1
+    if size >= 4 and n >= 12:  # and not only one phase of a grid with a stride of 2 or 3
+        assert all(len({(p - 5) % m for p in pos}) > 1 for m in (2, 3))
+
+
+def test_auto_sees_the_slow_axis_of_a_grid_ordered_slow_outermost():
+    """The joblib talk's case: 54 tasks, time proportional to n_estimators (outermost)."""
+    trees = [t for t in (100, 200, 300) for _ in range(18)]
+    q = AutoQueue(0, 54, 2, Segments([(0, 54)]))
+    probes = [q.next(r % 2, 1) for r in range(4)]
+    assert {trees[a] for a, _ in probes} == {100, 200, 300}
+    for a, _ in probes:
+        q.observe(a, 1, [trees[a] / 1000])
+    assert q.name == "dynamic" and "skewed" in q.reason
 
 
 def test_auto_decides_skewed_when_a_probe_task_is_still_out_long_after_the_rest():
     q = AutoQueue(0, 1000, 2, Segments([(0, 1000)]))
-    for r in range(20):
-        q.next(r % 2, 1)
-    for row in range(1, 17):  # row 0, a probe task, never comes back
-        q.observe(row, 1, [0.001])
+    handed = [q.next(r % 2, 1) for r in range(20)]
+    assert handed[0] == (500, 501)
+    for a, _ in handed[1:17]:  # row 500, a probe task, never comes back
+        q.observe(a, 1, [0.001])
     assert q.name == "dynamic" and "probe tasks still running" in q.reason
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_auto_runs_every_pending_row_exactly_once_over_gappy_segments(kind, n_ranks):
+    segments = [(0, 3), (7, 8), (10, 40), (45, 46)]
+    q = make_queue("auto", segments, n_ranks)
+    got = [q.next(r % n_ranks, 1) for r in range(2 * n_ranks + 3)]
+    for a, b in got:
+        q.observe(a, b - a, [0.1 if kind == "static" else 0.1 * a] * (b - a))
+    assert q.name == kind
+    got += [b for _, b in _drain(q, n_ranks, 4)]
+    rows = sorted(r for a, b in got for r in range(a, b))
+    assert rows == [r for a, b in segments for r in range(a, b)]
 
 
 def test_segments_map_an_index_onto_pending_rows_cut_at_segment_ends():
@@ -151,3 +195,13 @@ def test_every_queue_has_the_base_class_interface():
         q.observe(0, 1, [0.01])  # a no-op unless the queue probes task times
         assert isinstance(q.reason, str) and q.name in ("static", "dynamic", "auto")
     assert make_queue("dynamic", [(0, 5)], 2).reason == ""  # chosen by the user, not the queue
+
+
+def test_auto_over_part_of_the_segments_hands_out_only_that_part():
+    segs = Segments([(0, 5), (10, 20)])  # index 3..12 = rows 3, 4, 10..17
+    q = AutoQueue(3, 12, 1, segs)
+    got = [q.next(0, 1), q.next(0, 1)]
+    for a, b in got:
+        q.observe(a, b - a, [0.1])
+    got += [b for _, b in _drain(q, 1, 100)]
+    assert sorted(r for a, b in got for r in range(a, b)) == [3, 4, *range(10, 17)]

@@ -7,8 +7,9 @@ blocks out through a queue and every schedule uses the same transport:
   chunks so results stream home while the block runs.
 - ``dynamic``: one shared queue; block sizes shrink as work runs out (guided
   self-scheduling: remaining / (2 x ranks)), or stay fixed with ``block_size``.
-- ``auto``: hands out single tasks first (a probe of task times), then picks static
-  for uniform task times and dynamic for skewed ones, and says why.
+- ``auto``: hands out single tasks first (a probe of task times, spread over the whole
+  range so a grid's order cannot hide its slow tasks), then picks static for uniform
+  task times and dynamic for skewed ones, and says why.
 """
 
 from __future__ import annotations
@@ -153,10 +154,61 @@ def choose(times: Sequence[float], n_left: int, n_ranks: int) -> tuple[str, str]
     return "dynamic", f"{head} >= {UNIFORM_CV} (skewed task times) -> dynamic"
 
 
-class AutoQueue(Queue):
-    """Probe with single tasks from the front, then hand over to a static or guided queue.
+GOLDEN = (math.sqrt(5) - 1) / 2  # the probe's step, as a fraction of the range
 
-    Its ``name`` is "auto" until it decides, then the name of the queue it chose.
+
+def probe_positions(start: int, stop: int, size: int) -> list[int]:
+    """``size`` distinct indices of ``[start, stop)``, spread over all of it, the same every run.
+
+    Steps of about the golden ratio of the range (wrapping around), from its middle:
+    the points fall in every part of the range (a grid with its slow axis outermost is
+    probed at its fast, middle and slow tasks alike). The step is prime to the range's
+    length (so no index repeats) and, in ranges longer than 6, to 2 and 3, so a grid
+    whose slow tasks recur every 2nd or 3rd row is never probed on one phase only (evenly
+    spaced probes 1, 4, 7, 10 of 12 rows all miss slow rows 0, 3, 6, 9; these are 6, 1, 8, 3).
+    """
+    n = stop - start
+    if n <= 0 or size <= 0:
+        return []
+    step = _probe_step(n)
+    return [start + (n // 2 + k * step) % n for k in range(size)]
+
+
+def _probe_step(n: int) -> int:
+    """The integer nearest ``n * GOLDEN`` prime to ``n`` (and to 6 when ``n > 6``)."""
+    base = round(n * GOLDEN)
+    for d in range(n):
+        for step in (base + d, base - d):
+            if step > 0 and math.gcd(step, n) == 1 and (n <= 6 or math.gcd(step, 6) == 1):
+                return step
+    return 1
+
+
+def _without(segs: Segments, start: int, stop: int, rows: Sequence[int]) -> Segments:
+    """The rows of index range ``[start, stop)`` of ``segs``, less ``rows``, as new Segments."""
+    if (start, stop) == (0, segs.total):
+        pieces = segs.segs
+    else:  # only a part of segs: walk it
+        pieces, va = [], start
+        while va < stop:
+            piece, va = segs.rows(va, stop)
+            pieces.append(piece)
+    cut, j, out = sorted(rows), 0, []
+    for a, b in pieces:
+        while j < len(cut) and cut[j] < b:  # every row of ``rows`` lies in some piece
+            out.append((a, cut[j]))
+            a, j = cut[j] + 1, j + 1
+        out.append((a, b))
+    return Segments(out)
+
+
+class AutoQueue(Queue):
+    """Probe with single tasks spread over the range, then hand over to a static or guided queue.
+
+    The probe rows (:func:`probe_positions`) go out first; while they run, single tasks
+    from the front of the other rows follow. The chosen queue gets the rows not yet
+    handed out, the probe rows taken out. Its ``name`` is "auto" until it decides, then
+    the name of the queue it chose.
     """
 
     name = "auto"
@@ -164,9 +216,13 @@ class AutoQueue(Queue):
     def __init__(
         self, start: int, stop: int, n_ranks: int, segs: Segments, block_size: int | None = None
     ) -> None:
-        self.front, self.stop, self.n_ranks, self.block_size = start, stop, n_ranks, block_size
-        self.segs = segs
+        self.n_ranks, self.block_size = n_ranks, block_size
         self.probe_size = min(stop - start, 2 * n_ranks)
+        positions = probe_positions(start, stop, self.probe_size)
+        self.probes = [segs.rows(v, v + 1)[0][0] for v in positions]  # rows, handed out first
+        self.probes.reverse()  # (next() pops from the end)
+        self.rest = _without(segs, start, stop, self.probes)
+        self.front = 0  # index into self.rest
         self.probe_out: set[int] = set()  # rows of the probe not yet back
         self.times: list[float] = []
         self.inner: StaticQueue | GuidedQueue | None = None
@@ -182,8 +238,10 @@ class AutoQueue(Queue):
             return
         self.probe_out.difference_update(range(row, row + n_rows))
         self.times.extend(map(float, times))
+        if self.probes:  # (only probe tasks are out until every probe is)
+            return
         if not self.probe_out and len(self.times) >= self.probe_size:
-            self._decide(*choose(self.times, self.stop - self.front, self.n_ranks))
+            self._decide(*choose(self.times, self.rest.total - self.front, self.n_ranks))
         elif len(self.times) >= 4 * self.probe_size:
             self._decide(
                 "dynamic",
@@ -193,27 +251,30 @@ class AutoQueue(Queue):
 
     def _decide(self, kind: str, reason: str) -> None:
         self.reason = reason
+        args = (self.front, self.rest.total, self.n_ranks, self.rest)
         if kind == "static":
-            self.inner = StaticQueue(self.front, self.stop, self.n_ranks, self.segs)
+            self.inner = StaticQueue(*args)
         else:
-            self.inner = GuidedQueue(
-                self.front, self.stop, self.n_ranks, self.segs, self.block_size
-            )
+            self.inner = GuidedQueue(*args, self.block_size)
         self.name = self.inner.name
 
     def next(self, rank: int, cap: int) -> tuple[int, int] | None:
         if self.inner is not None:
             return self.inner.next(rank, cap)
-        if self.front >= self.stop:
+        if self.probes:
+            row = self.probes.pop()
+            self.probe_out.add(row)
+            return row, row + 1
+        if self.front >= self.rest.total:
             return None
-        rows, self.front = self.segs.rows(self.front, self.front + 1)
-        if self.front <= self.probe_size:
-            self.probe_out.add(rows[0])
+        rows, self.front = self.rest.rows(self.front, self.front + 1)
         return rows
 
     @property
     def remaining(self) -> int:
-        return self.inner.remaining if self.inner else self.stop - self.front
+        if self.inner is not None:
+            return self.inner.remaining
+        return len(self.probes) + self.rest.total - self.front
 
 
 def make_queue(
