@@ -60,6 +60,10 @@ class Report:
     stop: str | None = None
     schema: Schema | None = None
     schema_task: int = -1
+    # a node leader's bundle: the reports of its ranks, (world rank, report) each, whose
+    # data lie one after another in the bundle's buffer; ``grants`` it completes
+    parts: list | None = None
+    grants: int = 1
 
     def has_control(self) -> bool:
         """True if anything besides the header and the data must travel."""

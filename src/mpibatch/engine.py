@@ -75,6 +75,7 @@ def run(
     block_size: int | None = None,
     dedicated_root: bool | None = None,
     root_tasks: str | None = None,
+    leaders: str | None = None,
     flush_seconds: float | None = None,
     threads_per_rank: int | None = None,
     tasks: str | None = None,
@@ -121,6 +122,7 @@ def run(
         block_size=block_size,
         dedicated_root=dedicated_root,
         root_tasks=root_tasks,
+        leaders=leaders,
         threads_per_rank=threads_per_rank,
         gpus=gpus,
         ranks_per_gpu=ranks_per_gpu,
@@ -262,34 +264,60 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int) -> S
         grid = Grid.from_json(plan.grid_json)
         buffers = Buffers(plan.gather_bytes)  # rank 0's in-flight budget; others use less
         runner = Runner(fn, grid, stream, info, offset, stopper, plan.retries, buffers)
+        tiers, why, up, down = _leaders(comm, plan)
         if rank == 0:
             assert store is not None and infos is not None  # rank 0 made the file
             store.write_ranks(infos)
-            summary, fatal = _serve(transport, plan, store, runner)
+            summary, fatal = _serve(up or transport, plan, store, runner, tiers, why)
+        elif tiers is not None and tiers.role == "leader":
+            _dispatch.Leader(up, down, tiers.origins, stopper, buffers).run()
         else:
-            _dispatch.work(transport, runner, plan.ids[0])
+            _dispatch.work(down or up or transport, runner, plan.ids[0])
     _dispatch.finish(transport, fatal)
+    for link in (up, down):
+        _comm.free(link.comm if link is not None else None)
     return summary
 
 
-def _serve(transport, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str | None]:
+def _leaders(comm, plan: Plan):
+    """Collective: (tiers or None, why, transport toward rank 0, transport in the node).
+
+    With leaders off the run is flat: both transports are None (the world's is used).
+    """
+    node = _dispatch.node_index(_comm.hosts(comm), plan.node_size)
+    on, why = _dispatch.decide(plan.leaders, node)
+    if not on:
+        return None, why, None, None
+    tiers = _dispatch.Tiers.make(node, comm.Get_rank(), plan.dedicated_root)
+    top, group = _comm.split(comm, tiers.top_color), _comm.split(comm, tiers.group_color)
+    up = _comm.Transport(top) if top is not None else None
+    return tiers, why, up, _comm.Transport(group) if group is not None else None
+
+
+def _serve(
+    transport, plan: Plan, store: Store, runner: Runner, tiers=None, why: str = ""
+) -> tuple[Summary, str | None]:
     """Rank 0: run the loop, close the file with the run's accounting, summarise."""
     from .progress import Progress
 
-    size = transport.size
+    size = tiers.n_ranks if tiers is not None else transport.size
     todo = store.pending()
     slots = size - 1 if plan.dedicated_root else size
+    if tiers is not None:
+        slots = tiers.n_slots  # one per rank that runs tasks (leaders run none)
     queue = schedule.make_queue(plan.schedule, todo, slots, plan.block_size)
     progress = Progress(sum(b - a for a, b in todo), quiet=plan.quiet)
     progress.start(_headline(plan, store, sum(b - a for a, b in todo), size))
-    root = _dispatch.Root(transport, plan, store, runner, queue, progress, _root_thread(plan, size))
+    thread = _root_thread(plan, size)
+    root = _dispatch.Root(transport, plan, store, runner, queue, progress, thread, tiers)
     try:
         root.run()
     finally:
         progress.close()
     now = time.time()
     done, failed = store.counts()
-    store.close({**plan.attrs, **_session_attrs(plan, store, root, queue, size, now)})
+    leaders = {"leaders": "on" if tiers is not None else "off", "leaders_reason": why}
+    store.close({**plan.attrs, **_session_attrs(plan, store, root, queue, size, now), **leaders})
     ledger = root.ledger
     resume = plan.attrs["command"] + " --resume" if done + failed < store.n else ""
     summary = Summary(

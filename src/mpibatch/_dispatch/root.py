@@ -6,6 +6,7 @@ import time
 
 from .._records import Columns, Report
 from ..runner import RowsDone, Runner
+from .leader import Tiers
 from .ledger import Ledger, SchemaGate
 from .own import POLL_EVERY, OwnBlocks
 from .policy import BlockPolicy
@@ -22,14 +23,24 @@ class Root:
     """
 
     def __init__(
-        self, transport, plan, store, runner: Runner, queue, progress, on_thread: bool = False
+        self,
+        transport,
+        plan,
+        store,
+        runner: Runner,
+        queue,
+        progress,
+        on_thread: bool = False,
+        tiers: Tiers | None = None,
     ) -> None:
         self.transport, self.plan, self.runner = transport, plan, runner
         self.queue, self.progress = queue, progress
         self.size = transport.size
+        self.tiers = tiers  # node leaders: rank 0's peers are leaders (see leader.py)
         self.ledger = Ledger(self.size)
         self.gate = SchemaGate(store)
-        self.policy = BlockPolicy(plan, self.size, self.ledger, self.gate)
+        ranks = tiers.n_ranks if tiers else self.size
+        self.policy = BlockPolicy(plan, ranks, self.ledger, self.gate)
         self.sink = Sink(store, plan.flush_seconds, runner.buffers.give)
         self.own = OwnBlocks(runner, plan.ids[0], on_thread)
         self.pending: list = []  # reports whose data is still arriving
@@ -64,19 +75,30 @@ class Root:
         self.progress.update(ledger.done, ledger.failed)
 
     # ---- handing out blocks ----
-    def _next(self, rank: int) -> tuple[int, int] | None:
+    def _next(self, rank: int):  # a block (a leader: a list of blocks), or None
         self._check_stop()
         if self.stopping:
             return None
         cap = self.policy.cap(one_long=rank == 0 and self.own.thread is not None)
-        block = self.queue.next(self.policy.slot(rank), cap)
+        tiers = self.tiers
+        if tiers is not None and rank in tiers.grants:  # a leader: a block per rank it serves
+            grant = [self.queue.next(slot, cap) for slot in tiers.grants[rank]]
+            block = [b for b in grant if b is not None] or None
+        else:
+            slot = tiers.slots[rank] if tiers is not None else self.policy.slot(rank)
+            block = self.queue.next(slot, cap)
         if block is not None:
             self.ledger.handed(rank)
         return block
 
-    def _ahead(self, rank: int) -> tuple[int, int] | None:
-        """A second block for a rank that still holds one, unless that would hurt."""
-        return self._next(rank) if self.policy.ahead(self.queue.remaining) else None
+    def _ahead(self, rank: int):
+        """A second block for a rank that still holds one, unless that would hurt.
+
+        A leader's ranks take a second grant's blocks as soon as they are idle, so only
+        the end of the run (not long tasks) keeps a leader to one grant.
+        """
+        leader = self.tiers is not None and rank in self.tiers.grants
+        return self._next(rank) if self.policy.ahead(self.queue.remaining, leader) else None
 
     def _start_own(self) -> None:
         if self.plan.dedicated_root:
@@ -154,15 +176,22 @@ class Root:
     def _handle(self, source: int) -> None:
         t, transport = time.perf_counter(), self.transport
         report, buf, req = transport.recv_report(source, self.runner.buffers.take)
-        self.ledger.reported(source)
+        self.ledger.reported(source, report.grants)
         if report.fatal:
             self._stop_with(report.fatal)
         if report.stop:
-            self.request_stop(f"{report.stop} on rank {source}")
+            self.request_stop(f"{report.stop} on rank {self._origin(source, report)}")
         ahead = self.ledger.owed[source] > 0
         transport.send_block(source, self._ahead(source) if ahead else self._next(source))
         self.pending.append((source, report, buf, req))
         self.ledger.dispatch_seconds += time.perf_counter() - t
+
+    def _origin(self, source: int, report: Report) -> int:
+        """The rank a stop came from: a bundle's part that says so, or the sender."""
+        for origin, part in report.parts or ():
+            if part.stop:
+                return origin
+        return self.tiers.top[source] if self.tiers is not None else source
 
     def _drain(self, wait: bool = False) -> bool:
         """Store every report whose data has arrived; True if any was stored."""
@@ -174,15 +203,24 @@ class Root:
             elif not transport.done(req):
                 keep.append(item)
                 continue
-            schema, task = self.gate.schema_of(source, report)
-            report.schema_task = task
-            self._ingest(source, report, Columns(schema, report.rows, buf))
+            if report.parts is None:
+                self._store(source, report, buf)
+            else:  # a leader's bundle: its ranks' reports, their data one after another
+                at = 0
+                for origin, part in report.parts:
+                    self._store(origin, part, buf[at : at + part.nbytes])
+                    at += part.nbytes
             stored = True
         self.pending = keep
         self.ledger.dispatch_seconds += time.perf_counter() - t
         return stored
 
     # ---- storing ----
+    def _store(self, rank: int, report: Report, buf) -> None:
+        schema, task = self.gate.schema_of(rank, report)
+        report.schema_task = task
+        self._ingest(rank, report, Columns(schema, report.rows, buf))
+
     def _ingest(self, rank: int, report: Report, cols: Columns) -> None:
         if report.fatal:
             self._stop_with(report.fatal)
