@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,11 @@ shift
 if [ ! -e "/run/{prefix}/uts/$host" ]; then
   echo "ssh stand-in: no pretend host '$host' in {prefix}" >&2
   exit 255
+fi
+if [ -f "/run/{prefix}/env/$host" ]; then  # this host's own variables (Cluster.set_env)
+  set -a
+  . "/run/{prefix}/env/$host"
+  set +a
 fi
 exec ip netns exec "{prefix}-$host" nsenter --uts="/run/{prefix}/uts/$host" -- sh -c "$*"
 """
@@ -144,6 +150,16 @@ class Cluster:
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    def set_env(self, host: str, env: dict[str, str] | None) -> None:
+        """Variables that processes launched on ``host`` get (None: none), like a node's own
+        (e.g. ``CUDA_VISIBLE_DEVICES``). The launcher's own environment wins where Hydra
+        forwards it: leave those variables out of the launcher's (``env={VAR: None}``)."""
+        path = self.run_dir / "env" / host
+        if env is None:
+            path.unlink(missing_ok=True)
+            return
+        path.write_text("".join(f"{k}={shlex.quote(str(v))}\n" for k, v in env.items()))
+
     # -- life cycle ------------------------------------------------------------------------
     def __enter__(self) -> Cluster:
         try:
@@ -159,6 +175,7 @@ class Cluster:
     def start(self) -> None:
         """Make the switch, the hosts, their cables, names and hostnames, and the stand-in."""
         (self.run_dir / "uts").mkdir(parents=True)
+        (self.run_dir / "env").mkdir()
         (self.run_dir / "owner").write_text(str(os.getpid()))
         self.standin.write_text(STANDIN.format(prefix=self.prefix))
         self.standin.chmod(0o755)
@@ -213,6 +230,41 @@ class Cluster:
         uts = self.run_dir / "uts" / host
         return ["ip", "netns", "exec", self.ns(host), "nsenter", f"--uts={uts}", "--", *cmd]
 
+    def popen(
+        self,
+        cmd: Sequence[str | os.PathLike],
+        host: str = "head",
+        env: dict | None = None,
+        cwd: str | os.PathLike | None = None,
+    ) -> subprocess.Popen:
+        """Start ``cmd`` on ``host`` in a session of its own (``ip netns exec`` and ``nsenter``
+        exec, so its pid is ``cmd``'s: a signal to it reaches ``cmd``). ``env``: added to
+        this process's environment; a value None removes that variable."""
+        full = {**os.environ, **(env or {})}
+        return subprocess.Popen(
+            self.on(host, [str(c) for c in cmd]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={k: v for k, v in full.items() if v is not None},
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    def wait(self, proc: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
+        """Wait for ``proc``; on time-out kill it and all it started, then raise TimeoutError."""
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException as exc:
+            self.kill_all(proc)
+            out, err = proc.communicate()
+            if not isinstance(exc, subprocess.TimeoutExpired):
+                raise  # Ctrl-C or another error: nothing left running, raised as it was
+            raise TimeoutError(
+                f"timed out after {timeout}s (a hang): {' '.join(proc.args)}\n{out}\n{err}"
+            ) from None
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
     def run(
         self,
         cmd: Sequence[str | os.PathLike],
@@ -222,25 +274,7 @@ class Cluster:
         cwd: str | os.PathLike | None = None,
     ) -> subprocess.CompletedProcess:
         """Run ``cmd`` on ``host``; on time-out kill it and all it started, then raise."""
-        full = self.on(host, [str(c) for c in cmd])
-        proc = subprocess.Popen(
-            full,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
-            start_new_session=True,
-        )
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except BaseException:
-            self.kill_all(proc)
-            out, err = proc.communicate()
-            raise TimeoutError(
-                f"timed out after {timeout}s (a hang): {' '.join(full)}\n{out}\n{err}"
-            ) from None
-        return subprocess.CompletedProcess(full, proc.returncode, out, err)
+        return self.wait(self.popen(cmd, host, env, cwd), timeout)
 
     def kill_all(self, proc: subprocess.Popen | None = None) -> None:
         """SIGKILL ``proc``'s session and every process in this cluster's namespaces."""
@@ -287,9 +321,12 @@ class Cluster:
         ``mpiexec`` is the launcher program (a path, since ``ip netns exec`` keeps PATH);
         Open MPI also gets the variables that let it run as root.
         """
-        extra = OPENMPI_ROOT_ENV if flavor == "openmpi" else {}
         line = self.launcher(cmd, n, flavor, mpiexec, hostfile)
-        return self.run(line, timeout=timeout, env={**extra, **(env or {})}, cwd=cwd)
+        return self.run(line, timeout=timeout, env=self.launch_env(flavor, env), cwd=cwd)
+
+    def launch_env(self, flavor: str, env: dict | None = None) -> dict:
+        """What the launcher needs added to this environment (``env`` too)."""
+        return {**(OPENMPI_ROOT_ENV if flavor == "openmpi" else {}), **(env or {})}
 
 
 def _kill_in(ns: str) -> None:

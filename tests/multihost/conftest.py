@@ -54,6 +54,11 @@ class Mpi:
         except TimeoutError as exc:
             pytest.fail(str(exc))
 
+    def popen(self, cluster: Cluster, cmd, n=None, hosts=None, env=None):
+        """Start the launch in the background (wait with ``cluster.wait(proc, timeout)``)."""
+        line = cluster.launcher(cmd, n, self.name, self.mpiexec, cluster.hostfile(self.name, hosts))
+        return cluster.popen(line, env=cluster.launch_env(self.name, {**self.env, **(env or {})}))
+
     def mpibatch(self, cluster: Cluster, *args, n=None, hosts=None, **kw):
         """``mpibatch ARGS`` as ``n`` ranks on the cluster."""
         return self.run(cluster, [MPIBATCH, *map(str, args)], n=n, hosts=hosts, **kw)
