@@ -13,7 +13,6 @@ import pytest
 from . import cluster as harness
 from .cluster import Cluster
 
-
 SERVE = """
 import socket
 s = socket.create_server(("0.0.0.0", 5999))
