@@ -7,7 +7,7 @@ traffic leaves the machine. ``/etc/netns/<ns>/hosts`` names every host for that 
 processes. The launcher runs on a host of its own ("head", like a login node), and reaches
 the others through an ssh stand-in script given to the launchers' own ssh hooks (Hydra's
 ``-launcher-exec``, Open MPI's ``plm_rsh_agent``): MPI sees separate nodes with their own
-hostnames and real TCP between them. See ../../../shared/multihost/README.md for why
+hostnames and real TCP between them. The project's shared/multihost/README.md says why
 ``UCX_TLS=tcp,self`` (MPICH) and ``--bind-to none`` (Open MPI) are needed.
 
 Usage (needs root, ``ip`` and ``nsenter``; :func:`available` says whether they work)::
@@ -72,12 +72,13 @@ def available() -> str | None:
     for tool in ("ip", "nsenter", "unshare"):
         if shutil.which(tool) is None:
             return f"needs '{tool}' (iproute2 / util-linux)"
-    name = f"{ROOT_NAME}-probe-{uuid.uuid4().hex[:8]}"
-    r = _sh(["ip", "netns", "add", name], check=False)
+    name = f"{ROOT_NAME}probe{os.getpid()}-x"
+    with _locked():
+        r = _sh(["ip", "netns", "add", name], check=False)
+        _sh(["ip", "netns", "del", name], check=False)
+        _unmount_netns_dir()
     if r.returncode != 0:
         return f"'ip netns add' fails here: {r.stderr.strip()}"
-    _sh(["ip", "netns", "del", name], check=False)
-    _unmount_netns_dir()
     return None
 
 
@@ -90,6 +91,7 @@ def _sh(cmd: Sequence[str], check: bool = True, timeout: float = 30) -> subproce
 
 @contextmanager
 def _locked() -> Iterator[None]:
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(LOCK, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
