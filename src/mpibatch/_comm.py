@@ -28,6 +28,11 @@ def world(comm: MPI.Comm | None = None) -> MPI.Comm:
     return MPI.COMM_WORLD if comm is None else comm
 
 
+def world_size() -> int:
+    """The size of MPI's world (not of the communicator a run was given)."""
+    return MPI.COMM_WORLD.Get_size()
+
+
 def host() -> str:
     return MPI.Get_processor_name()
 

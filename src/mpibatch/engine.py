@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from . import _comm, _dispatch, _plan, _resume, devices, schedule, streams
+from . import _comm, _dispatch, _launch, _plan, _resume, devices, schedule, streams
 from ._plan import Plan
 from ._records import Buffers
 from ._stop import Stopper
@@ -152,6 +152,8 @@ def start(options: RunOptions, comm=None) -> Summary | Plan | None:
 def _run(comm, requested: RunOptions) -> Summary | Plan | None:
     """The run, top to bottom, on every rank; errors before step 6 are agreed on every rank."""
     rank, size = comm.Get_rank(), comm.Get_size()
+    # 0. mpi4py's MPI is the launcher's (else N single-rank copies race for one file)
+    _agreed(comm, lambda: _launch.check(_comm.world_size(), _comm.library_version()))
     # 1. settings: keyword -> MPIBATCH_<NAME> -> default, each checked
     options = _agreed(comm, lambda: requested.resolved(size))
     # 2. this rank's GPU (or None), bound before the task file is imported
@@ -160,13 +162,17 @@ def _run(comm, requested: RunOptions) -> Summary | Plan | None:
     with devices.bound(device):
         # 3. every rank loads the task; 4. rank 0 plans and creates (or reopens) the file
         fn, source, plan, store = _agreed(comm, lambda: _load_and_plan(options, rank, size))
-        # 5. rank 0 shares the plan; a rank running other code than rank 0 fails the launch
-        plan = cast(Plan, _comm.share(comm, plan))
-        _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
-        if options.dry_run:
-            return plan if rank == 0 else None
-        # 6. run the tasks; rank 0 also hands out blocks and writes the file
-        return _execute(comm, fn, plan, store, device, local)
+        try:
+            # 5. rank 0 shares the plan; a rank running other code than rank 0 fails the launch
+            plan = cast(Plan, _comm.share(comm, plan))
+            _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
+            if options.dry_run:
+                return plan if rank == 0 else None
+            # 6. run the tasks; rank 0 also hands out blocks and writes the file
+            return _execute(comm, fn, plan, store, device, local)
+        finally:
+            if store is not None and store.lock is not None:
+                store.lock.release()  # done already when the store closed; not on errors
 
 
 def _agreed(comm, step: Callable[[], T]) -> T:
@@ -223,11 +229,28 @@ def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
 
 
 def _prepare(grid: Grid, options: RunOptions, size: int, source: dict) -> tuple[Plan, Store | None]:
-    """Rank 0: the plan, and the file it writes (created, or reopened to resume)."""
+    """Rank 0: the plan, and the file it writes (created, or reopened to resume), locked."""
+    from ._output import lock_output
+
+    path = Path(options.out) if options.out else None
+    lock = None if options.dry_run or path is None else lock_output(path)
+    try:
+        plan, store = _plan_and_open(grid, options, size, source, path)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if store is not None:
+        store.lock = lock  # released when the store closes (or when this process ends)
+    return plan, store
+
+
+def _plan_and_open(
+    grid: Grid, options: RunOptions, size: int, source: dict, path: Path | None
+) -> tuple[Plan, Store | None]:
     from .results import read_attrs
     from .store import Store
 
-    path = Path(options.out) if options.out else None
     stored = None
     if options.resume and not options.dry_run:
         if path is None or not path.exists():

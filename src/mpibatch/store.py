@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from ._dtypes import fill_value
-from ._output import check_output, check_space
+from ._output import OutputLock, check_output, check_space
 from ._records import Columns, Field, Schema
 from .errors import OutputError
 from .layout import (
@@ -107,6 +107,7 @@ class Store:
         self.n = len(ids)
         self.schema: Schema | None = None
         self.unfilled: list[tuple[int, int]] = []  # rows failed before results had datasets
+        self.lock: OutputLock | None = None  # held while this run writes the file
 
     @classmethod
     def create(cls, path: Path, grid, ids: range, attrs: dict[str, Any]) -> Store:
@@ -312,6 +313,8 @@ class Store:
         self.f.attrs.update(attrs)
         self.f.close()
         failures_path(self.path).unlink(missing_ok=True)
+        if self.lock is not None:
+            self.lock.release()
 
 
 class WriteBehind:
