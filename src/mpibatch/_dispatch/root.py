@@ -81,8 +81,10 @@ class Root:
             return None
         cap = self.policy.cap(one_long=rank == 0 and self.own.thread is not None)
         tiers = self.tiers
-        if tiers is not None and rank in tiers.grants:  # a leader: a block per rank it serves
-            grant = [self.queue.next(slot, cap) for slot in tiers.grants[rank]]
+        if tiers is not None and rank in tiers.grants:  # a leader: blocks for its ranks
+            # two a rank while a flat rank would hold two (short tasks, not near the end)
+            per = 2 if self.policy.ahead(self.queue.remaining) else 1
+            grant = [self.queue.next(slot, cap) for slot in tiers.grants[rank] for _ in range(per)]
             block = [b for b in grant if b is not None] or None
         else:
             slot = tiers.slots[rank] if tiers is not None else self.policy.slot(rank)
