@@ -88,7 +88,7 @@ def share(comm: MPI.Comm, obj: object = None) -> object:
 # tags: a block descriptor (int64[2], (-1, -1) = none), a report header (int64[5]: pos,
 # rows, nbytes, failures, has control), its pickled control part and its raw result bytes.
 BLOCK, REPORT, CONTROL, DATA, STOP = 11, 12, 13, 14, 15
-PARTS = 16  # a leader's bundle: int64[n, 5] (world rank, pos, rows, nbytes, has control)
+PARTS = 16  # a leader's bundle: int64[n, 6] (world rank, pos, rows, nbytes, control, laid)
 HAS_CONTROL, BUNDLE = 1, 2
 _BACKOFF = 0.001  # seconds: longest nap while waiting, so idle ranks leave cores to busy ones
 _EMPTY = np.empty(0, dtype=np.uint8)
@@ -196,20 +196,20 @@ class Transport:
 
     def _recv_parts(self, source: int, grants: int, n: int, nbytes: int, flags: int) -> Report:
         """A leader's bundle: its table of parts, then the control parts of those that have one."""
-        table = np.empty((n, 5), dtype=np.int64)
+        table = np.empty((n, 6), dtype=np.int64)
         self.comm.Recv(table, source=source, tag=PARTS)
         stop, fatal, controls = (None, None, [])
         if flags & HAS_CONTROL:
             stop, fatal, controls = self.comm.recv(source=source, tag=CONTROL)
         parts, it = [], iter(controls)
-        for origin, pos, rows, size, control in table.tolist():
+        for origin, pos, rows, size, control, laid in table.tolist():
             part = Report(pos, rows, size)
             if control:
                 part.failures, part.fatal, part.stop, part.schema, part.schema_task = next(it)
-            parts.append((origin, part))
-        bundle = Report(-1, sum(p.rows for _, p in parts), nbytes, parts=parts, grants=grants)
-        bundle.stop = stop or next((p.stop for _, p in parts if p.stop), None)
-        bundle.fatal = fatal or next((p.fatal for _, p in parts if p.fatal), None)
+            parts.append((origin, part, bool(laid)))
+        bundle = Report(-1, sum(p.rows for _, p, _ in parts), nbytes, parts=parts, grants=grants)
+        bundle.stop = stop or next((p.stop for _, p, _ in parts if p.stop), None)
+        bundle.fatal = fatal or next((p.fatal for _, p, _ in parts if p.fatal), None)
         return bundle
 
     # ---- a node leader's side, toward rank 0 ----
@@ -226,16 +226,18 @@ class Transport:
     def send_bundle(
         self, grants: int, parts: list, data: np.ndarray, news: tuple[str | None, str | None]
     ) -> MPI.Request:
-        """Many reports as one: ``parts`` is [(world rank, report)], their data ``data``.
+        """Many reports as one: ``parts`` is [(world rank, report, laid out by its schema)].
+
+        Their data lie one after another in ``data``.
 
         ``grants``: how many of rank 0's grants this completes; ``news``: (a stop, a fatal
         error) seen on this node, so rank 0 acts on them at once.
         """
-        rows = [(o, r.pos, r.rows, r.nbytes, int(r.has_control())) for o, r in parts]
-        table = np.array(rows, dtype=np.int64).reshape(-1, 5)
+        rows = [(o, r.pos, r.rows, r.nbytes, r.has_control(), laid) for o, r, laid in parts]
+        table = np.array(rows, dtype=np.int64).reshape(-1, 6)
         controls = [
             (r.failures, r.fatal, r.stop, r.schema, r.schema_task)
-            for _, r in parts
+            for _, r, _ in parts
             if r.has_control()
         ]
         control = bool(controls) or any(news)

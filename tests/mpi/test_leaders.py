@@ -213,3 +213,26 @@ def test_a_signal_to_a_leaders_rank_stops_them_all(tmp_path):
     with h5py.File(out, "r") as f:
         status = f["tasks/status"][()]
     assert 0 < (status == 1).sum() < 300 and not np.isin(status, [2]).any()
+
+
+def test_each_row_records_the_rank_that_ran_it(tmp_path):
+    # flaky.py returns ctx.rank: the rank the file records for each row must be that one
+    env = {"MPIBATCH_NODE_SIZE": "4"}
+    out = _run(tmp_path, "who", 4, "--leaders", "on", "--schedule", "dynamic",
+               task=TASKS / "flaky.py", reps=30, env=env, code=1)  # fmt: skip
+    with h5py.File(out, "r") as f:
+        done = f["tasks/status"][()] == 1
+        ran_on, said = f["tasks/rank"][()][done], f["results/rank"][()][done]
+    assert done.sum() == 120 and (ran_on == said).all()
+    assert set(ran_on.tolist()) <= {0, 2, 3} and len(set(ran_on.tolist())) > 1
+
+
+def test_grants_that_finish_out_of_order_keep_every_ranks_schema(tmp_path):
+    # task 0 is slow: the leader's first grant stays open while its other rank finishes
+    # later grants, whose reports reach rank 0 first (they must still be read right)
+    env = {"SLEEPY_MS": "1", "SLEEPY_FIRST_X": "300"}
+    ref = _datasets(_run(tmp_path, "one", 1, task=TASKS / "sleepy.py", reps=200, env=env))
+    env = {**env, "MPIBATCH_NODE_SIZE": "4"}
+    out = _run(tmp_path, "two", 4, "--leaders", "on", "--schedule", "dynamic",
+               task=TASKS / "sleepy.py", reps=200, env=env)  # fmt: skip
+    assert _datasets(out) == ref

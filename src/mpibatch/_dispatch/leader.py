@@ -115,7 +115,7 @@ def decide(choice: str, node: list[int]) -> tuple[bool, str]:
 @dataclass
 class _Grant:
     left: int  # its blocks not yet back (or dropped)
-    parts: list = field(default_factory=list)  # (world rank, report, buffer)
+    parts: list = field(default_factory=list)  # (world rank, report, buffer, laid out)
 
 
 class Leader:
@@ -136,6 +136,10 @@ class Leader:
         self.sending: list = []  # (request, buffer) of bundles
         self.stopping = False
         self.news: tuple[str | None, str | None] = (None, None)  # (stop, fatal) to tell
+        # each rank's schema (its reports after the first with results are laid out by it),
+        # and the ranks whose schema rank 0 has been sent: grants may finish out of order
+        self.schemas: dict[int, tuple] = {}
+        self.told: set[int] = set()
 
     def run(self) -> None:
         """Serve the node's ranks from rank 0's grants until rank 0 has no more."""
@@ -184,8 +188,12 @@ class Leader:
             return  # news alone only while rank 0 still waits for this leader
         parts, bufs = [], []
         for g in done:
-            for origin, report, buf in self.grants.pop(g).parts:
-                parts.append((origin, report))
+            for origin, report, buf, laid in self.grants.pop(g).parts:
+                report.schema = None  # sent with this rank's first part laid out by it
+                if laid and origin not in self.told:
+                    report.schema, report.schema_task = self.schemas[origin]
+                    self.told.add(origin)
+                parts.append((origin, report, laid))
                 bufs.append(buf[: report.nbytes])
         data = np.concatenate(bufs) if bufs else np.empty(0, np.uint8)
         for buf in bufs:
@@ -202,7 +210,11 @@ class Leader:
             report, buf, req = down.recv_report(src, self.buffers.take)
             self.holds[src] -= 1
             self.owe[src] += 1
-            self.arriving.append((self.of.pop(report.pos), self.origins[src], report, buf, req))
+            origin = self.origins[src]
+            if report.schema is not None:
+                self.schemas[origin] = (report.schema, report.schema_task)
+            laid = origin in self.schemas  # its columns hold the schema's fields
+            self.arriving.append((self.of.pop(report.pos), origin, report, buf, req, laid))
             if report.stop or report.fatal:
                 self._stop(relay=report.stop is not None, news=(report.stop, report.fatal))
             got = True
@@ -211,12 +223,12 @@ class Leader:
     def _arrived(self) -> bool:
         keep, got = [], False
         for item in self.arriving:
-            gid, origin, report, buf, req = item
+            gid, origin, report, buf, req, laid = item
             if not self.down.done(req):
                 keep.append(item)
                 continue
             grant = self.grants[gid]
-            grant.parts.append((origin, report, buf))
+            grant.parts.append((origin, report, buf, laid))
             grant.left -= 1
             got = True
         self.arriving = keep

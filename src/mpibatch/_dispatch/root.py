@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from .._records import Columns, Report
 from ..runner import RowsDone, Runner
 from .leader import Tiers
@@ -190,7 +192,7 @@ class Root:
 
     def _origin(self, source: int, report: Report) -> int:
         """The rank a stop came from: a bundle's part that says so, or the sender."""
-        for origin, part in report.parts or ():
+        for origin, part, _ in report.parts or ():
             if part.stop:
                 return origin
         return self.tiers.top[source] if self.tiers is not None else source
@@ -206,24 +208,57 @@ class Root:
                 keep.append(item)
                 continue
             if report.parts is None:
-                self._store(source, report, buf)
-            else:  # a leader's bundle: its ranks' reports, their data one after another
-                at = 0
-                for origin, part in report.parts:
-                    self._store(origin, part, buf[at : at + part.nbytes])
-                    at += part.nbytes
+                schema, report.schema_task = self.gate.schema_of(source, report)
+                self._ingest(source, report, Columns(schema, report.rows, buf))
+            else:
+                self._store_bundle(report.parts, buf)
             stored = True
         self.pending = keep
         self.ledger.dispatch_seconds += time.perf_counter() - t
         return stored
 
     # ---- storing ----
-    def _store(self, rank: int, report: Report, buf) -> None:
-        schema, task = self.gate.schema_of(rank, report)
-        report.schema_task = task
-        self._ingest(rank, report, Columns(schema, report.rows, buf))
+    def _store_bundle(self, parts: list, buf) -> None:
+        """A leader's bundle: its ranks' reports, data one after another in ``buf``.
 
-    def _ingest(self, rank: int, report: Report, cols: Columns) -> None:
+        Reports of adjacent rows and one schema are stored as one (each row keeps the
+        rank that ran it), so rank 0's work per report is paid once per run of them.
+        """
+        for origin, part, _ in parts:  # a rank's schema first: its part may come before
+            self.gate.schema_of(origin, part)
+        at, items = 0, []
+        for origin, part, laid in parts:  # laid out by the rank's schema, or with none yet
+            schema, part.schema_task = self.gate.schema_of(origin, part) if laid else ((), -1)
+            items.append((origin, part, Columns(schema, part.rows, buf[at : at + part.nbytes])))
+            at += part.nbytes
+        items.sort(key=lambda item: item[1].pos)
+        run: list = []
+        for item in items:
+            if run and not _adjacent(run[-1], item):
+                self._store_run(run)
+                run = []
+            run.append(item)
+        if run:
+            self._store_run(run)
+
+    def _store_run(self, run: list) -> None:
+        if len(run) == 1:
+            self._ingest(*run[0])
+            return
+        first = run[0][1]
+        cols = Columns(run[0][2].schema, sum(part.rows for _, part, _ in run))
+        at = 0
+        for _, part, part_cols in run:
+            for name, arr in part_cols.arrays.items():
+                cols.arrays[name][at : at + part.rows] = arr
+            at += part.rows
+        ranks = np.concatenate([np.full(part.rows, o, np.int32) for o, part, _ in run])
+        failures = [f for _, part, _ in run for f in part.failures]
+        report = Report(first.pos, cols.rows, cols.nbytes, failures)
+        report.schema_task = first.schema_task
+        self._ingest(ranks, report, cols)
+
+    def _ingest(self, rank: int | np.ndarray, report: Report, cols: Columns) -> None:
         if report.fatal:
             self._stop_with(report.fatal)
         if cols.schema and (error := self.gate.check(cols.schema, report.schema_task)):
@@ -236,3 +271,15 @@ class Root:
         limit = self.plan.max_failures
         if limit and ledger.failed >= limit and not self.stopping:
             self.request_stop(f"{ledger.failed} tasks failed (--max-failures {limit})")
+
+
+def _adjacent(a: tuple, b: tuple) -> bool:
+    """Do report ``b``'s rows follow ``a``'s, with the same schema and nothing fatal?"""
+    pa, pb = a[1], b[1]
+    return (
+        pa.pos + pa.rows == pb.pos
+        and a[2].schema == b[2].schema
+        and pa.rows > 0
+        and pb.rows > 0
+        and not (pa.fatal or pb.fatal)
+    )
