@@ -22,14 +22,15 @@ side by side, so their ratio compares like with like on this oversubscribed mach
 - *gather*: ``_gather_task.py`` (1 MiB of float64 a task, default blocks), GB/s = bytes
   stored / wall.
 
-Then the costs for the model (benchmarks/_scale_model.py, which says how it works):
-``c0`` = ``dispatch_seconds / n_blocks`` of the flat 4-rank rate run on one host (rank 0's
-time per request: receive, answer, store); ``c_part`` from the leaders run of the same
-size (rank 0's time per rank report inside a bundle, after one ``c0`` per grant);
-``lat_in``, ``lat_x``, ``c_leader`` (a bare server loop's time per request, as a leader
-serves) and ``send`` from ``_pingpong.py`` on 2 hosts x 2; the file bandwidth from the
-flat 4-rank gather run on one host. The 4-rank runs are the least oversubscribed: with 16
-ranks on 2 cores, rank 0's time per request mostly measures waiting for a core.
+Then the costs for the model (benchmarks/_scale_model.py, which says how it works), as
+CPU time where they are a rank's own work (wall time on 2 shared cores mostly measures
+waiting for one): ``c0`` (rank 0 per request: receive, answer, store), ``c_part`` (rank 0
+per rank report inside a bundle, after one ``c0`` per grant) and ``c_leader`` (a leader per
+request of its ranks) from dedicated-root runs of 200 and 20,000 empty tasks in blocks of
+one (so rank 0 and the leader are busy, not napping), recorded by ``_cpu_probe.py`` (see
+:func:`cpu_costs`); ``lat_in``, ``lat_x`` and
+``send`` from ``_pingpong.py`` on 2 hosts x 2; the file bandwidth from the flat 4-rank
+gather run on one host.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import _scale_model as model  # noqa: E402
 from multihost.cluster import Cluster, available  # noqa: E402
 
+SHORT_LONG = (200, 20000)  # tasks in the cost runs: the difference is what is measured
 MPIEXEC, MPIBATCH = str(BINDIR / "mpiexec"), str(BINDIR / "mpibatch")
 HEADER = [
     "ranks x hosts",
@@ -161,24 +163,48 @@ def _row(n: int, hosts: int, got: dict) -> list[str]:
     ]
 
 
+def cpu_run(launch: Launcher, work: Path, n: int, reps: int, leaders: str) -> tuple[dict, list]:
+    """(attrs, every rank's CPU seconds) of a dedicated-root run of empty tasks, blocks of 1."""
+    out, probe = work / f"cpu-{leaders}-{reps}.h5", work / f"cpu-{leaders}-{reps}"
+    probe.mkdir()
+    cmd = [sys.executable, str(HERE / "_cpu_probe.py"), str(probe), "run"]
+    cmd += [str(HERE / "_empty_task.py"), "--reps", str(reps), "--out", str(out), "--quiet"]
+    cmd += ["--overwrite", "--schedule", "dynamic", "--block-size", "1", "--dedicated-root"]
+    r = launch.run([*cmd, "--leaders", leaders], n, 1, {})
+    if r.returncode != 0:
+        print("cost run failed:", r.stderr[-300:])
+        return {}, []
+    cpu = [float((probe / f"rank{k}.cpu").read_text()) for k in range(n)]
+    return file_attrs(out), cpu
+
+
+def cpu_costs(launch: Launcher, c: model.Costs) -> None:
+    """c0, c_part and c_leader from CPU time: a long run's minus a short one's, per message.
+
+    Flat, 3 ranks: rank 0's extra CPU per extra request is ``c0``. Leaders, 4 ranks on one
+    host (rank 1 leads 2 and 3): rank 0's extra CPU, less ``c0`` per grant, per extra task
+    (each a rank's report) is ``c_part``; the leader's extra CPU per extra task ``c_leader``.
+    """
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        work = Path(tmp)
+        (a0, cpu0), (a1, cpu1) = (cpu_run(launch, work, 3, r, "off") for r in SHORT_LONG)
+        (b0, lcpu0), (b1, lcpu1) = (cpu_run(launch, work, 4, r, "on") for r in SHORT_LONG)
+    if cpu0 and cpu1:
+        c.c0 = (cpu1[0] - cpu0[0]) / (a1["n_blocks"] - a0["n_blocks"])
+    if lcpu0 and lcpu1:
+        grants, tasks = b1["n_blocks"] - b0["n_blocks"], SHORT_LONG[1] - SHORT_LONG[0]
+        c.c_part = max(0.0, (lcpu1[0] - lcpu0[0] - grants * c.c0) / tasks)
+        c.c_leader = (lcpu1[1] - lcpu0[1]) / tasks
+
+
 def costs_from(runs: dict, pp: dict, n: int) -> model.Costs:
-    """The model's costs from the runs (see the docstring)."""
+    """The model's latencies and file bandwidth from the runs (see the docstring)."""
     c = model.Costs()
-    flat, _ = runs[n, 1]["rate", "off"]
-    lead, _ = runs[n, 1]["rate", "on"]
-    if flat:
-        own = flat["ranks_used"][0]  # rank 0's own blocks are not requests
-        c.c0 = flat["dispatch_seconds"] / max(1, flat["n_blocks"] - own)
-    if lead and flat:
-        used = lead["ranks_used"]
-        parts = sum(used[2:])  # ranks 2.. report through leader 1 (block size 1: a task each)
-        grants = lead["n_blocks"] - used[0]
-        c.c_part = max(0.0, (lead["dispatch_seconds"] - grants * c.c0) / max(1, parts))
     gather, _ = runs[n, 1]["gather", "off"]
     if gather:
         c.write_bw = gather["done"] * (1 << 20) / gather["wall"]
     if pp:
-        c.lat_in, c.lat_x, c.c_leader, c.send = pp["lat_in"], pp["lat_x"], pp["serve"], pp["send"]
+        c.lat_in, c.lat_x, c.send = pp["lat_in"], pp["lat_x"], pp["send"]
     return c
 
 
@@ -195,13 +221,16 @@ def main() -> None:
         print(f"no pretend hosts here ({why}): pretend nodes on one host instead")
         rows, runs = measure(Launcher(None), args.tasks_per_rank, sizes, layouts)
         pp = pingpong(Launcher(None))
+        costs = costs_from(runs, pp, min(sizes))
+        cpu_costs(Launcher(None), costs)
     else:
         with Cluster(hosts=4, slots=4) as c:
             launch = Launcher(c)
             pp = pingpong(launch)
             rows, runs = measure(launch, args.tasks_per_rank, sizes, layouts)
+            costs = costs_from(runs, pp, min(sizes))  # the least oversubscribed runs
+            cpu_costs(launch, costs)
     print_table(HEADER, rows, args.markdown, _notes())
-    costs = costs_from(runs, pp, min(sizes))  # the least oversubscribed runs
     print(f"\nmeasured costs: {_costs_line(costs)}")
     print_table(model.HEADER, model.table(costs), args.markdown, model.NOTES)
 

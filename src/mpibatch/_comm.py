@@ -94,10 +94,10 @@ _BACKOFF = 0.001  # seconds: longest nap while waiting, so idle ranks leave core
 _EMPTY = np.empty(0, dtype=np.uint8)
 
 
-def nap(delay: float) -> float:
-    """Sleep ``delay`` seconds; returns the next, longer delay (up to a millisecond)."""
+def nap(delay: float, longest: float = _BACKOFF) -> float:
+    """Sleep ``delay`` seconds; returns the next, longer delay (up to ``longest``)."""
     time.sleep(delay)
-    return min(_BACKOFF, delay * 2 + 1e-5)
+    return min(longest, delay * 2 + 1e-5)
 
 
 class Transport:
@@ -144,9 +144,9 @@ class Transport:
         while not request.Test():
             delay = nap(delay)
 
-    def idle(self, delay: float) -> float:
+    def idle(self, delay: float, longest: float = _BACKOFF) -> float:
         """Nap while nothing is waiting (see :func:`nap`); returns the next delay."""
-        return nap(delay)
+        return nap(delay, longest)
 
     def _probe(self, source: int, tag: int, status: MPI.Status | None = None) -> bool:
         """Iprobe twice: a first miss may be the probe that pulled the message in (MPICH)."""
@@ -198,9 +198,9 @@ class Transport:
         """A leader's bundle: its table of parts, then the control parts of those that have one."""
         table = np.empty((n, 6), dtype=np.int64)
         self.comm.Recv(table, source=source, tag=PARTS)
-        stop, fatal, controls = (None, None, [])
+        stop, fatal, where, controls = (None, None, -1, [])
         if flags & HAS_CONTROL:
-            stop, fatal, controls = self.comm.recv(source=source, tag=CONTROL)
+            stop, fatal, where, controls = self.comm.recv(source=source, tag=CONTROL)
         parts, it = [], iter(controls)
         for origin, pos, rows, size, control, laid in table.tolist():
             part = Report(pos, rows, size)
@@ -208,6 +208,7 @@ class Transport:
                 part.failures, part.fatal, part.stop, part.schema, part.schema_task = next(it)
             parts.append((origin, part, bool(laid)))
         bundle = Report(-1, sum(p.rows for _, p, _ in parts), nbytes, parts=parts, grants=grants)
+        bundle.where = where
         bundle.stop = stop or next((p.stop for _, p, _ in parts if p.stop), None)
         bundle.fatal = fatal or next((p.fatal for _, p, _ in parts if p.fatal), None)
         return bundle
@@ -223,15 +224,13 @@ class Transport:
         pairs = buf.reshape(-1, 2).tolist()
         return [(a, b) for a, b in pairs if a >= 0]
 
-    def send_bundle(
-        self, grants: int, parts: list, data: np.ndarray, news: tuple[str | None, str | None]
-    ) -> MPI.Request:
+    def send_bundle(self, grants: int, parts: list, data: np.ndarray, news: tuple) -> MPI.Request:
         """Many reports as one: ``parts`` is [(world rank, report, laid out by its schema)].
 
         Their data lie one after another in ``data``.
 
         ``grants``: how many of rank 0's grants this completes; ``news``: (a stop, a fatal
-        error) seen on this node, so rank 0 acts on them at once.
+        error, the rank it came from) seen on this node, so rank 0 acts on them at once.
         """
         rows = [(o, r.pos, r.rows, r.nbytes, r.has_control(), laid) for o, r, laid in parts]
         table = np.array(rows, dtype=np.int64).reshape(-1, 6)
@@ -240,7 +239,7 @@ class Transport:
             for _, r, _ in parts
             if r.has_control()
         ]
-        control = bool(controls) or any(news)
+        control = bool(controls) or news[0] is not None or news[1] is not None
         head = self._head
         head[:] = (grants, len(parts), data.nbytes, 0, BUNDLE | (HAS_CONTROL if control else 0))
         comm = self.comm

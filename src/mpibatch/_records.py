@@ -64,6 +64,7 @@ class Report:
     # data lie one after another in the bundle's buffer; ``grants`` it completes
     parts: list | None = None
     grants: int = 1
+    where: int = -1  # a bundle: the rank its stop or fatal error came from
 
     def has_control(self) -> bool:
         """True if anything besides the header and the data must travel."""

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+_NO_NEWS = (None, None, -1)
+LEADER_NAP = 1e-4  # seconds: a leader's longest nap (its ranks wait on it; it runs no tasks)
 AUTO_MIN_RANKS = 4  # auto: leaders when ranks per node average at least this (see decide)
 
 
@@ -135,7 +137,8 @@ class Leader:
         self.arriving: list = []  # (grant, world rank, report, buffer, request)
         self.sending: list = []  # (request, buffer) of bundles
         self.stopping = False
-        self.news: tuple[str | None, str | None] = (None, None)  # (stop, fatal) to tell
+        self.ahead = False  # may a rank hold a second block (rank 0's last grant says)
+        self.news: tuple = _NO_NEWS  # (a stop, a fatal error, the rank it came from)
         # each rank's schema (its reports after the first with results are laid out by it),
         # and the ranks whose schema rank 0 has been sent: grants may finish out of order
         self.schemas: dict[int, tuple] = {}
@@ -150,7 +153,7 @@ class Leader:
             busy = self._arrived() or busy
             self._serve()
             self._send()
-            delay = 0.0 if busy else self.up.idle(delay)
+            delay = 0.0 if busy else self.up.idle(delay, LEADER_NAP)
         for req, _ in self.sending:
             self.up.wait(req)
         while self.up.stop_waiting():
@@ -165,7 +168,7 @@ class Leader:
         if up.stop_waiting():
             self._stop(relay=True)
         elif self.stopper.requested and not self.stopping:
-            self._stop(relay=True, news=(self.stopper.reason, None))
+            self._stop(relay=True, news=(self.stopper.reason, None, self.origins[0]))
         got = False
         while self.expected and up.block_waiting():
             blocks, got = up.recv_grant(), True
@@ -177,6 +180,7 @@ class Leader:
     def _add(self, blocks: list[tuple[int, int]]) -> None:
         gid = self.n_grants = self.n_grants + 1
         self.grants[gid] = _Grant(len(blocks))
+        self.ahead = len(blocks) >= 2 * (len(self.owe) - 1)  # two a rank: hold two
         self.stock.extend((gid, b) for b in blocks)
         if self.stopping:
             self._drop()
@@ -184,7 +188,7 @@ class Leader:
     def _send(self) -> None:
         """One bundle: every finished grant's reports, and any news for rank 0."""
         done = [g for g, grant in self.grants.items() if grant.left == 0]
-        if not done and not (any(self.news) and self.grants):
+        if not done and not (self.news != _NO_NEWS and self.grants):
             return  # news alone only while rank 0 still waits for this leader
         parts, bufs = [], []
         for g in done:
@@ -200,7 +204,7 @@ class Leader:
             self.buffers.give(buf.base if buf.base is not None else buf)
         self.sending = [(r, b) for r, b in self.sending if not self.up.done(r)]
         self.sending.append((self.up.send_bundle(len(done), parts, data, self.news), data))
-        self.news = (None, None)
+        self.news = _NO_NEWS
         self.expected += 1
 
     # ---- the node's side ----
@@ -216,7 +220,8 @@ class Leader:
             laid = origin in self.schemas  # its columns hold the schema's fields
             self.arriving.append((self.of.pop(report.pos), origin, report, buf, req, laid))
             if report.stop or report.fatal:
-                self._stop(relay=report.stop is not None, news=(report.stop, report.fatal))
+                news = (report.stop, report.fatal, origin)
+                self._stop(relay=report.stop is not None, news=news)
             got = True
         return got
 
@@ -235,24 +240,31 @@ class Leader:
         return got
 
     def _serve(self) -> None:
-        """Answer each rank that waits: a block, or none (it holds one, or all is done)."""
+        """Answer each rank that waits: idle ones first, then those that hold a block.
+
+        An idle rank gets a block, or waits for the next grant (or gets none: all is
+        done). A rank that holds one gets a second while rank 0 grants two a rank (short
+        tasks, not near the end), as a flat rank would hold two; else none for now.
+        """
         over = not (self.expected or self.stock or self.grants)
-        for r in range(1, len(self.owe)):
+        ranks = range(1, len(self.owe))
+        for r in [r for r in ranks if not self.holds[r]] + [r for r in ranks if self.holds[r]]:
             while self.owe[r]:
-                if self.holds[r] or over:
-                    block = None
-                elif self.stock:
+                held = self.holds[r]
+                if self.stock and (not held or (held == 1 and self.ahead)):
                     gid, block = self.stock.popleft()
                     self.of[block[0]] = gid
                     self.holds[r] += 1
+                elif held or over:
+                    block = None
                 else:
                     break  # idle: it waits for the next grant
                 self.down.send_block(r, block)
                 self.owe[r] -= 1
 
-    def _stop(self, relay: bool, news: tuple[str | None, str | None] = (None, None)) -> None:
+    def _stop(self, relay: bool, news: tuple = (None, None, -1)) -> None:
         """Hand out nothing more; tell the node's ranks (``relay``) and rank 0 (``news``)."""
-        if any(news) and not any(self.news):
+        if news != _NO_NEWS and self.news == _NO_NEWS:
             self.news = news
         if self.stopping:
             return

@@ -8,7 +8,7 @@ import numpy as np
 
 from .._records import Columns, Report
 from ..runner import RowsDone, Runner
-from .leader import Tiers
+from .leader import LEADER_NAP, Tiers
 from .ledger import Ledger, SchemaGate
 from .own import POLL_EVERY, OwnBlocks
 from .policy import BlockPolicy
@@ -174,7 +174,8 @@ class Root:
                 return
             self._check_stop()
             self.sink.tick()  # idle: do not let finished results wait in memory
-            delay = transport.idle(delay)
+            longest = (LEADER_NAP,) if self.tiers else ()  # leaders wait on rank 0: nap less
+            delay = transport.idle(delay, *longest)
         self._handle(source)
 
     def _handle(self, source: int) -> None:
@@ -195,6 +196,8 @@ class Root:
         for origin, part, _ in report.parts or ():
             if part.stop:
                 return origin
+        if report.where >= 0:
+            return report.where
         return self.tiers.top[source] if self.tiers is not None else source
 
     def _drain(self, wait: bool = False) -> bool:
