@@ -190,6 +190,7 @@ def table(costs: Costs, k: int = 128, row_bytes: int = 64) -> list[list[str]]:
                     f"{flat['idle']:.1%}",
                     _seconds(lead["makespan"]),
                     f"{lead['idle']:.1%}",
+                    f"{flat['rho0']:.0%} / {lead['rho0']:.0%}",
                     f"{flat['bottleneck']} / {lead['bottleneck']}",
                 ]
             )
@@ -204,6 +205,7 @@ HEADER = [
     "flat idle",
     "leaders makespan",
     "leaders idle",
+    "rank-0 load (flat / leaders)",
     "first bottleneck (flat / leaders)",
 ]
 
@@ -219,5 +221,8 @@ def _seconds(s: float) -> str:
 NOTES = [
     "Model: an hour of tasks per rank, 128 ranks a node, 64-byte results, rank 0 serving "
     "only (see benchmarks/_scale_model.py); idle = 1 - task time / (ranks x makespan), "
-    "leaders' own share included (1/128 of the ranks).",
+    "leaders' own share included (1/128 of the ranks). Rank-0 load: the share of its time "
+    "the requests would take (above 100%: it cannot keep up); the first bottleneck is the "
+    "part of rank 0's time that dominates once its load passes 90% (or the leader's, past "
+    "100%).",
 ]

@@ -23,14 +23,13 @@ side by side, so their ratio compares like with like on this oversubscribed mach
   stored / wall.
 
 Then the costs for the model (benchmarks/_scale_model.py, which says how it works), as
-CPU time where they are a rank's own work (wall time on 2 shared cores mostly measures
-waiting for one): ``c0`` (rank 0 per request: receive, answer, store), ``c_part`` (rank 0
-per rank report inside a bundle, after one ``c0`` per grant) and ``c_leader`` (a leader per
-request of its ranks) from dedicated-root runs of 200 and 20,000 empty tasks in blocks of
-one (so rank 0 and the leader are busy, not napping), recorded by ``_cpu_probe.py`` (see
-:func:`cpu_costs`); ``lat_in``, ``lat_x`` and
-``send`` from ``_pingpong.py`` on 2 hosts x 2; the file bandwidth from the flat 4-rank
-gather run on one host.
+the time a rank spends on them: ``c0`` (rank 0 per request: receive, answer, store) and
+``c_part`` (rank 0 per rank report inside a bundle, after one ``c0`` per grant) from
+rank 0's ``dispatch_seconds``, ``c_leader`` (a leader per request of its ranks) from the
+leader's CPU time (``_cpu_probe.py``), all from dedicated-root runs of 200 and 20,000
+empty tasks in blocks of one, the short run's subtracted (see :func:`cpu_costs`);
+``lat_in``, ``lat_x`` and ``send`` from ``_pingpong.py`` on 2 hosts x 2; the file
+bandwidth from the flat 4-rank gather run on one host.
 """
 
 from __future__ import annotations
@@ -179,21 +178,23 @@ def cpu_run(launch: Launcher, work: Path, n: int, reps: int, leaders: str) -> tu
 
 
 def cpu_costs(launch: Launcher, c: model.Costs) -> None:
-    """c0, c_part and c_leader from CPU time: a long run's minus a short one's, per message.
+    """c0, c_part and c_leader: a long run's minus a short one's, per message.
 
-    Flat, 3 ranks: rank 0's extra CPU per extra request is ``c0``. Leaders, 4 ranks on one
-    host (rank 1 leads 2 and 3): rank 0's extra CPU, less ``c0`` per grant, per extra task
-    (each a rank's report) is ``c_part``; the leader's extra CPU per extra task ``c_leader``.
+    Rank 0 from its ``dispatch_seconds`` (time spent answering and storing, naps left out):
+    flat, 3 ranks, per extra request is ``c0``; leaders, 4 ranks on one host (rank 1 leads
+    2 and 3), less ``c0`` per grant, per extra task (each a rank's report) is ``c_part``.
+    The leader (which records no such time) from its CPU time per extra task: ``c_leader``.
     """
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         work = Path(tmp)
         (a0, cpu0), (a1, cpu1) = (cpu_run(launch, work, 3, r, "off") for r in SHORT_LONG)
         (b0, lcpu0), (b1, lcpu1) = (cpu_run(launch, work, 4, r, "on") for r in SHORT_LONG)
+    spent = "dispatch_seconds"
     if cpu0 and cpu1:
-        c.c0 = (cpu1[0] - cpu0[0]) / (a1["n_blocks"] - a0["n_blocks"])
+        c.c0 = (a1[spent] - a0[spent]) / (a1["n_blocks"] - a0["n_blocks"])
     if lcpu0 and lcpu1:
         grants, tasks = b1["n_blocks"] - b0["n_blocks"], SHORT_LONG[1] - SHORT_LONG[0]
-        c.c_part = max(0.0, (lcpu1[0] - lcpu0[0] - grants * c.c0) / tasks)
+        c.c_part = max(0.0, (b1[spent] - b0[spent] - grants * c.c0) / tasks)
         c.c_leader = (lcpu1[1] - lcpu0[1]) / tasks
 
 
@@ -212,10 +213,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks-per-rank", type=int, default=250)
     ap.add_argument("--markdown", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="16 ranks on 4 hosts only")
+    ap.add_argument("--quick", action="store_true", help="16 ranks on 1 and 4 hosts only")
+    ap.add_argument("--costs-only", action="store_true", help="4 ranks on 1 host, the model")
     args = ap.parse_args()
     begin("scale: flat against node leaders on pretend hosts")
     sizes, layouts = ((16,), (1, 4)) if args.quick else ((4, 8, 16), (1, 2, 4))
+    if args.costs_only:
+        sizes, layouts = (4,), (1,)
     why = available()
     if why:
         print(f"no pretend hosts here ({why}): pretend nodes on one host instead")
