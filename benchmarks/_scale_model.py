@@ -135,7 +135,7 @@ def predict(
         service = costs.c0 + (k - 1) * costs.c_part + writes
         rate, startup = simulate(nodes, block, service, costs.lat_x, costs.send, True)
         tasks_per_s = rate * workers / nodes * b if rho_l < 1 else 0.0
-        clients, rho0 = nodes, nodes / block * service
+        clients, rho0 = nodes, nodes / min(block, b * t * 2) * service
     else:
         workers = n_ranks - 1
         block = b * t
