@@ -7,7 +7,8 @@ and a *server* (rank 0) that answers them one at a time (FIFO). Flat: every rank
 client; a block is ``b`` tasks (``D = b t`` seconds); the server spends ``c0`` (its
 measured time per request: receive, answer, store) plus writing the block's rows at the
 measured file bandwidth. Leaders: each node of ``k`` ranks is one client (its leader),
-a grant is ``k - 1`` blocks, one per worker, run side by side, so a grant also takes
+a grant is ``k - 1`` blocks, one per worker, run side by side (mpibatch grants two a
+rank for short tasks, halving rank 0's grants: the model leaves that out), so a grant also takes
 ``D`` plus what the node's ranks wait on their leader; rank 0 spends ``c0`` per grant
 plus ``c_part`` (measured: storing one rank's report out of a bundle) and the write per
 block. A client holds a second block (grant) while it runs one when tasks are short
@@ -130,12 +131,12 @@ def predict(
         rho_l = lam * costs.c_leader
         wait = 2 * costs.lat_in + costs.c_leader
         wait += rho_l * costs.c_leader / (2 * (1 - rho_l)) if rho_l < 1 else math.inf
-        block = b * t + wait  # a rank waits for its next block (no second one in a node)
+        block = b * t + wait  # each block waits on the leader (a second one held: not counted)
         writes = (k - 1) * write
         service = costs.c0 + (k - 1) * costs.c_part + writes
         rate, startup = simulate(nodes, block, service, costs.lat_x, costs.send, True)
         tasks_per_s = rate * workers / nodes * b if rho_l < 1 else 0.0
-        clients, rho0 = nodes, nodes / min(block, b * t * 2) * service
+        clients, rho0 = nodes, nodes / (b * t if math.isinf(block) else block) * service
     else:
         workers = n_ranks - 1
         block = b * t
