@@ -149,6 +149,8 @@ def format_info(res: Results) -> str:
     ]
     if a.get("schedule_used"):
         lines.append(f"schedule used: {a['schedule_used']} ({a.get('schedule_reason', '')})")
+    if a.get("leaders"):
+        lines.append(f"node leaders: {a['leaders']} ({a.get('leaders_reason', '')})")
     if a.get("dedicated_root"):
         lines.append("rank 0: dedicated root (ran no tasks)")
     elif a.get("root_tasks"):

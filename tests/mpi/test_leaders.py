@@ -236,3 +236,11 @@ def test_grants_that_finish_out_of_order_keep_every_ranks_schema(tmp_path):
     out = _run(tmp_path, "two", 4, "--leaders", "on", "--schedule", "dynamic",
                task=TASKS / "sleepy.py", reps=200, env=env)  # fmt: skip
     assert _datasets(out) == ref
+
+
+def test_info_shows_the_choice(tmp_path):
+    env = {"MPIBATCH_NODE_SIZE": "2"}
+    out = _run(tmp_path, "info", 4, "--leaders", "on", env=env)
+    r = mpibatch(None, "info", out)
+    assert r.returncode == 0, r.stderr
+    assert "node leaders: on (requested with --leaders on)" in r.stdout
