@@ -30,11 +30,11 @@ class WriteBehind:
     ) -> None:
         self.store, self.max_bytes, self.max_seconds = store, max_bytes, max_seconds
         self.release = release  # takes each report's buffer back once it is written
-        self.items: list[tuple[int, Columns, int]] = []
+        self.items: list[tuple[int, Columns, int | np.ndarray]] = []
         self.spare: np.ndarray | None = None  # the buffer every join reuses
         self.bytes, self.since = 0, time.monotonic()
 
-    def add(self, row: int, cols: Columns, rank: int) -> None:
+    def add(self, row: int, cols: Columns, rank: int | np.ndarray) -> None:
         if not self.items:
             self.since = time.monotonic()
         self.items.append((row, cols, rank))

@@ -28,6 +28,11 @@ def world(comm: MPI.Comm | None = None) -> MPI.Comm:
     return MPI.COMM_WORLD if comm is None else comm
 
 
+def world_size() -> int:
+    """The size of MPI's world (not of the communicator a run was given)."""
+    return MPI.COMM_WORLD.Get_size()
+
+
 def host() -> str:
     return MPI.Get_processor_name()
 
@@ -39,6 +44,22 @@ def local_rank(comm: MPI.Comm) -> tuple[int, int]:
         return node.Get_rank(), node.Get_size()
     finally:
         node.Free()
+
+
+def hosts(comm: MPI.Comm) -> list[str]:
+    """Collective: every rank's host name, by rank."""
+    return comm.allgather(host())
+
+
+def split(comm: MPI.Comm, color: int | None) -> MPI.Comm | None:
+    """Collective: the ranks of one ``color`` (ordered by rank); None for color None."""
+    sub = comm.Split(MPI.UNDEFINED if color is None else color, key=comm.Get_rank())
+    return None if sub == MPI.COMM_NULL else sub
+
+
+def free(comm: MPI.Comm | None) -> None:
+    if comm is not None:
+        comm.Free()
 
 
 def helper_threads_ok() -> bool:
@@ -67,15 +88,16 @@ def share(comm: MPI.Comm, obj: object = None) -> object:
 # tags: a block descriptor (int64[2], (-1, -1) = none), a report header (int64[5]: pos,
 # rows, nbytes, failures, has control), its pickled control part and its raw result bytes.
 BLOCK, REPORT, CONTROL, DATA, STOP = 11, 12, 13, 14, 15
-HAS_CONTROL = 1
+PARTS = 16  # a leader's bundle: int64[n, 6] (world rank, pos, rows, nbytes, control, laid)
+HAS_CONTROL, BUNDLE = 1, 2
 _BACKOFF = 0.001  # seconds: longest nap while waiting, so idle ranks leave cores to busy ones
 _EMPTY = np.empty(0, dtype=np.uint8)
 
 
-def nap(delay: float) -> float:
-    """Sleep ``delay`` seconds; returns the next, longer delay (up to a millisecond)."""
+def nap(delay: float, longest: float = _BACKOFF) -> float:
+    """Sleep ``delay`` seconds; returns the next, longer delay (up to ``longest``)."""
     time.sleep(delay)
-    return min(_BACKOFF, delay * 2 + 1e-5)
+    return min(longest, delay * 2 + 1e-5)
 
 
 class Transport:
@@ -129,9 +151,9 @@ class Transport:
         while not request.Test():
             delay = nap(delay)
 
-    def idle(self, delay: float) -> float:
+    def idle(self, delay: float, longest: float = _BACKOFF) -> float:
         """Nap while nothing is waiting (see :func:`nap`); returns the next delay."""
-        return nap(delay)
+        return nap(delay, longest)
 
     def _probe(self, source: int, tag: int, status: MPI.Status | None = None) -> bool:
         """Iprobe twice: a first miss may be the probe that pulled the message in (MPICH)."""
@@ -139,7 +161,11 @@ class Transport:
         return comm.Iprobe(source, tag, status) or comm.Iprobe(source, tag, status)
 
     # ---- rank 0's side ----
-    def send_block(self, dest: int, block: tuple[int, int] | None) -> None:
+    def send_block(self, dest: int, block: tuple[int, int] | list | None) -> None:
+        """A block, or a node leader's grant: a list of blocks (one message either way)."""
+        if isinstance(block, list):
+            self.comm.Send(np.array(block, dtype=np.int64).ravel(), dest=dest, tag=BLOCK)
+            return
         buf = self._block
         buf[0], buf[1] = block if block else (-1, -1)
         self.comm.Send(buf, dest=dest, tag=BLOCK)
@@ -165,13 +191,70 @@ class Transport:
         comm.Recv(head, source=source, tag=REPORT)
         pos, rows, nbytes, _, flags = head.tolist()
         report = Report(pos, rows, nbytes)
-        if flags & HAS_CONTROL:
+        if flags & BUNDLE:
+            report = self._recv_parts(source, pos, rows, nbytes, flags)
+        elif flags & HAS_CONTROL:
             report.failures, report.fatal, report.stop, report.schema, report.schema_task = (
                 comm.recv(source=source, tag=CONTROL)
             )
         buf = take(nbytes) if nbytes else _EMPTY
         req = comm.Irecv(buf[:nbytes], source=source, tag=DATA) if nbytes else MPI.REQUEST_NULL
         return report, buf, req
+
+    def _recv_parts(self, source: int, grants: int, n: int, nbytes: int, flags: int) -> Report:
+        """A leader's bundle: its table of parts, then the control parts of those that have one."""
+        table = np.empty((n, 6), dtype=np.int64)
+        self.comm.Recv(table, source=source, tag=PARTS)
+        stop, fatal, where, controls = (None, None, -1, [])
+        if flags & HAS_CONTROL:
+            stop, fatal, where, controls = self.comm.recv(source=source, tag=CONTROL)
+        parts, it = [], iter(controls)
+        for origin, pos, rows, size, control, laid in table.tolist():
+            part = Report(pos, rows, size)
+            if control:
+                part.failures, part.fatal, part.stop, part.schema, part.schema_task = next(it)
+            parts.append((origin, part, bool(laid)))
+        bundle = Report(-1, sum(p.rows for _, p, _ in parts), nbytes, parts=parts, grants=grants)
+        bundle.where = where
+        bundle.stop = stop or next((p.stop for _, p, _ in parts if p.stop), None)
+        bundle.fatal = fatal or next((p.fatal for _, p, _ in parts if p.fatal), None)
+        return bundle
+
+    # ---- a node leader's side, toward rank 0 ----
+    def recv_grant(self) -> list[tuple[int, int]]:
+        """Rank 0's answer to a leader: a list of blocks, empty for none."""
+        status, delay = MPI.Status(), 0.0
+        while not self._probe(ROOT, BLOCK, status):
+            delay = nap(delay)
+        buf = np.empty(status.Get_count(MPI.INT64_T), dtype=np.int64)
+        self.comm.Recv(buf, source=ROOT, tag=BLOCK)
+        pairs = buf.reshape(-1, 2).tolist()
+        return [(a, b) for a, b in pairs if a >= 0]
+
+    def send_bundle(self, grants: int, parts: list, data: np.ndarray, news: tuple) -> MPI.Request:
+        """Many reports as one: ``parts`` is [(world rank, report, laid out by its schema)].
+
+        Their data lie one after another in ``data``.
+
+        ``grants``: how many of rank 0's grants this completes; ``news``: (a stop, a fatal
+        error, the rank it came from) seen on this node, so rank 0 acts on them at once.
+        """
+        rows = [(o, r.pos, r.rows, r.nbytes, r.has_control(), laid) for o, r, laid in parts]
+        table = np.array(rows, dtype=np.int64).reshape(-1, 6)
+        controls = [
+            (r.failures, r.fatal, r.stop, r.schema, r.schema_task)
+            for _, r, _ in parts
+            if r.has_control()
+        ]
+        control = bool(controls) or news[0] is not None or news[1] is not None
+        head = self._head
+        head[:] = (grants, len(parts), data.nbytes, 0, BUNDLE | (HAS_CONTROL if control else 0))
+        comm = self.comm
+        comm.Send(head, dest=ROOT, tag=REPORT)
+        comm.Send(table, dest=ROOT, tag=PARTS)
+        if control:
+            comm.send((*news, controls), dest=ROOT, tag=CONTROL)
+        return comm.Isend(data, dest=ROOT, tag=DATA) if data.nbytes else MPI.REQUEST_NULL
 
     # ---- every other rank's side ----
     def stop_waiting(self) -> bool:

@@ -25,6 +25,7 @@ BOOLEAN = "a boolean (1/0, true/false, yes/no, on/off)"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 DURATION = "MM, HH:MM:SS or D-HH:MM:SS (or MM:SS, D-HH, D-HH:MM: as sbatch --time)"
 _DURATION = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+LEADERS = ("auto", "on", "off")  # node leaders (two-level dispatch): auto = with > 1 node
 ROOT_TASKS = ("thread", "main")  # where rank 0 runs its own tasks: a helper thread, or main
 DEFAULT_STREAMS = "task"  # when neither a keyword, MPIBATCH_STREAMS nor a resumed file names one
 
@@ -158,6 +159,9 @@ SETTINGS: dict[str, Setting] = {
     "root_tasks": Setting(
         "thread", str, _one_of(*ROOT_TASKS), " or ".join(ROOT_TASKS), "--root-tasks thread"
     ),
+    "leaders": Setting("auto", str, _one_of(*LEADERS), " or ".join(LEADERS), "--leaders auto"),
+    # ranks per pretend node, for testing and tuning leaders on one host (environment only)
+    "node_size": Setting(None, int, _int_at_least(1), _INT1, "MPIBATCH_NODE_SIZE=4"),
     "threads_per_rank": Setting(1, int, _int_at_least(1), _INT1, "--threads-per-rank 1"),
     "gpus": Setting("auto", str, _gpus, "auto, none or a number of GPUs per node", "--gpus auto"),
     "ranks_per_gpu": Setting(None, int, _int_at_least(1), _INT1, "--ranks-per-gpu 1"),

@@ -53,6 +53,11 @@ class Report:
     stop: str | None = None
     schema: Schema | None = None
     schema_task: int = -1
+    # a node leader's bundle: the reports of its ranks, (world rank, report) each, whose
+    # data lie one after another in the bundle's buffer; ``grants`` it completes
+    parts: list | None = None
+    grants: int = 1
+    where: int = -1  # a bundle: the rank its stop or fatal error came from
 
     def has_control(self) -> bool:
         """True if anything besides the header and the data must travel."""

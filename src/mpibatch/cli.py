@@ -17,7 +17,7 @@ import traceback
 from typing import Any
 
 from . import __version__
-from ._config import ROOT_TASKS, setting
+from ._config import LEADERS, ROOT_TASKS, setting
 from ._say import say
 from .errors import ExitCode, MpibatchError, UsageError
 from .options import RunOptions
@@ -101,6 +101,11 @@ _RUN_FLAGS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
             "where rank 0 runs its own tasks: thread (default: a helper thread, so rank 0 "
             "answers the other ranks at once) or main (for tasks that need the main "
             "thread, e.g. to install signal handlers)",
+        ),
+        "--leaders": (
+            {"choices": LEADERS, "metavar": "|".join(LEADERS)},
+            "node leaders: rank 0 serves one leader per node, which serves its node's "
+            "ranks (default auto: on with more than one node of 4 or more ranks)",
         ),
         "--threads-per-rank": ({"type": int}, "BLAS/OpenMP threads per rank (default 1)"),
         "--gpus": (

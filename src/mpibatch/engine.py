@@ -17,8 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from . import _comm, _command, _dispatch, _inputs, _plan, _resume, _shared, devices, schedule
-from . import streams
+from . import (
+    _comm,
+    _command,
+    _dispatch,
+    _inputs,
+    _launch,
+    _plan,
+    _resume,
+    _shared,
+    devices,
+    schedule,
+    streams,
+)
 from ._dtypes import declarations_of
 from ._plan import Plan
 from ._records import Buffers, declared_schema
@@ -81,6 +92,7 @@ def run(
     block_size: int | None = None,
     dedicated_root: bool | None = None,
     root_tasks: str | None = None,
+    leaders: str | None = None,
     flush_seconds: float | None = None,
     threads_per_rank: int | None = None,
     tasks: str | None = None,
@@ -143,6 +155,7 @@ def run(
         block_size=block_size,
         dedicated_root=dedicated_root,
         root_tasks=root_tasks,
+        leaders=leaders,
         threads_per_rank=threads_per_rank,
         gpus=gpus,
         ranks_per_gpu=ranks_per_gpu,
@@ -174,6 +187,8 @@ def start(options: RunOptions, comm=None) -> Summary | Plan | None:
 def _run(comm, requested: RunOptions) -> Summary | Plan | None:
     """The run, top to bottom, on every rank; errors before step 6 are agreed on every rank."""
     rank, size = comm.Get_rank(), comm.Get_size()
+    # 0. mpi4py's MPI is the launcher's (else N single-rank copies race for one file)
+    _agreed(comm, lambda: _launch.check(_comm.world_size(), _comm.library_version()))
     # 1. settings: keyword -> MPIBATCH_<NAME> -> default, each checked
     options = _agreed(comm, lambda: requested.resolved(size))
     # 2. this rank's GPU (or None), bound before the task file is imported
@@ -182,15 +197,19 @@ def _run(comm, requested: RunOptions) -> Summary | Plan | None:
     with devices.bound(device):
         # 3. every rank loads the task; 4. rank 0 plans and creates (or reopens) the file
         fn, module, source, plan, store = _agreed(comm, lambda: _load_and_plan(options, rank, size))
-        # 5. rank 0 shares the plan; a rank running other code than rank 0 fails the launch
-        plan = cast(Plan, _comm.share(comm, plan))
-        _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
-        if options.dry_run:
-            return plan if rank == 0 else None
-        # 6. shared inputs: load() once, one copy per node; setup(ctx) on every rank
-        with _shared.session(comm, options, module, plan, store, device, local) as inputs:
-            # 7. run the tasks; rank 0 also hands out blocks and writes the file
-            return _execute(comm, fn, plan, store, device, local, inputs)
+        try:
+            # 5. rank 0 shares the plan; a rank running other code than rank 0 fails the launch
+            plan = cast(Plan, _comm.share(comm, plan))
+            _comm.agree(comm, None if rank == 0 else _launch_check(plan, source))
+            if options.dry_run:
+                return plan if rank == 0 else None
+            # 6. shared inputs: load() once, one copy per node; setup(ctx) on every rank
+            with _shared.session(comm, options, module, plan, store, device, local) as inputs:
+                # 7. run the tasks; rank 0 also hands out blocks and writes the file
+                return _execute(comm, fn, plan, store, device, local, inputs)
+        finally:
+            if store is not None and store.lock is not None:
+                store.lock.release()  # done already when the store closed; not on errors
 
 
 def _agreed(comm, step: Callable[[], T]) -> T:
@@ -268,12 +287,29 @@ def _launch_check(plan: Plan, source: dict) -> MpibatchError | None:
 def _prepare(
     grid: Grid, options: RunOptions, size: int, source: dict, declared=None
 ) -> tuple[Plan, Store | None]:
-    """Rank 0: the plan, and the file it writes (created, or reopened to resume);
+    """Rank 0: the plan, and the file it writes (created, or reopened to resume), locked;
     ``declared``: the results' schema if a declaration gives it (the file has it at once)."""
+    from ._output import lock_output
+
+    path = Path(options.out) if options.out else None
+    lock = None if options.dry_run or path is None else lock_output(path)
+    try:
+        plan, store = _plan_and_open(grid, options, size, source, path, declared)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if store is not None:
+        store.lock = lock  # released when the store closes (or when this process ends)
+    return plan, store
+
+
+def _plan_and_open(
+    grid: Grid, options: RunOptions, size: int, source: dict, path: Path | None, declared
+) -> tuple[Plan, Store | None]:
     from .results import read_attrs
     from .store import Store
 
-    path = Path(options.out) if options.out else None
     stored = None
     if options.resume and not options.dry_run:
         if path is None or not path.exists():
@@ -314,38 +350,65 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int, inpu
         runner = Runner(fn, grid, stream, info, offset, stopper, plan.retries, buffers)
         if plan.results is not None:
             runner.declare(plan.results)  # run(results=...) wins over the task file's
+        tiers, why, up, down = _leaders(comm, plan)
         if rank == 0:
             assert store is not None and infos is not None  # rank 0 made the file
             if runner.packer is not None and store.schema is None:
                 store.add_results(runner.packer.schema)  # declared: complete before any task
             store.write_ranks(infos)
-            summary, fatal = _serve(transport, plan, store, runner)
+            summary, fatal = _serve(up or transport, plan, store, runner, tiers, why, transport)
+        elif tiers is not None and tiers.role == "leader":
+            _dispatch.Leader(up, down, tiers.origins, stopper, buffers).run()
+            transport.gather_int(_inputs.peak_rss())  # rank 0 records it in /ranks
         else:
-            _dispatch.work(transport, runner, plan.ids[0])
+            _dispatch.work(down or up or transport, runner, plan.ids[0])
             transport.gather_int(_inputs.peak_rss())  # rank 0 records it in /ranks
     _dispatch.finish(transport, fatal)
+    for link in (up, down):
+        _comm.free(link.comm if link is not None else None)
     return summary
 
 
-def _serve(transport, plan: Plan, store: Store, runner: Runner) -> tuple[Summary, str | None]:
+def _leaders(comm, plan: Plan):
+    """Collective: (tiers or None, why, transport toward rank 0, transport in the node).
+
+    With leaders off the run is flat: both transports are None (the world's is used).
+    """
+    node = _dispatch.node_index(_comm.hosts(comm), plan.node_size)
+    on, why = _dispatch.decide(plan.leaders, node)
+    if not on:
+        return None, why, None, None
+    tiers = _dispatch.Tiers.make(node, comm.Get_rank(), plan.dedicated_root)
+    top, group = _comm.split(comm, tiers.top_color), _comm.split(comm, tiers.group_color)
+    up = _comm.Transport(top) if top is not None else None
+    return tiers, why, up, _comm.Transport(group) if group is not None else None
+
+
+def _serve(
+    transport, plan: Plan, store: Store, runner: Runner, tiers=None, why: str = "", world=None
+) -> tuple[Summary, str | None]:
     """Rank 0: run the loop, close the file with the run's accounting, summarise."""
     from .progress import Progress
 
-    size = transport.size
+    size = tiers.n_ranks if tiers is not None else transport.size
     todo = store.pending()
     slots = size - 1 if plan.dedicated_root else size
+    if tiers is not None:
+        slots = tiers.n_slots  # one per rank that runs tasks (leaders run none)
     queue = schedule.make_queue(plan.schedule, todo, slots, plan.block_size)
     progress = Progress(sum(b - a for a, b in todo), quiet=plan.quiet)
     progress.start(_headline(plan, store, sum(b - a for a, b in todo), size))
-    root = _dispatch.Root(transport, plan, store, runner, queue, progress, _root_thread(plan, size))
+    thread = _root_thread(plan, size)
+    root = _dispatch.Root(transport, plan, store, runner, queue, progress, thread, tiers)
     try:
         root.run()
     finally:
         progress.close()
     now = time.time()
     done, failed = store.counts()
-    store.peaks = transport.gather_int(_inputs.peak_rss())  # each rank's VmHWM
-    store.close({**plan.attrs, **_session_attrs(plan, store, root, queue, size, now)})
+    store.peaks = (world or transport).gather_int(_inputs.peak_rss())  # each rank's VmHWM
+    leaders = {"leaders": "on" if tiers is not None else "off", "leaders_reason": why}
+    store.close({**plan.attrs, **_session_attrs(plan, store, root, queue, size, now), **leaders})
     ledger = root.ledger
     resume = plan.attrs["command"] + " --resume" if done + failed < store.n else ""
     summary = Summary(

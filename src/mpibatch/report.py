@@ -186,6 +186,8 @@ def format_info(res: Results) -> str:
         lines.append(f"partial: tasks {_spans(a['partial'])} are in no merged part (pending)")
     if a.get("schedule_used"):
         lines.append(f"schedule used: {a['schedule_used']} ({a.get('schedule_reason', '')})")
+    if a.get("leaders"):
+        lines.append(f"node leaders: {a['leaders']} ({a.get('leaders_reason', '')})")
     if a.get("dedicated_root"):
         lines.append("rank 0: dedicated root (ran no tasks)")
     elif a.get("root_tasks"):

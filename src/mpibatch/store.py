@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from . import _ragged
 from ._behind import WriteBehind
 from ._dtypes import VARIABLE, fill_value
-from ._output import check_output, check_space
+from ._output import OutputLock, check_output, check_space
 from ._records import Columns, Field, Schema
 from .errors import OutputError
 from .layout import (
@@ -125,6 +125,7 @@ class Store:
         self.sidecars: dict[str, _ragged.Sidecar] = {}  # ragged and string keys' values
         self.shared_records: Callable[[], dict] | None = None  # /shared, written at close
         self.peaks: Any = None  # each rank's peak RSS, into /ranks at close
+        self.lock: OutputLock | None = None  # held while this run writes the file
 
     @classmethod
     def create(
@@ -412,6 +413,8 @@ class Store:
         self.f.attrs.update(attrs)
         self.f.close()
         failures_path(self.path).unlink(missing_ok=True)
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _field(key: str, obj: h5py.Dataset | h5py.Group) -> Field:

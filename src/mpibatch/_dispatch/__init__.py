@@ -14,7 +14,8 @@ Every message goes through a transport (``_comm.Transport``, or an in-memory fak
 the tests), so the loop runs in one process as well as on many.
 """
 
+from .leader import Leader, Tiers, decide, node_index
 from .root import Root
 from .work import finish, work
 
-__all__ = ["Root", "finish", "work"]
+__all__ = ["Leader", "Root", "Tiers", "decide", "finish", "node_index", "work"]

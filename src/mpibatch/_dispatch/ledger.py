@@ -23,8 +23,8 @@ class Ledger:
         self.owed[rank] += 1
         self.n_blocks += 1
 
-    def reported(self, rank: int) -> None:
-        self.owed[rank] -= 1
+    def reported(self, rank: int, blocks: int = 1) -> None:
+        self.owed[rank] -= blocks
 
     def outstanding(self) -> bool:
         """True while some rank holds a block it has not reported."""

@@ -51,7 +51,7 @@ class BlockPolicy:
             seconds = min(seconds, max(0.0, self.stop_at - time.time()))
         return block_rows(rec, self.size, plan.gather_bytes, mean, seconds, ledger.seen)
 
-    def ahead(self, remaining: int) -> bool:
+    def ahead(self, remaining: int, leader: bool = False) -> bool:
         """May a rank that still holds a block get a second one?
 
         Holding the next block hides the trip to rank 0 and back, which matters for
@@ -60,4 +60,5 @@ class BlockPolicy:
         asks again when it finishes (and holds one block from then on).
         """
         mean = self.ledger.mean()
-        return not ((mean is not None and mean > LONG_TASK) or remaining < 2 * self.size)
+        long = mean is not None and mean > LONG_TASK and not leader
+        return not (long or remaining < 2 * self.size)

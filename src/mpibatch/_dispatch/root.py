@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from .._records import Columns, Report
 from ..runner import RowsDone, Runner
+from .leader import LEADER_NAP, Tiers
 from .ledger import Ledger, SchemaGate
 from .own import POLL_EVERY, OwnBlocks
 from .policy import BlockPolicy
@@ -22,14 +25,24 @@ class Root:
     """
 
     def __init__(
-        self, transport, plan, store, runner: Runner, queue, progress, on_thread: bool = False
+        self,
+        transport,
+        plan,
+        store,
+        runner: Runner,
+        queue,
+        progress,
+        on_thread: bool = False,
+        tiers: Tiers | None = None,
     ) -> None:
         self.transport, self.plan, self.runner = transport, plan, runner
         self.queue, self.progress = queue, progress
         self.size = transport.size
+        self.tiers = tiers  # node leaders: rank 0's peers are leaders (see leader.py)
         self.ledger = Ledger(self.size)
         self.gate = SchemaGate(store)
-        self.policy = BlockPolicy(plan, self.size, self.ledger, self.gate)
+        ranks = tiers.n_ranks if tiers else self.size
+        self.policy = BlockPolicy(plan, ranks, self.ledger, self.gate)
         self.sink = Sink(store, plan.flush_seconds, runner.buffers.give)
         self.own = OwnBlocks(runner, plan.ids[0], on_thread)
         self.pending: list = []  # reports whose data is still arriving
@@ -64,19 +77,32 @@ class Root:
         self.progress.update(ledger.done, ledger.failed)
 
     # ---- handing out blocks ----
-    def _next(self, rank: int) -> tuple[int, int] | None:
+    def _next(self, rank: int):  # a block (a leader: a list of blocks), or None
         self._check_stop()
         if self.stopping:
             return None
         cap = self.policy.cap(one_long=rank == 0 and self.own.thread is not None)
-        block = self.queue.next(self.policy.slot(rank), cap)
+        tiers = self.tiers
+        if tiers is not None and rank in tiers.grants:  # a leader: blocks for its ranks
+            # two a rank while a flat rank would hold two (short tasks, not near the end)
+            per = 2 if self.policy.ahead(self.queue.remaining) else 1
+            grant = [self.queue.next(slot, cap) for slot in tiers.grants[rank] for _ in range(per)]
+            block = [b for b in grant if b is not None] or None
+        else:
+            slot = tiers.slots[rank] if tiers is not None else self.policy.slot(rank)
+            block = self.queue.next(slot, cap)
         if block is not None:
             self.ledger.handed(rank)
         return block
 
-    def _ahead(self, rank: int) -> tuple[int, int] | None:
-        """A second block for a rank that still holds one, unless that would hurt."""
-        return self._next(rank) if self.policy.ahead(self.queue.remaining) else None
+    def _ahead(self, rank: int):
+        """A second block for a rank that still holds one, unless that would hurt.
+
+        A leader's ranks take a second grant's blocks as soon as they are idle, so only
+        the end of the run (not long tasks) keeps a leader to one grant.
+        """
+        leader = self.tiers is not None and rank in self.tiers.grants
+        return self._next(rank) if self.policy.ahead(self.queue.remaining, leader) else None
 
     def _start_own(self) -> None:
         if self.plan.dedicated_root:
@@ -148,21 +174,31 @@ class Root:
                 return
             self._check_stop()
             self.sink.tick()  # idle: do not let finished results wait in memory
-            delay = transport.idle(delay)
+            longest = (LEADER_NAP,) if self.tiers else ()  # leaders wait on rank 0: nap less
+            delay = transport.idle(delay, *longest)
         self._handle(source)
 
     def _handle(self, source: int) -> None:
         t, transport = time.perf_counter(), self.transport
         report, buf, req = transport.recv_report(source, self.runner.buffers.take)
-        self.ledger.reported(source)
+        self.ledger.reported(source, report.grants)
         if report.fatal:
             self._stop_with(report.fatal)
         if report.stop:
-            self.request_stop(f"{report.stop} on rank {source}")
+            self.request_stop(f"{report.stop} on rank {self._origin(source, report)}")
         ahead = self.ledger.owed[source] > 0
         transport.send_block(source, self._ahead(source) if ahead else self._next(source))
         self.pending.append((source, report, buf, req))
         self.ledger.dispatch_seconds += time.perf_counter() - t
+
+    def _origin(self, source: int, report: Report) -> int:
+        """The rank a stop came from: a bundle's part that says so, or the sender."""
+        for origin, part, _ in report.parts or ():
+            if part.stop:
+                return origin
+        if report.where >= 0:
+            return report.where
+        return self.tiers.top[source] if self.tiers is not None else source
 
     def _drain(self, wait: bool = False) -> bool:
         """Store every report whose data has arrived; True if any was stored."""
@@ -174,16 +210,58 @@ class Root:
             elif not transport.done(req):
                 keep.append(item)
                 continue
-            schema, task = self.gate.schema_of(source, report)
-            report.schema_task = task
-            self._ingest(source, report, Columns(schema, report.rows, buf))
+            if report.parts is None:
+                schema, report.schema_task = self.gate.schema_of(source, report)
+                self._ingest(source, report, Columns(schema, report.rows, buf))
+            else:
+                self._store_bundle(report.parts, buf)
             stored = True
         self.pending = keep
         self.ledger.dispatch_seconds += time.perf_counter() - t
         return stored
 
     # ---- storing ----
-    def _ingest(self, rank: int, report: Report, cols: Columns) -> None:
+    def _store_bundle(self, parts: list, buf) -> None:
+        """A leader's bundle: its ranks' reports, data one after another in ``buf``.
+
+        Reports of adjacent rows and one schema are stored as one (each row keeps the
+        rank that ran it), so rank 0's work per report is paid once per run of them.
+        """
+        for origin, part, _ in parts:  # a rank's schema first: its part may come before
+            self.gate.schema_of(origin, part)
+        at, items = 0, []
+        for origin, part, laid in parts:  # laid out by the rank's schema, or with none yet
+            schema, part.schema_task = self.gate.schema_of(origin, part) if laid else ((), -1)
+            items.append((origin, part, Columns(schema, part.rows, buf[at : at + part.nbytes])))
+            at += part.nbytes
+        items.sort(key=lambda item: item[1].pos)
+        run: list = []
+        for item in items:
+            if run and not _adjacent(run[-1], item):
+                self._store_run(run)
+                run = []
+            run.append(item)
+        if run:
+            self._store_run(run)
+
+    def _store_run(self, run: list) -> None:
+        if len(run) == 1:
+            self._ingest(*run[0])
+            return
+        first = run[0][1]
+        cols = Columns(run[0][2].schema, sum(part.rows for _, part, _ in run))
+        at = 0
+        for _, part, part_cols in run:
+            for name, arr in part_cols.arrays.items():
+                cols.arrays[name][at : at + part.rows] = arr
+            at += part.rows
+        ranks = np.concatenate([np.full(part.rows, o, np.int32) for o, part, _ in run])
+        failures = [f for _, part, _ in run for f in part.failures]
+        report = Report(first.pos, cols.rows, cols.nbytes, failures)
+        report.schema_task = first.schema_task
+        self._ingest(ranks, report, cols)
+
+    def _ingest(self, rank: int | np.ndarray, report: Report, cols: Columns) -> None:
         if report.fatal:
             self._stop_with(report.fatal)
         if cols.schema and (error := self.gate.check(cols.schema, report.schema_task)):
@@ -197,3 +275,15 @@ class Root:
         limit = self.plan.max_failures
         if limit and ledger.failed >= limit and not self.stopping:
             self.request_stop(f"{ledger.failed} tasks failed (--max-failures {limit})")
+
+
+def _adjacent(a: tuple, b: tuple) -> bool:
+    """Do report ``b``'s rows follow ``a``'s, with the same schema and nothing fatal?"""
+    pa, pb = a[1], b[1]
+    return (
+        pa.pos + pa.rows == pb.pos
+        and a[2].schema == b[2].schema
+        and pa.rows > 0
+        and pb.rows > 0
+        and not (pa.fatal or pb.fatal)
+    )

@@ -24,7 +24,7 @@ class Sink:
         self.behind = WriteBehind(store, max_seconds=min(0.5, flush_seconds), release=release)
         self.last_flush = time.monotonic()
 
-    def add(self, pos: int, cols: Columns, rank: int, failures: Sequence) -> None:
+    def add(self, pos: int, cols: Columns, rank: int | np.ndarray, failures: Sequence) -> None:
         self.behind.add(pos, cols, rank)
         if failures:
             self.store.write_failures(list(failures))

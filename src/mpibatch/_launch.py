@@ -1,0 +1,82 @@
+"""A launch mistake caught before anything runs: mpi4py's MPI is not the launcher's.
+
+mpi4py built for one MPI (say the mpich wheel) but started by another MPI's launcher (say
+Open MPI's ``mpirun``) does not fail: each process starts as a world of its own, so N
+single-rank copies race for one output file. Every launcher tells its processes how many
+they are in environment variables; a world of 1 while they say more is this mistake.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from .errors import UsageError
+
+# (variable, what it means, the launcher that sets it): the world size the launcher started
+_SIZE_VARS = (
+    ("OMPI_COMM_WORLD_SIZE", "Open MPI's mpirun"),
+    ("PMI_SIZE", "an MPICH-family mpiexec (Hydra: MPICH, Intel MPI, MVAPICH) or srun"),
+    ("MPI_LOCALNRANKS", "an MPICH-family mpiexec (Hydra)"),
+    ("SLURM_STEP_NUM_TASKS", "srun"),
+)
+# (variable, launcher): this process's rank as the launcher numbered it
+_RANK_VARS = (
+    ("OMPI_COMM_WORLD_RANK", "Open MPI's mpirun"),
+    ("PMIX_RANK", "a PMIx launcher (Open MPI 5's mpirun, srun --mpi=pmix)"),
+    ("PMI_RANK", "an MPICH-family mpiexec (Hydra) or srun"),
+)
+
+
+def _int(env: Mapping[str, str], var: str) -> int | None:
+    value = env.get(var, "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def launcher_says(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(launcher, evidence) when the environment says this process is one of several, else
+    None. ``SLURM_STEP_NUM_TASKS`` counts only inside srun's tasks (SLURM_PROCID set), not
+    in a batch script that calls mpiexec itself."""
+    env = os.environ if env is None else env
+    for var, launcher in _SIZE_VARS:
+        n = _int(env, var)
+        if var.startswith("SLURM_") and "SLURM_PROCID" not in env:
+            continue
+        if n is not None and n > 1:
+            return launcher, f"{n} processes ({var}={n})"
+    for var, launcher in _RANK_VARS:
+        k = _int(env, var)
+        if k is not None and k > 0:
+            return launcher, f"this process as rank {k} ({var}={k})"
+    return None
+
+
+def short_library(version: str) -> str:
+    """'MPICH 5.0.2' or 'Open MPI v5.0.11' from MPI_Get_library_version's text."""
+    first = version.replace("\x00", "").strip().splitlines()[0] if version.strip() else "?"
+    return " ".join(first.split(",")[0].replace(" Version:", "").split())
+
+
+def mismatch(world_size: int, library: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The one-line error when mpi4py's world is 1 but the launcher started more, else None."""
+    if world_size != 1:
+        return None
+    said = launcher_says(env)
+    if said is None:
+        return None
+    launcher, evidence = said
+    mine = short_library(library)
+    return (
+        f"mpi4py's MPI ({mine}) sees a world of 1 rank, but {launcher} started {evidence}: "
+        f"mpi4py was built for another MPI than the launcher's, so each process would run "
+        f"alone; launch with the mpiexec of {mine}, or build mpi4py against the launcher's "
+        "MPI (env MPICC=mpicc pip install --no-binary=mpi4py mpi4py; with mpi4py >= 4.1's "
+        "wheel, MPI4PY_LIBMPI=/path/to/its/libmpi.so also works)"
+    )
+
+
+def check(world_size: int, library: str, env: Mapping[str, str] | None = None) -> None:
+    """UsageError if mpi4py's MPI and the launcher disagree (see :func:`mismatch`)."""
+    problem = mismatch(world_size, library, env)
+    if problem:
+        raise UsageError(problem)
