@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import h5py
+import pytest
 
 from .conftest import MPIBATCH, mpich
 from .test_results import datasets
@@ -21,7 +22,8 @@ def _wait_for(path: Path, timeout: float) -> None:
     """Wait until ``path`` exists (a task has started), or fail."""
     t_end = time.monotonic() + timeout
     while not path.exists():
-        assert time.monotonic() < t_end, f"no task started within {timeout} s"
+        if time.monotonic() > t_end:  # a hang: fail instead of waiting forever
+            pytest.fail(f"no task started within {timeout} s")
         time.sleep(0.1)
 
 
