@@ -179,12 +179,23 @@ def _popen(out, np_=3, *extra, env=None):
     )
 
 
+def _started(p, mark, ranks: int = 3, timeout: float = 120) -> None:
+    """Wait until a task has started on every rank (each rank's stop handlers are in)."""
+    t_end = time.monotonic() + timeout
+    while len(list(mark.iterdir())) < ranks:
+        if p.poll() is not None or time.monotonic() > t_end:
+            pytest.fail(f"tasks did not start on {ranks} ranks (exit {p.poll()})")
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
 def test_a_signal_stops_resumably_and_resume_finishes_identically(tmp_path, sig):
     ref, _ = _reference(tmp_path, FAULT_SLEEP="0")
     out = tmp_path / "s.h5"
-    p = _popen(out, 3, "--grace", 5)
-    time.sleep(1.5)
+    mark = tmp_path / "started"
+    mark.mkdir()
+    p = _popen(out, 3, "--grace", 5, env={"FAULT_MARK": str(mark)})
+    _started(p, mark)
     p.send_signal(sig)  # to the launcher, which forwards it to every rank
     _, err = p.communicate(timeout=10)  # stops within the grace period, or the test fails
     assert p.returncode == 3, err
@@ -214,8 +225,11 @@ def test_tasks_longer_than_the_grace_period_are_left_pending(tmp_path, where):
     # task thread, left behind) and stay pending; a resume then runs them all
     ref, _ = _reference(tmp_path, FAULT_SLEEP="0")
     out = tmp_path / "g.h5"
-    p = _popen(out, 3, "--grace", 1, "--root-tasks", where, env={"FAULT_SLEEP": "60"})
-    time.sleep(2)
+    mark = tmp_path / "started"
+    mark.mkdir()
+    env = {"FAULT_SLEEP": "60", "FAULT_MARK": str(mark)}
+    p = _popen(out, 3, "--grace", 1, "--root-tasks", where, env=env)
+    _started(p, mark)
     p.send_signal(signal.SIGUSR1)
     _, err = p.communicate(timeout=20)  # grace 1 s, then out: far less than one task
     assert p.returncode == 3, err
@@ -229,8 +243,10 @@ def test_tasks_longer_than_the_grace_period_are_left_pending(tmp_path, where):
 
 def test_a_signal_to_one_worker_rank_stops_them_all(tmp_path):
     out = tmp_path / "one.h5"
-    p = _popen(out, 3, "--grace", 5)
-    time.sleep(1.5)
+    mark = tmp_path / "started"
+    mark.mkdir()
+    p = _popen(out, 3, "--grace", 5, env={"FAULT_MARK": str(mark)})
+    _started(p, mark)
     _kill_rank(out, 2, signal.SIGTERM)
     _, err = p.communicate(timeout=10)
     assert p.returncode == 3, err

@@ -9,6 +9,8 @@ ATTEMPTS: dict = {}
 
 def task(params, rng):
     kind, at = os.environ.get("FAULT", ""), int(os.environ.get("FAULT_AT", "3"))
+    if os.environ.get("FAULT_MARK"):  # a task of this rank has started (its handlers are in)
+        open(os.path.join(os.environ["FAULT_MARK"], str(os.getpid())), "a").close()
     i = params["rep"]
     if kind == "flaky":  # fails on the first attempt of every third task only
         ATTEMPTS[i] = ATTEMPTS.get(i, 0) + 1
