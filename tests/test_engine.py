@@ -78,7 +78,7 @@ def test_pandas_frame_has_params_and_scalar_results(tmp_path):
 
 def test_a_rank_with_another_environment_fails_the_launch_naming_its_host():
     from mpibatch._plan import Plan
-    from mpibatch.engine import _launch_check
+    from mpibatch._prepare import launch_check as _launch_check
 
     plan = Plan(
         grid_json="{}",
