@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import TypeVar
 
 import numpy as np
 from mpi4py import MPI
@@ -22,6 +23,7 @@ from mpi4py import MPI
 from ._records import Report
 
 ROOT = 0
+T = TypeVar("T")
 
 
 def world(comm: MPI.Comm | None = None) -> MPI.Comm:
@@ -77,6 +79,31 @@ def agree(comm: MPI.Comm, error: BaseException | None) -> None:
     for err in comm.allgather(error):
         if err is not None:
             raise err
+
+
+def agreed(comm: MPI.Comm, step: Callable[[], T]) -> T:
+    """Collective: ``step()`` on every rank; a MpibatchError anywhere is raised on every rank.
+
+    The ranks meet in a napping barrier first, so those done early leave the cores to a
+    long step elsewhere (a big plan, ``load()``, ``setup()``) instead of spinning.
+    """
+    from .errors import MpibatchError
+
+    value, error = None, None
+    try:
+        value = step()
+    except MpibatchError as exc:
+        error = exc
+    barrier(comm)
+    agree(comm, error)
+    return value  # type: ignore[return-value]  # set: no rank raised
+
+
+def barrier(comm: MPI.Comm) -> None:
+    """Collective: wait for every rank, napping instead of spinning."""
+    request, delay = comm.Ibarrier(), 0.0
+    while not request.Test():
+        delay = nap(delay)
 
 
 def share(comm: MPI.Comm, obj: object = None) -> object:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 from mpi4py import MPI
@@ -28,7 +28,6 @@ from .errors import MpibatchError, UsageError
 from .runner import TaskContext
 
 CHUNK = 256 << 20  # bytes per Ibcast between node leaders (well under MPI's int count)
-T = TypeVar("T")
 ALIGN = 64  # each array starts on a cache line in the window
 PRETEND_NODES: int | None = None  # tests only: rank r is on pretend node r % PRETEND_NODES
 
@@ -150,10 +149,7 @@ class Nodes:
         self.node.Free()
 
 
-def barrier(comm: MPI.Comm) -> None:
-    """Collective: wait for every rank, napping (ranks waiting on a long ``load()`` or
-    ``setup()`` leave the cores to it instead of spinning in a collective)."""
-    _wait(comm.Ibarrier())
+barrier = _comm.barrier
 
 
 def _wait(request: MPI.Request) -> None:
@@ -171,24 +167,14 @@ def agree(comm: MPI.Comm, error: BaseException | None) -> None:
     _comm.agree(comm, error)
 
 
-def _agreed(comm, step: Callable[[], T]) -> T:
-    """``step()`` on every rank; a MpibatchError anywhere is raised on every rank."""
-    value, error = None, None
-    try:
-        value = step()
-    except MpibatchError as exc:
-        error = exc
-    barrier(comm)
-    _comm.agree(comm, error)
-    return value  # type: ignore[return-value]
-
-
 @contextmanager
 def session(comm, options, module, plan, store, device, local: int) -> Iterator[_inputs.Inputs]:
     """Collective, around the tasks: load and place the inputs, setup; teardown, free."""
     rank, size = comm.Get_rank(), comm.Get_size()
     task_file = str(options.task) if module is not None else ""
-    h = _agreed(comm, lambda: _inputs.hooks(getattr(options, "shared", None), module, task_file))
+    h = _comm.agreed(
+        comm, lambda: _inputs.hooks(getattr(options, "shared", None), module, task_file)
+    )
     h.host = _comm.host()
     has_data = _comm.share(comm, h.load is not None)  # rank 0's shared= decides
     if not has_data and h.setup is None and h.teardown is None:
@@ -200,7 +186,7 @@ def session(comm, options, module, plan, store, device, local: int) -> Iterator[
     try:
         views = _place(comm, h, nodes, plan, store, options) if nodes else None
         ctx = TaskContext(-1, rank, local, size, {}, device, shared=views)
-        state = _agreed(comm, lambda: _inputs.setup(h, ctx, plan.threads))
+        state = _comm.agreed(comm, lambda: _inputs.setup(h, ctx, plan.threads))
     except MpibatchError:
         if nodes is not None:
             nodes.free()
@@ -225,7 +211,7 @@ def _place(comm, h: _inputs.Hooks, nodes, plan, store, options) -> Mapping[str, 
     """Load on rank 0 (or each node leader), fill each node's window, check, record."""
     rank = comm.Get_rank()
     here = nodes.leader if h.every_node else rank == 0
-    arrays = _agreed(comm, lambda: _inputs.load(h, rank) if here else None)
+    arrays = _comm.agreed(comm, lambda: _inputs.load(h, rank) if here else None)
     specs = cast(list, share(comm, layout(arrays) if arrays is not None else None))
     if h.every_node:
         mine = layout(arrays) if arrays is not None else specs

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, cast
 
 from . import (
     _comm,
@@ -39,8 +39,6 @@ from .runner import Runner, blas_info, blas_limits, cores
 
 if TYPE_CHECKING:  # only rank 0 writes the file: the other ranks never import h5py
     from .store import Store
-
-T = TypeVar("T")
 
 
 @dataclass(kw_only=True)
@@ -186,15 +184,15 @@ def _run(comm, requested: RunOptions) -> Summary | Plan | None:
     """The run, top to bottom, on every rank; errors before step 6 are agreed on every rank."""
     rank, size = comm.Get_rank(), comm.Get_size()
     # 0. mpi4py's MPI is the launcher's (else N single-rank copies race for one file)
-    _agreed(comm, lambda: _launch.check(_comm.world_size(), _comm.library_version()))
+    _comm.agreed(comm, lambda: _launch.check(_comm.world_size(), _comm.library_version()))
     # 1. settings: keyword -> MPIBATCH_<NAME> -> default, each checked
-    options = _agreed(comm, lambda: requested.resolved(size))
+    options = _comm.agreed(comm, lambda: requested.resolved(size))
     # 2. this rank's GPU (or None), bound before the task file is imported
     local, n_local = _comm.local_rank(comm)
-    device = _agreed(comm, lambda: _choose_device(options, local, n_local))
+    device = _comm.agreed(comm, lambda: _choose_device(options, local, n_local))
     with devices.bound(device):
         # 3. every rank loads the task; 4. rank 0 plans and creates (or reopens) the file
-        fn, module, source, plan, store = _agreed(
+        fn, module, source, plan, store = _comm.agreed(
             comm, lambda: _prepare.load_and_plan(options, rank, size)
         )
         try:
@@ -210,17 +208,6 @@ def _run(comm, requested: RunOptions) -> Summary | Plan | None:
         finally:
             if store is not None and store.lock is not None:
                 store.lock.release()  # done already when the store closed; not on errors
-
-
-def _agreed(comm, step: Callable[[], T]) -> T:
-    """``step()`` on every rank; if it raises a MpibatchError anywhere, every rank raises it."""
-    value, error = None, None
-    try:
-        value = step()
-    except MpibatchError as exc:
-        error = exc
-    _comm.agree(comm, error)
-    return value  # type: ignore[return-value]  # set: no rank raised
 
 
 def _choose_device(options: RunOptions, local: int, n_local: int) -> devices.Device | None:
