@@ -151,6 +151,23 @@ def test_sys_exit_in_a_task_is_a_failure_not_the_end_of_a_rank(tmp_path):
     assert r.returncode == 1 and "5 done, 1 failed" in r.stdout
 
 
+_STARTED: list = []  # runs started in the background by the current test
+
+
+@pytest.fixture(autouse=True)
+def _no_run_left_behind():
+    """A test that fails while its background run goes on ends that run (its whole session)."""
+    yield
+    while _STARTED:
+        p = _STARTED.pop()
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=30)
+
+
 def _popen(out, np_=3, *extra, env=None):
     cmd = [
         MPIEXEC,
@@ -169,7 +186,7 @@ def _popen(out, np_=3, *extra, env=None):
         *map(str, extra),
     ]
     full = {**os.environ, "FAULT": "", "FAULT_SLEEP": "0.03", **(env or {})}
-    return subprocess.Popen(
+    p = subprocess.Popen(
         cmd,
         env=full,
         stdout=subprocess.PIPE,
@@ -177,6 +194,8 @@ def _popen(out, np_=3, *extra, env=None):
         text=True,
         start_new_session=True,
     )
+    _STARTED.append(p)
+    return p
 
 
 def _started(p, mark, ranks: int = 3, timeout: float = 120) -> None:
