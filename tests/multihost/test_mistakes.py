@@ -64,3 +64,23 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(cluster,
     with h5py.File(out, "r") as f:
         assert (f["tasks/status"][()] == 1).all()
     assert not (tmp_path / "s.h5.lock").exists()
+
+
+def test_mpi4py_on_mpich_launched_by_open_mpi_stops_promptly_and_writes_nothing(tmp_path):
+    """The reverse: the mpich wheel under Open MPI's mpirun. MPICH 5 refuses a PMIx launcher
+    in MPI_Init by itself; an MPICH that started single-rank copies instead would meet
+    mpibatch's check. Either way: a prompt failure, a message naming PMIx or both MPIs."""
+    leg = openmpi()
+    if isinstance(leg, str):
+        pytest.skip(leg)
+    out = tmp_path / "x.h5"
+    cmd = [leg.mpiexec, "-n", "3", "--oversubscribe", "--bind-to", "none", MPIBATCH, "run"]
+    cmd += [str(TASKS / "mixed.py"), "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "MPI4PY_LIBMPI"}
+    env.update({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"})
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode != 0, r.stdout + r.stderr
+    text = r.stdout + r.stderr
+    ours = [ln for ln in _errors(r.stderr) if "sees a world of 1 rank" in ln]
+    assert "unsupported PMI version PMIx" in text or (ours and "Open MPI" in ours[0]), text
+    assert not out.exists()
