@@ -99,11 +99,16 @@ def test_buffers_give_the_smallest_kept_buffer_that_fits_and_keep_a_bounded_set(
     assert pool.take(20) is b and pool.take(20) is a  # smallest first, then the next
     fresh = pool.take(20)
     assert fresh is not a and fresh is not b and fresh.nbytes == 20
-    for n in (60, 30, 50):  # 140 bytes given: the largest that fit in 100 are kept
+    for n in (60, 30, 50, 40):  # 180 bytes given: three kept whatever their size, no more
         pool.give(np.empty(n, np.uint8))
-    assert sorted(k.nbytes for k in pool.kept) == [60]
+    assert sorted(k.nbytes for k in pool.kept) == [40, 50, 60]
+    small = Buffers(max_bytes=100)
+    small.min_bytes = 1
+    for n in (10, 20, 30, 40, 50):  # the three largest; a fourth only within the 100 bytes
+        small.give(np.empty(n, np.uint8))
+    assert sorted(k.nbytes for k in small.kept) == [30, 40, 50]
     pool.give(np.empty(0, np.uint8))
-    assert len(pool.kept) == 1  # empty buffers are not kept
+    assert len(pool.kept) == 3  # empty buffers are not kept
     many = Buffers(max_bytes=1 << 20)
     many.min_bytes = 1
     for _ in range(40):

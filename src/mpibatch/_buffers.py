@@ -7,6 +7,8 @@ import threading
 import numpy as np
 
 _KEEP = 16  # buffers a Buffers keeps at most
+_KEEP_ALWAYS = 3  # buffers kept whatever their size: blocks of ragged results differ a little
+# in size, and those of about half the budget each no longer fit it (every block faulted in)
 
 
 class Buffers:
@@ -17,7 +19,8 @@ class Buffers:
     a block buffer thousands of times. Buffers under ``min_bytes`` are left to malloc,
     whose heap hands back memory already touched, faster than any bookkeeping here.
     :meth:`take` returns the smallest kept buffer big enough, or a new one; :meth:`give`
-    keeps a buffer again, the largest up to ``max_bytes`` in all and at most 16.
+    keeps a buffer again, the largest up to ``max_bytes`` in all (but always three) and at most
+    16.
     Thread-safe: rank 0's task thread takes while its main thread gives back.
     """
 
@@ -26,6 +29,7 @@ class Buffers:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.kept: list[np.ndarray] = []
+        self.per_row: dict[str, float] = {}  # each tail key's bytes per row, last block
         self.lock = threading.Lock()
 
     def take(self, nbytes: int) -> np.ndarray:
@@ -49,7 +53,7 @@ class Buffers:
             total = 0
             for k, b in enumerate(self.kept):
                 total += b.nbytes
-                if total > self.max_bytes or k == _KEEP:
+                if (total > self.max_bytes and k >= _KEEP_ALWAYS) or k == _KEEP:
                     del self.kept[k:]
                     break
 
@@ -73,11 +77,15 @@ class Tail:
     ``reserve`` bytes are left for the block's columns (see :meth:`Columns.seal`).
     """
 
-    def __init__(self, buffers: Buffers | None = None, reserve: int = 0) -> None:
+    def __init__(self, buffers: Buffers | None = None, reserve: int = 0, expect: int = 0) -> None:
+        """``expect``: the bytes the values will likely take (the buffer starts that big,
+        1/8 more: growing it as values come copied each byte about twice more)."""
         self.buffers, self.reserve = buffers, reserve
         self.buf = np.empty(0, np.uint8)
         self.used = reserve
         self.last = (-1, 0)  # (row, bytes) of the last value put
+        if expect:
+            self._grow(reserve + expect + expect // 8)
 
     def _grow(self, size: int) -> None:
         new = self.buffers.take(size) if self.buffers else np.empty(size, np.uint8)

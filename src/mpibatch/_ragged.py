@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _tail
 from .layout import (
     DTYPE_ATTR,
     INNER_SHAPE_ATTR,
@@ -155,6 +156,8 @@ def _source(results: os.PathLike | str, obj: h5py.Group, kind: str, key: str):
         dtype, inner = np.dtype(plain(obj.attrs[DTYPE_ATTR])), _shape(obj, INNER_SHAPE_ATTR)
     else:
         dtype, inner = np.dtype(np.uint8), ()
+    if not path.is_file() and kind == TYPE_RAGGED and (x := _tail.tail_at(obj)):
+        return _tail.source(results, obj, x)
     if path.is_file():
         size = path.stat().st_size
         row = dtype.itemsize * math.prod(inner)
@@ -191,21 +194,22 @@ def decode(record: bytes, shape: tuple[int, ...], kind: str) -> Any:
 class Sidecar:
     """The append-only values file of one key, as rank 0 writes it during a run."""
 
-    def __init__(self, path: os.PathLike, unit: int, end: int | None = None) -> None:
-        """``unit``: bytes per row of values (1 for strings); ``end``: bytes to keep (resume)."""
+    def __init__(self, path: os.PathLike, unit: int, end: int | None = None, base: int = 0) -> None:
+        """``unit``: bytes per row of values (1 for strings); ``end``: bytes to keep (resume);
+        ``base``: where the values start in the file (the results file's tail: _tail.py)."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         if end is not None:
-            os.ftruncate(self.fd, end)
-        self.size = os.lseek(self.fd, 0, os.SEEK_END)
-        self.unit = unit
+            os.ftruncate(self.fd, base + end)
+        self.size = os.lseek(self.fd, 0, os.SEEK_END) - base
+        self.unit, self.base = unit, base
 
     def append(self, data: np.ndarray) -> int:
         """Append ``data`` (bytes); returns the row where it starts."""
         at = self.size
         view = memoryview(np.ascontiguousarray(data).view(np.uint8).ravel().data)
         while view.nbytes:  # in pieces (see store._WRITE_PIECE); pwrite may write less
-            done = os.pwrite(self.fd, view[:_PIECE], self.size)
+            done = os.pwrite(self.fd, view[:_PIECE], self.base + self.size)
             self.size += done
             view = view[done:]
         return at // self.unit

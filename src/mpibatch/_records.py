@@ -117,7 +117,12 @@ class Columns:
                 cols.arrays[name][...] = 0
             cols.stale = True
         cols.tails = {  # grown in kept buffers; the first has room for the columns
-            k: Tail(buffers, cols.fixed_nbytes if i == 0 else 0) for i, k in enumerate(cols.tails)
+            k: Tail(
+                buffers,
+                cols.fixed_nbytes if i == 0 else 0,
+                int(buffers.per_row.get(k, 0) * rows),  # as big as the last block's, per row
+            )
+            for i, k in enumerate(cols.tails)
         }
         return cols
 
@@ -156,6 +161,8 @@ class Columns:
         for key, _ in tails:
             self.results[key][~done] = 0
             sizes.append(int(self.results[key].sum()))
+            if buffers is not None and done.any():
+                buffers.per_row[key] = sizes[-1] / int(done.sum())
         fixed, total = self.fixed_nbytes, self.fixed_nbytes + sum(sizes)
         storage = tails[0][1].take(total)
         storage[:fixed] = self.buffer[:fixed]

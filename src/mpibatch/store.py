@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _ragged
+from . import _ragged, _tail
 from ._behind import WriteBehind
 from ._dtypes import VARIABLE, fill_value
 from ._output import OutputLock, check_output, check_space
@@ -73,11 +73,16 @@ _ROWS_AT_ONCE = 1 << 20
 _WRITE_PIECE = 1 << 20
 
 
-def _fapl():
-    """File access: no sieve buffer, so raw writes reach the OS in program order."""
+def _fapl(align: int = 0):
+    """File access: no sieve buffer, so raw writes reach the OS in program order.
+
+    ``align``: objects of _tail.THRESHOLD bytes or more go at a multiple of it (_tail.py).
+    """
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_sieve_buf_size(0)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    if align:
+        fapl.set_alignment(_tail.THRESHOLD, align)
     return fapl
 
 
@@ -126,6 +131,8 @@ class Store:
         self.shared_records: Callable[[], dict] | None = None  # /shared, written at close
         self.peaks: Any = None  # each rank's peak RSS, into /ranks at close
         self.lock: OutputLock | None = None  # held while this run writes the file
+        self.tail: str | None = None  # the ragged key whose values go in the file's tail
+        self.tail_at = 0  # where they start, once the first of them came (_tail.py)
 
     @classmethod
     def create(
@@ -176,6 +183,7 @@ class Store:
     @classmethod
     def reopen(cls, path: Path, ids: range) -> Store:
         """An existing file, to run its pending and failed tasks (``--resume``)."""
+        _tail.evacuate(path)  # before HDF5 opens it to write, which would cut the tail off
         f = h5py.File(h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR, fapl=_fapl()))
         store = cls(f, ids)
         stored = f[TASK_ID.path]
@@ -183,6 +191,9 @@ class Store:
             f.close()
             raise OutputError(f"'{path}' holds other task ids than this run; start a new --out")
         results = f[RESULTS]
+        for obj in results.values():  # tails moved to side files by evacuate() above
+            if isinstance(obj, h5py.Group):
+                _tail.forget(obj)
         if len(results):
             keys = json.loads(results.attrs.get(KEYS_ATTR, "null")) or list(results)
             store.schema = tuple(_field(k, results[k]) for k in keys)
@@ -253,6 +264,7 @@ class Store:
         (see _ragged.py); every key carries its kind (``mpibatch_type``).
         """
         self.schema = schema
+        self.tail = next((fld.key for fld in schema if fld.kind == "ragged"), None)
         group = self.f[RESULTS]
         group.attrs[KEYS_ATTR] = json.dumps([fld.key for fld in schema])
         for fld in schema:
@@ -277,8 +289,8 @@ class Store:
         """Open the tail keys' sidecars, cut to the values that done rows hold (resume)."""
         status = None
         for fld in self.schema or ():
-            if not fld.tail:
-                continue
+            if not fld.tail or fld.key == self.tail:
+                continue  # the tail's values start with the first of them (_start_tail)
             obj = self.f[RESULTS][fld.key]
             if isinstance(obj, h5py.Dataset) or RAGGED_VALUES in obj:  # closed: out again
                 _ragged.move_out(self.f[RESULTS], fld.key, self.n, self.path)
@@ -287,8 +299,20 @@ class Store:
                 status = self.f[TASK_STATUS.path][()]
             ends = obj[RAGGED_START][()] + obj[RAGGED_LENGTH][()]
             unit = fld.dtype.itemsize * int(np.prod(fld.shape)) if fld.kind == "ragged" else 1
+            side = values_path(self.path, fld.key)
+            have = side.stat().st_size if side.is_file() else 0
+            lost = (status == Status.DONE) & (ends * unit > have)
+            if lost.any():  # the tail was cut (opened to write before --resume): run them again
+                self._forget(obj, np.flatnonzero(lost))
+                status[lost] = Status.PENDING
             end = int(ends[status == Status.DONE].max(initial=0)) * unit
-            self.sidecars[fld.key] = _ragged.Sidecar(values_path(self.path, fld.key), unit, end)
+            self.sidecars[fld.key] = _ragged.Sidecar(side, unit, end)
+
+    def _forget(self, group: h5py.Group, rows: np.ndarray) -> None:
+        """Rows whose values are gone back to pending (their start and length -1)."""
+        self.f[TASK_STATUS.path][rows] = np.full(len(rows), Status.PENDING, TASK_STATUS.dtype)
+        for name in (RAGGED_START, RAGGED_LENGTH):
+            group[name][rows] = np.full(len(rows), -1, np.int64)
 
     def _fill_rows(self, row: int, k: int) -> None:
         """The fill value in rows ``row .. row + k`` (none done) of every result dataset."""
@@ -306,6 +330,10 @@ class Store:
         if k == 0:
             return
         sl = slice(row, row + k)
+        if self.tail is not None and self.tail not in self.sidecars:
+            first = [fld for fld in cols.schema if fld.key == self.tail]
+            if first:  # before taking any handle: it reopens the file
+                self._start_tail(first[0])
         tasks = self.f[TASKS]
         results = self.f[RESULTS]
         # results first, status last: a kill in between leaves rows pending, never
@@ -338,6 +366,26 @@ class Store:
         starts = first + np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(nbytes) else nbytes
         group[RAGGED_START][row : row + cols.rows] = np.where(done, starts, -1)
         group[RAGGED_LENGTH][row : row + cols.rows] = np.where(done, lengths, -1)
+
+    def _start_tail(self, fld: Field) -> None:
+        """The tail key's values from now on go past HDF5's end of allocation (_tail.py):
+        ``X`` recorded, then the file reopened with HDF5's alignment set to it."""
+        group = self.f[RESULTS][fld.key]
+        group.attrs[_tail.TAIL_ATTR] = np.int64(0)  # its room first, then its value
+        self.f.flush()
+        self.tail_at = _tail.place(self.f.id.get_filesize())
+        group.attrs.modify(_tail.TAIL_ATTR, np.int64(self.tail_at))
+        self._reopen(self.tail_at)
+        unit = fld.dtype.itemsize * int(np.prod(fld.shape))
+        self.sidecars[fld.key] = _ragged.Sidecar(self.path, unit, end=0, base=self.tail_at)
+
+    def _reopen(self, align: int = 0) -> None:
+        """Close the file and open it again (releasing HDF5's free-space aggregators)."""
+        self.f.flush()
+        self.f.close()
+        self.f = h5py.File(
+            h5py.h5f.open(os.fsencode(str(self.path)), h5py.h5f.ACC_RDWR, fapl=_fapl(align))
+        )
 
     def write_failures(self, failures: list) -> None:
         """Append failures to the sidecar file (moved into /errors when the file closes)."""
@@ -404,6 +452,12 @@ class Store:
         self.f.flush()
 
     def close(self, attrs: dict[str, Any]) -> None:
+        if self.tail_at:  # first: nothing may be allocated before the tail is adopted
+            sidecar = self.sidecars.pop(str(self.tail))
+            sidecar.close()
+            _tail.adopt(self.f[RESULTS][str(self.tail)], self.path, self.tail_at, sidecar.size)
+            self._reopen()  # without the alignment, for the rest
+            self.tail_at = 0
         self._move_failures()
         for key, sidecar in self.sidecars.items():
             sidecar.close()
