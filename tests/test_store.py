@@ -106,9 +106,9 @@ def test_to_pandas_names_the_extra_when_pandas_is_missing(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("row_values", [1, 3000, 200_000])  # rows of 8 B, ~23 KiB, ~1.5 MiB
 def test_results_written_in_pieces_land_on_their_rows(tmp_path, monkeypatch, row_values):
-    import mpibatch.store as store_mod
+    from mpibatch import _h5
 
-    monkeypatch.setattr(store_mod, "_WRITE_PIECE", 64 << 10)  # several pieces per report
+    monkeypatch.setattr(_h5, "WRITE_PIECE", 64 << 10)  # several pieces per report
     store = Store.create(tmp_path / "p.h5", Grid({"n": [1]}, reps=40), range(40), {})
     schema = infer_schema({"v": np.zeros(row_values)}, 0)
     store.add_results(schema)

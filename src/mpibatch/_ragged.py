@@ -9,6 +9,8 @@ the results file, ``<file>.values/<key>.bin`` (:func:`layout.values_path`), and 
 where each task's value starts and how long it is goes into the file, as two
 preallocated contiguous ``(n,) int64`` columns written after the bytes and before the
 status. Closing the file moves the sidecar in; while the sidecar exists it is the truth.
+The first ragged key of a fresh run writes the same bytes into the results file's own
+tail instead, which the close adopts in place, without a copy (_tail.py).
 
 In the file, ``/results/<key>`` of such a key is a group (``start``, ``length``, and
 ``values`` once closed for ragged keys); a variable-length string key becomes a plain
@@ -208,7 +210,7 @@ class Sidecar:
         """Append ``data`` (bytes); returns the row where it starts."""
         at = self.size
         view = memoryview(np.ascontiguousarray(data).view(np.uint8).ravel().data)
-        while view.nbytes:  # in pieces (see store._WRITE_PIECE); pwrite may write less
+        while view.nbytes:  # in pieces (see _h5.WRITE_PIECE); pwrite may write less
             done = os.pwrite(self.fd, view[:_PIECE], self.base + self.size)
             self.size += done
             view = view[done:]
@@ -247,7 +249,7 @@ def _move_ragged(obj: h5py.Group, path: os.PathLike, results: os.PathLike) -> No
     The dataset is allocated and flushed first; then the bytes go straight to its place
     in the file, by the kernel (``copy_file_range``), without passing through Python.
     """
-    from .store import _dataset
+    from ._h5 import dataset as _dataset
 
     dtype, inner = np.dtype(plain(obj.attrs[DTYPE_ATTR])), _shape(obj, INNER_SHAPE_ATTR)
     row = dtype.itemsize * math.prod(inner)
@@ -347,7 +349,7 @@ def move_out(group: h5py.Group, key: str, n: int, results: os.PathLike) -> None:
     truth) and the dataset is deleted; a string dataset becomes a group of start and
     length columns again, its strings records in the sidecar.
     """
-    from .store import _dataset
+    from ._h5 import dataset as _dataset
 
     path = values_path(results, key)
     path.parent.mkdir(exist_ok=True)

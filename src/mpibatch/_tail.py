@@ -83,7 +83,7 @@ def adopt(group: h5py.Group, path: os.PathLike, x: int, nbytes: int) -> None:
     The file must be open with alignment ``x`` (see the module's docstring); HDF5's end
     of allocation must not have passed ``x`` (nothing allocates during a run).
     """
-    from .store import _dataset
+    from ._h5 import dataset as _dataset
 
     dtype, inner, row = row_bytes(group)
     m = nbytes // row if row else 0

@@ -17,24 +17,21 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import _ragged, _tail
+from . import _h5, _ragged, _tail
 from ._behind import WriteBehind
-from ._dtypes import VARIABLE, fill_value
+from ._dtypes import fill_value
 from ._output import OutputLock, check_output, check_space
 from ._records import Columns, Field, Schema
 from .errors import OutputError
 from .layout import (
-    DTYPE_ATTR,
     ERROR_FIELDS,
     ERRORS,
     FILL_ATTR,
-    INNER_SHAPE_ATTR,
     KEYS_ATTR,
     MISSING_ATTR,
     MISSING_NOTE,
     MISSING_NOTE_BOOL,
     MISSING_NOTE_STR,
-    MISSING_NOTE_TAIL,
     PARAMS,
     RAGGED_LENGTH,
     RAGGED_START,
@@ -44,7 +41,6 @@ from .layout import (
     RANKS,
     RESULT_TYPE_ATTR,
     RESULTS,
-    SHAPE_ATTR,
     SHARED,
     TASK_COLUMNS,
     TASK_ELAPSED,
@@ -66,56 +62,6 @@ from .results import read_failures
 __all__ = ["Store", "WriteBehind", "check_output"]  # these two live in _behind.py, _output.py
 
 _ROWS_AT_ONCE = 1 << 20
-# Bytes per write call for results. One big pwrite into the page cache ran 2-5x slower than
-# the same bytes in 1 MiB pieces on ext4 here (Linux 6.18, which gives big writes large
-# folios; a VM that hands freed memory back to its host); elsewhere a piece costs one h5py
-# call (~30 us per MiB), and HDF5 itself writes chunked data a chunk at a time.
-_WRITE_PIECE = 1 << 20
-
-
-def _fapl(align: int = 0):
-    """File access: no sieve buffer, so raw writes reach the OS in program order.
-
-    ``align``: objects of _tail.THRESHOLD bytes or more go at a multiple of it (_tail.py).
-    """
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_sieve_buf_size(0)
-    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
-    if align:
-        fapl.set_alignment(_tail.THRESHOLD, align)
-    return fapl
-
-
-def _create_file(path: Path) -> h5py.File:
-    return h5py.File(h5py.h5f.create(os.fsencode(str(path)), h5py.h5f.ACC_TRUNC, fapl=_fapl()))
-
-
-def _dataset(
-    group: h5py.Group, name: str, shape: tuple, dtype, fill=None, prefill: bool = True
-) -> h5py.Dataset:
-    """A contiguous dataset whose space is allocated now, so writes never change metadata.
-
-    With ``fill`` (and ``prefill``) the space is filled at creation; else it is left as
-    the file system gives it (zeros), which keeps creating gigabytes of results instant,
-    and ``fill`` is only the fill value HDF5 reports.
-    """
-    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    return group.create_dataset(
-        name,
-        shape=shape,
-        dtype=dtype,
-        dcpl=dcpl,
-        fillvalue=fill,
-        fill_time="alloc" if fill is not None and prefill else "never",
-    )
-
-
-def _param_dtype(column: np.ndarray):
-    if column.dtype.kind == "U":
-        width = max(1, int(np.char.str_len(np.char.encode(column, "utf-8")).max()))
-        return h5py.string_dtype("utf-8", width)
-    return column.dtype
 
 
 class Store:
@@ -148,7 +94,7 @@ class Store:
         """
         check_space(path, grid, len(ids))
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
-        f = _create_file(tmp)
+        f = _h5.create_file(tmp)
         store = cls(f, ids)
         try:
             cls._fill(store, grid, attrs)
@@ -170,7 +116,7 @@ class Store:
         f, ids, n = store.f, store.ids, store.n
         tasks = f.create_group(TASKS)
         for col in TASK_COLUMNS:  # every row pending; the ids written now
-            _dataset(tasks, col.name, (n,), col.dtype, col.pending)
+            _h5.dataset(tasks, col.name, (n,), col.dtype, col.pending)
         for a in range(0, n, _ROWS_AT_ONCE):  # bounded memory, whatever the number of tasks
             b = min(n, a + _ROWS_AT_ONCE)
             tasks[TASK_ID.name][a:b] = np.arange(ids.start + a, ids.start + b, dtype=np.int64)
@@ -184,7 +130,7 @@ class Store:
     def reopen(cls, path: Path, ids: range) -> Store:
         """An existing file, to run its pending and failed tasks (``--resume``)."""
         _tail.evacuate(path)  # before HDF5 opens it to write, which would cut the tail off
-        f = h5py.File(h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR, fapl=_fapl()))
+        f = _h5.open_file(path)
         store = cls(f, ids)
         stored = f[TASK_ID.path]
         if stored.shape != (store.n,) or (store.n and stored[0] != ids.start):
@@ -196,7 +142,7 @@ class Store:
                 _tail.forget(obj)
         if len(results):
             keys = json.loads(results.attrs.get(KEYS_ATTR, "null")) or list(results)
-            store.schema = tuple(_field(k, results[k]) for k in keys)
+            store.schema = tuple(_h5.field(k, results[k]) for k in keys)
             store._open_sidecars()
         old = read_errors(f)
         if old:  # failures so far wait in the sidecar with this run's; the latest per task wins
@@ -244,7 +190,7 @@ class Store:
         for name, col in first.items():
             if col.dtype.kind == "U":  # width from the axis's own values, not the first row
                 col = np.asarray([str(v) for v in grid.axis_values()[name]])
-            dsets[name] = _dataset(group, name, (self.n,), _param_dtype(col))
+            dsets[name] = _h5.dataset(group, name, (self.n,), _h5.param_dtype(col))
         for a in range(0, self.n, _ROWS_AT_ONCE):
             b = min(self.n, a + _ROWS_AT_ONCE)
             cols = grid.columns(self.ids.start + a, self.ids.start + b)
@@ -269,11 +215,11 @@ class Store:
         group.attrs[KEYS_ATTR] = json.dumps([fld.key for fld in schema])
         for fld in schema:
             if fld.tail:
-                _add_tail_key(group, fld, self.n)
+                _h5.add_tail_key(group, fld, self.n)
                 continue
-            dtype = _string_dtype(fld) if fld.kind != TYPE_FIXED else fld.dtype
+            dtype = _h5.string_dtype(fld) if fld.kind != TYPE_FIXED else fld.dtype
             fill = fill_value(np.dtype(fld.dtype))
-            ds = _dataset(group, fld.key, (self.n, *fld.shape), dtype, fill, prefill=False)
+            ds = _h5.dataset(group, fld.key, (self.n, *fld.shape), dtype, fill, prefill=False)
             ds.attrs[RESULT_TYPE_ATTR] = fld.kind
             if fill is not None:
                 ds.attrs[FILL_ATTR] = fill
@@ -322,7 +268,7 @@ class Store:
                 continue  # start and length stay -1
             fill = fill_value(np.dtype(fld.dtype))
             if fill is not None:
-                _write_pieces(results[fld.key], row, np.full((k, *fld.shape), fill, fld.dtype))
+                _h5.write_pieces(results[fld.key], row, np.full((k, *fld.shape), fill, fld.dtype))
 
     def write_rows(self, row: int, cols: Columns, rank: int | np.ndarray) -> None:
         """Write ``cols`` (a rank's round) at rows ``row .. row + cols.rows``."""
@@ -344,7 +290,7 @@ class Store:
                 self._write_tail(results[fld.key], row, cols, fld, tails[fld.key])
             else:  # fixed-width strings: their bytes, tagged with the dataset's encoding
                 ds, arr = results[fld.key], cols.results[fld.key]
-                _write_pieces(ds, row, arr.view(ds.dtype) if fld.kind != TYPE_FIXED else arr)
+                _h5.write_pieces(ds, row, arr.view(ds.dtype) if fld.kind != TYPE_FIXED else arr)
         if not cols.schema and (cols.status == Status.FAILED).any():  # no row of it done
             if self.schema:
                 self._fill_rows(row, k)
@@ -383,9 +329,7 @@ class Store:
         """Close the file and open it again (releasing HDF5's free-space aggregators)."""
         self.f.flush()
         self.f.close()
-        self.f = h5py.File(
-            h5py.h5f.open(os.fsencode(str(self.path)), h5py.h5f.ACC_RDWR, fapl=_fapl(align))
-        )
+        self.f = _h5.open_file(self.path, align)
 
     def write_failures(self, failures: list) -> None:
         """Append failures to the sidecar file (moved into /errors when the file closes)."""
@@ -469,43 +413,3 @@ class Store:
         failures_path(self.path).unlink(missing_ok=True)
         if self.lock is not None:
             self.lock.release()
-
-
-def _field(key: str, obj: h5py.Dataset | h5py.Group) -> Field:
-    """The schema field of a result already in a file (``--resume``)."""
-    kind = _ragged.result_type(obj)
-    if kind == TYPE_FIXED:
-        return Field(key, obj.dtype, obj.shape[1:])
-    _, dtype, shape = _ragged.describe_key(obj)
-    if kind == "ragged":
-        return Field(key, np.dtype(dtype), shape, kind=kind)
-    width = obj.dtype.itemsize if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "S" else 0
-    return Field(key, np.dtype(f"S{width}") if width else VARIABLE, shape, kind=kind)
-
-
-def _string_dtype(fld: Field):
-    """A fixed-width str or bytes key's HDF5 dtype."""
-    return h5py.string_dtype("utf-8" if fld.kind == "str" else "ascii", fld.dtype.itemsize)
-
-
-def _add_tail_key(group: h5py.Group, fld: Field, n: int) -> None:
-    """A ragged or variable-length string key: a group of start and length columns."""
-    g = group.create_group(fld.key)
-    g.attrs[RESULT_TYPE_ATTR] = fld.kind
-    if fld.kind == "ragged":
-        g.attrs[DTYPE_ATTR] = str(fld.dtype)
-        g.attrs[INNER_SHAPE_ATTR] = json.dumps(list(fld.shape))
-    else:
-        g.attrs[SHAPE_ATTR] = json.dumps(list(fld.shape))
-    g.attrs[MISSING_ATTR] = MISSING_NOTE_TAIL
-    for name in (RAGGED_START, RAGGED_LENGTH):
-        _dataset(g, name, (n,), np.int64, -1)
-
-
-def _write_pieces(ds: h5py.Dataset, row: int, arr: np.ndarray) -> None:
-    """``ds[row : row + len(arr)] = arr`` in pieces of about ``_WRITE_PIECE`` bytes."""
-    n = len(arr)
-    step = max(1, _WRITE_PIECE // max(1, arr.nbytes // n))
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        ds[row + a : row + b] = arr[a:b]
