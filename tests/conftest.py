@@ -41,6 +41,41 @@ def mpibatch(np_: int | None, *args, **kw):
     return mpirun(np_, MPIBATCH, *args, **kw)
 
 
+def signal_rank(out, rank: int, sig: int, gone_ok: bool = False) -> bool:
+    """Signal the process of one rank of the run writing ``out`` (found by PMI_RANK).
+
+    ``gone_ok``: the run may have ended just before (False is returned), else that fails.
+    """
+    pids = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if f"PMI_RANK={rank}\0".encode() in fh.read():
+                    os.kill(int(pid), sig)
+                    return True
+        except OSError:
+            continue
+    if not gone_ok:
+        pytest.fail(f"no process of rank {rank} writing {out}")
+    return False
+
+
+def file_columns(path) -> dict:
+    """A results file's columns, to compare runs byte for byte: every result and parameter
+    as (dtype, shape, bytes), the task ids and statuses, and the failed tasks' ids."""
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        for group in ("results", "params"):
+            for key, ds in f[group].items():
+                out[f"{group}/{key}"] = (ds.dtype.str, ds.shape, ds[()].tobytes())
+        for name in ("tasks/id", "tasks/status", "errors/task"):
+            if name in f:
+                out[name] = f[name][()].tobytes()
+    return out
+
+
 @pytest.fixture
 def tasks_dir() -> Path:
     return TASKS

@@ -1,6 +1,7 @@
 """mpibatch.merge: the parts of a job array (one --tasks slice each) become one file."""
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -345,3 +346,28 @@ def _info(path: str) -> str:
     with contextlib.redirect_stdout(buf):
         assert cli.main(["info", path]) == 0
     return buf.getvalue()
+
+
+def test_a_killed_part_whose_values_wait_in_its_tail_merges_and_its_place_is_not_copied(
+    typed, tmp_path
+):
+    from mpibatch import _ragged, _tail
+    from mpibatch.layout import values_path
+
+    full = _run(typed, tmp_path / "single.h5")
+    parts = _parts(typed, tmp_path)
+    with h5py.File(parts[1], "r+") as f:  # killed while its first ragged key was in its tail
+        _ragged.move_out(f["results"], "rewards", 4, parts[1])
+        f.flush()
+        x = _tail.place(os.path.getsize(parts[1]))
+        f["results/rewards"].attrs[_tail.TAIL_ATTR] = np.int64(x)
+    side = values_path(parts[1], "rewards")
+    with open(parts[1], "r+b") as fh:
+        fh.seek(x)
+        fh.write(side.read_bytes())
+    side.unlink()
+    out = str(tmp_path / "merged.h5")
+    merge(parts, out)
+    _same_values(out, full)
+    with h5py.File(out, "r") as f:
+        assert _tail.TAIL_ATTR not in f["results/rewards"].attrs

@@ -10,6 +10,7 @@ from mpibatch import _tail
 from mpibatch._dtypes import parse_declarations
 from mpibatch._ragged import read_values
 from mpibatch._records import Columns, Packer, declared_schema
+from mpibatch.errors import OutputError
 from mpibatch.grid import Grid
 from mpibatch.layout import open_file, values_path
 from mpibatch.store import Store
@@ -114,3 +115,16 @@ def test_the_tail_starts_on_a_mib_past_the_slack(allocated):
         and x - allocated >= _tail.SLACK
         and x - allocated < _tail.SLACK + (1 << 20)
     )
+
+
+def test_a_file_cut_short_while_the_tail_is_written_stops_the_run_with_one_line(tmp_path):
+    path = tmp_path / "t.h5"
+    store, schema, p = _store(path, {"r": "ragged float64"})
+    _write(store, schema, p, 0, [{"r": v} for v in _rows(2)])
+    os.truncate(path, store.tail_at + 10)
+    with pytest.raises(OutputError, match="cut short while 'r' values were written"):
+        store.flush()
+    store.f.close()
+    again = Store.reopen(path, range(4))  # the rows whose values are gone run again
+    assert again.pending() == [(0, 4)]
+    again.close({})

@@ -10,6 +10,7 @@ import numpy as np
 
 from ._ragged import string_dtype
 from ._records import Field
+from ._tail import TAIL_ATTR
 from ._views import column_meta
 from .layout import (
     RAGGED_LENGTH,
@@ -80,7 +81,7 @@ def merge_key(results: h5py.Group, t: KeyType, parts: list[_Part], ids: range) -
         node: Any = group
     else:
         node = results.create_dataset(t.key, (len(ids), *t.shape), _string_dtype(t))
-    node.attrs.update({k: v for k, v in attrs.items() if k not in (SHAPE_ATTR,)})
+    node.attrs.update({k: v for k, v in attrs.items() if k not in (SHAPE_ATTR, TAIL_ATTR)})
     at = 0
     for p in parts:
         if not any(k.key == t.key for k in p.schema):

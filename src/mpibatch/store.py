@@ -374,6 +374,14 @@ class Store:
 
     def flush(self) -> None:
         self.f.flush()
+        if self.tail_at:  # HDF5 never cuts the file back while nothing allocates: checked
+            tail = self.sidecars[str(self.tail)]
+            if os.fstat(tail.fd).st_size < tail.base + tail.size:
+                raise OutputError(
+                    f"'{self.path}' was cut short while '{self.tail}' values were written to "
+                    "it (another program writing it?); run again with --resume: the rows "
+                    "whose values are gone run again"
+                )
 
     def _write_end(self) -> None:
         """What is known only at the end: the shared inputs' hashes, each rank's peak RSS."""

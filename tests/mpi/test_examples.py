@@ -29,8 +29,14 @@ GALLERY = [
 
 
 def run_example(tmp_path, name: str, *args) -> dict:
-    """Run ``examples/<name>.py`` at np=2 and read its file back: params, results, status."""
+    """Run ``examples/<name>.py`` at np=2 and read its file back: params, results, status.
+
+    The seed is 1 unless ``args`` give one: statistical checks then have one outcome (with
+    a fresh seed each time, a check of a sample's spread failed now and then).
+    """
     out = tmp_path / f"{name}.h5"
+    if "--seed" not in args:
+        args = (*args, "--seed", 1)
     r = mpibatch(2, "run", EXAMPLES / f"{name}.py", *args, "--out", out, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     with h5py.File(out, "r") as f:
@@ -82,17 +88,20 @@ def test_every_example_has_a_header_with_its_command_and_time(name):
 def test_simulation_study_covers_about_95_percent_without_bias(tmp_path):
     axes = ["dist=normal,t3", "n=40", "estimator=mean,median,trimmed"]
     got = run_example(
-        tmp_path, "simulation_study", *sum((["--grid", a] for a in axes), []), "--reps", 40
+        tmp_path, "simulation_study", *sum((["--grid", a] for a in axes), []), "--reps", 200
     )
-    assert len(got["estimate"]) == 2 * 3 * 40
+    assert len(got["estimate"]) == 2 * 3 * 200
     covered = (got["lo"] <= 0) & (0 <= got["hi"])
     assert 0.87 <= covered.mean() <= 0.99, covered.mean()
     assert (got["lo"] < got["estimate"]).all() and (got["estimate"] < got["hi"]).all()
     for est in ("mean", "median", "trimmed"):
         assert abs(got["estimate"][got["estimator"] == est].mean()) < 0.08, est
     t3 = got["dist"] == "t3"
-    sd = {e: got["estimate"][t3 & (got["estimator"] == e)].std() for e in ("mean", "median")}
-    assert sd["median"] < sd["mean"]  # heavy tails: the median is the steadier estimator
+    iqr = {  # the spread of the estimates (robust: the mean's have heavy tails too)
+        e: np.subtract(*np.percentile(got["estimate"][t3 & (got["estimator"] == e)], [75, 25]))
+        for e in ("mean", "median")
+    }
+    assert iqr["median"] < iqr["mean"]  # heavy tails: the median is the steadier estimator
 
 
 def test_param_sweep_finds_the_learning_rate_that_converges(tmp_path):

@@ -9,7 +9,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIBATCH, MPIEXEC, TASKS, mpibatch
+from conftest import MPIBATCH, MPIEXEC, TASKS, mpibatch, signal_rank
 
 FAULTY = TASKS / "faulty.py"
 
@@ -266,7 +266,7 @@ def test_a_signal_to_one_worker_rank_stops_them_all(tmp_path):
     mark.mkdir()
     p = _popen(out, 3, "--grace", 5, env={"FAULT_MARK": str(mark)})
     _started(p, mark)
-    _kill_rank(out, 2, signal.SIGTERM)
+    signal_rank(out, 2, signal.SIGTERM)
     _, err = p.communicate(timeout=10)
     assert p.returncode == 3, err
     assert "stopped early (SIGTERM on rank 2)" in err
@@ -313,7 +313,7 @@ def test_kill_at_a_random_moment_then_resume_loses_nothing(tmp_path, trial):
     if trial % 3 == 1:
         os.killpg(p.pid, signal.SIGKILL)  # everything at once
     else:  # one rank: rank 0 (mid-write perhaps) or a worker; the launcher ends the rest
-        _kill_rank(out, 0 if trial % 3 == 0 else 2)
+        signal_rank(out, 0 if trial % 3 == 0 else 2, signal.SIGKILL, gone_ok=True)
     p.communicate(timeout=60)
     resume = []
     if out.exists():  # else the kill came before the file was made: start afresh
@@ -330,20 +330,6 @@ def test_kill_at_a_random_moment_then_resume_loses_nothing(tmp_path, trial):
     assert r.returncode == 0, r.stderr
     got, status = _results(out)
     assert (status == 1).all() and got == ref
-
-
-def _kill_rank(out, rank: int, sig: int = signal.SIGKILL) -> None:
-    """Signal the process of one rank (found by its output path and PMI_RANK)."""
-    pids = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout
-    for pid in pids.split():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                if f"PMI_RANK={rank}\0".encode() in fh.read():
-                    os.kill(int(pid), sig)
-                    return
-        except OSError:
-            continue
-    pytest.fail(f"no process of rank {rank} writing {out}")
 
 
 def _status_after_kill(out):
@@ -415,7 +401,7 @@ def test_kill_rank0_while_ragged_and_string_results_are_written(tmp_path, trial)
     p = subprocess.Popen(cmd, env={**os.environ, **env}, start_new_session=True)
     time.sleep(random.Random(trial).uniform(1.0, 3.0))
     if p.poll() is None:  # else the run ended first: nothing to kill
-        _kill_rank(out, 0)
+        signal_rank(out, 0, signal.SIGKILL, gone_ok=True)  # it may end in between
     p.communicate(timeout=60)
     resume = ["--seed", "3", "--overwrite"]
     if out.exists():

@@ -3,21 +3,10 @@
 import h5py
 import numpy as np
 import pytest
-from conftest import TASKS, mpibatch
+from conftest import TASKS, file_columns, mpibatch
 
 from mpibatch.grid import Grid
 from mpibatch.streams import task_generator
-
-
-def _datasets(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        for group in ("results", "params"):
-            for key, ds in f[group].items():
-                out[f"{group}/{key}"] = (ds.dtype.str, ds.shape, ds[()].tobytes())
-        out["tasks/status"] = f["tasks/status"][()].tobytes()
-        out["tasks/id"] = f["tasks/id"][()].tobytes()
-    return out
 
 
 def _run(tmp_path, np_, *extra, env=None):
@@ -42,10 +31,10 @@ def _run(tmp_path, np_, *extra, env=None):
 
 def test_results_are_byte_identical_for_np_1_to_4(tmp_path):
     files = [_run(tmp_path, n) for n in (1, 2, 3, 4)]
-    ref = _datasets(files[0])
+    ref = file_columns(files[0])
     assert set(ref) >= {"results/mean", "results/draws", "results/count", "results/flag"}
     for path in files[1:]:
-        assert _datasets(path) == ref, path
+        assert file_columns(path) == ref, path
 
 
 def test_many_small_rounds_give_the_same_bytes(tmp_path):
@@ -53,7 +42,7 @@ def test_many_small_rounds_give_the_same_bytes(tmp_path):
     env = {"MIXED_SIZE": "5000", "MPIBATCH_GATHER_MB": "1"}
     a = _run(tmp_path, 1, env=env)
     b = _run(tmp_path, 3, env=env)
-    assert _datasets(a) == _datasets(b)
+    assert file_columns(a) == file_columns(b)
     with h5py.File(b) as f:
         assert f["results/draws"].shape == (42, 5000)
 

@@ -13,21 +13,9 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import MPIBATCH, MPIEXEC, TASKS, mpibatch
+from conftest import MPIBATCH, MPIEXEC, TASKS, file_columns, mpibatch, signal_rank
 
 MIXED, FAULTY = TASKS / "mixed.py", TASKS / "faulty.py"
-
-
-def _datasets(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        for group in ("results", "params"):
-            for key, ds in f[group].items():
-                out[f"{group}/{key}"] = (ds.dtype.str, ds.shape, ds[()].tobytes())
-        out["tasks/status"] = f["tasks/status"][()].tobytes()
-        if "errors" in f:
-            out["errors/task"] = f["errors/task"][()].tobytes()
-    return out
 
 
 def _run(tmp_path, name, np_, *extra, task=MIXED, reps=7, env=None, code=0):
@@ -63,10 +51,10 @@ LAYOUTS = [(2, 2, ()), (3, 3, (1,)), (4, 2, (2,)), (4, 4, (1,))]
 @pytest.mark.parametrize("schedule", ["static", "dynamic", "auto"])
 @pytest.mark.parametrize("np_, node_size, leaders", LAYOUTS)
 def test_leaders_give_the_flat_paths_bytes(tmp_path, schedule, np_, node_size, leaders):
-    ref = _datasets(_run(tmp_path, "flat", 1))
+    ref = file_columns(_run(tmp_path, "flat", 1))
     env = {"MPIBATCH_NODE_SIZE": str(node_size)}
     out = _run(tmp_path, "two", np_, "--schedule", schedule, "--leaders", "on", env=env)
-    assert _datasets(out) == ref
+    assert file_columns(out) == ref
     attrs, ranks = _attrs_and_ranks(out)
     assert attrs["leaders"] == "on" and "--leaders on" in attrs["leaders_reason"]
     workers = sorted(set(range(np_)) - set(leaders))
@@ -86,7 +74,7 @@ def test_failures_and_retries_match_the_flat_path(tmp_path):
     flat = _run(tmp_path, "f1", 1, task=FAULTY, reps=40, env=env, code=1)
     env2 = {**env, "MPIBATCH_NODE_SIZE": "2"}
     two = _run(tmp_path, "f2", 4, "--leaders", "on", task=FAULTY, reps=40, env=env2, code=1)
-    got, ref = _datasets(two), _datasets(flat)
+    got, ref = file_columns(two), file_columns(flat)
     assert got == ref and "errors/task" in got
     with h5py.File(two, "r") as f:
         assert (f["tasks/status"][()] == 2).sum() == 20
@@ -96,7 +84,7 @@ def test_failures_and_retries_match_the_flat_path(tmp_path):
         tmp_path, "r2", 4, "--leaders", "on", "--retries", 1, task=FAULTY, reps=40, env=env
     )
     clean = _run(tmp_path, "r1", 1, task=FAULTY, reps=40, env={"FAULT": "", "FAULT_SLEEP": "0"})
-    assert _datasets(flaky) == _datasets(clean)
+    assert file_columns(flaky) == file_columns(clean)
 
 
 def test_max_failures_stops_the_run_through_the_leaders(tmp_path):
@@ -167,23 +155,9 @@ def _started(out) -> None:
     time.sleep(1.5)
 
 
-def _signal_rank(out, rank: int, sig: int) -> None:
-    """Signal one rank's process (found by its output path and PMI_RANK)."""
-    pids = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout
-    for pid in pids.split():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                if f"PMI_RANK={rank}\0".encode() in fh.read():
-                    os.kill(int(pid), sig)
-                    return
-        except OSError:
-            continue
-    pytest.fail(f"no process of rank {rank} writing {out}")
-
-
 def test_a_sigusr1_stop_resumes_to_the_same_bytes(tmp_path):
     env = {"FAULT": "", "FAULT_SLEEP": "0"}
-    ref = _datasets(_run(tmp_path, "ref", 2, task=FAULTY, reps=300, env=env))
+    ref = file_columns(_run(tmp_path, "ref", 2, task=FAULTY, reps=300, env=env))
     out = tmp_path / "s.h5"
     p = _popen(out, "--grace", 5)
     _started(out)
@@ -199,14 +173,14 @@ def test_a_sigusr1_stop_resumes_to_the_same_bytes(tmp_path):
     r = mpibatch(4, "run", FAULTY, "--reps", 300, "--out", out, "--resume", "--leaders", "on",
                  env=env, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert _datasets(out) == ref
+    assert file_columns(out) == ref
 
 
 def test_a_signal_to_a_leaders_rank_stops_them_all(tmp_path):
     out = tmp_path / "one.h5"
     p = _popen(out, "--grace", 5)
     _started(out)
-    _signal_rank(out, 3, signal.SIGTERM)  # rank 3: led by rank 2 (pretend node 1)
+    signal_rank(out, 3, signal.SIGTERM)  # rank 3: led by rank 2 (pretend node 1)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 3, err
     assert "stopped early (SIGTERM on rank 3)" in err
@@ -231,11 +205,11 @@ def test_grants_that_finish_out_of_order_keep_every_ranks_schema(tmp_path):
     # task 0 is slow: the leader's first grant stays open while its other rank finishes
     # later grants, whose reports reach rank 0 first (they must still be read right)
     env = {"SLEEPY_MS": "1", "SLEEPY_FIRST_X": "300"}
-    ref = _datasets(_run(tmp_path, "one", 1, task=TASKS / "sleepy.py", reps=200, env=env))
+    ref = file_columns(_run(tmp_path, "one", 1, task=TASKS / "sleepy.py", reps=200, env=env))
     env = {**env, "MPIBATCH_NODE_SIZE": "4"}
     out = _run(tmp_path, "two", 4, "--leaders", "on", "--schedule", "dynamic",
                task=TASKS / "sleepy.py", reps=200, env=env)  # fmt: skip
-    assert _datasets(out) == ref
+    assert file_columns(out) == ref
 
 
 def test_info_shows_the_choice(tmp_path):

@@ -6,21 +6,9 @@ import subprocess
 
 import h5py
 import pytest
+from conftest import file_columns as datasets
 
 from .conftest import MPIBATCH, TASKS, mpich
-
-
-def datasets(path) -> dict:
-    """Every result and parameter column, as (dtype, shape, bytes), and the task table."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        for group in ("results", "params"):
-            for key, ds in f[group].items():
-                out[f"{group}/{key}"] = (ds.dtype.str, ds.shape, ds[()].tobytes())
-        out["tasks/status"] = f["tasks/status"][()].tobytes()
-        out["tasks/id"] = f["tasks/id"][()].tobytes()
-    return out
-
 
 ARGS = ("run", TASKS / "mixed.py", "--reps", 5, "--seed", 77, "--quiet")
 
