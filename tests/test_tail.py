@@ -128,3 +128,21 @@ def test_a_file_cut_short_while_the_tail_is_written_stops_the_run_with_one_line(
     again = Store.reopen(path, range(4))  # the rows whose values are gone run again
     assert again.pending() == [(0, 4)]
     again.close({})
+
+
+def _episode(params, rng):
+    return {"r": rng.normal(size=params["rep"] * 20_000), "name": f"t{params['rep']}"}
+
+
+def test_a_run_with_a_relative_out_path_keeps_its_values(tmp_path, monkeypatch):
+    import mpibatch
+
+    monkeypatch.chdir(tmp_path)
+    mpibatch.run(_episode, reps=9, seed=4, out="rel.h5", quiet=True,
+                 results={"r": "ragged float64", "name": "str"})  # fmt: skip
+    with h5py.File(tmp_path / "rel.h5", "r") as f:
+        assert f["tasks/status"][()].tolist() == [1] * 9
+        got = read_values(f, "r")
+        assert [len(v) for v in got] == [i * 20_000 for i in range(9)]
+        assert f["results/name"].asstr()[8] == "t8"
+    assert not (tmp_path / "rel.h5.values").exists()

@@ -199,7 +199,7 @@ class Sidecar:
     def __init__(self, path: os.PathLike, unit: int, end: int | None = None, base: int = 0) -> None:
         """``unit``: bytes per row of values (1 for strings); ``end``: bytes to keep (resume);
         ``base``: where the values start in the file (the results file's tail: _tail.py)."""
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         if end is not None:
             os.ftruncate(self.fd, base + end)
