@@ -8,12 +8,12 @@ import os
 import shlex
 import signal
 import stat
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from procs import process_gone
 
 import mpibatch
 from mpibatch import _command, cli
@@ -188,20 +188,7 @@ def test_an_exception_while_waiting_kills_the_whole_process_group(tmp_path):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, before)
-    assert _gone(int(pidfile.read_text()))
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (gone, or a zombie nobody reaped); polls a while."""
-    for _ in range(200):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
+    assert process_gone(int(pidfile.read_text()), 10)
 
 
 # ---- whole runs in this process (one rank) ----

@@ -146,3 +146,14 @@ def test_a_run_with_a_relative_out_path_keeps_its_values(tmp_path, monkeypatch):
         assert [len(v) for v in got] == [i * 20_000 for i in range(9)]
         assert f["results/name"].asstr()[8] == "t8"
     assert not (tmp_path / "rel.h5.values").exists()
+
+
+@pytest.mark.parametrize("a, b", [(3 << 20, 1 << 20), (1 << 20, 3 << 20), (100, 0), (0, 100)])
+def test_bytes_move_within_a_file_whatever_the_overlap(tmp_path, a, b, monkeypatch):
+    monkeypatch.setattr(_tail, "_PIECE", 1 << 20)  # several pieces, overlapping ranges
+    path = tmp_path / "f.bin"
+    data = np.random.default_rng(0).integers(0, 256, 5 << 20, dtype=np.uint8).tobytes()
+    n = (5 << 20) - max(a, b)
+    path.write_bytes(data)
+    _tail._move(path, a, b, n)
+    assert path.read_bytes()[b : b + n] == data[a : a + n]

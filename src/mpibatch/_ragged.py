@@ -275,17 +275,7 @@ def _copy(src: int, dst: int, nbytes: int, offset: int) -> None:
         os.posix_fallocate(dst, offset, nbytes)
     except (AttributeError, OSError):
         pass  # not supported here: the copy allocates as it goes
-    done = 0
-    while done < nbytes:
-        n = min(nbytes - done, _COPY_BYTES)
-        try:
-            copied = os.copy_file_range(src, dst, n, done, offset + done)
-        except (AttributeError, OSError):  # not Linux, or not between these files
-            copied = 0
-        if copied <= 0:  # by hand, in pieces
-            data = os.pread(src, min(n, _PIECE), done)
-            copied = os.pwrite(dst, data, offset + done)
-        done += copied
+    _tail.copy_bytes(src, dst, nbytes, 0, offset)
 
 
 def _move_strings(group: h5py.Group, key: str, n: int, path: os.PathLike) -> None:

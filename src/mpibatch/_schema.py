@@ -7,6 +7,7 @@ return value becomes one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +31,11 @@ class Field:
         """Values of varying size: the row holds their byte count, the bytes follow the
         columns in the same buffer (ragged arrays, variable-length strings)."""
         return self.kind == RAGGED or (self.kind != FIXED and self.dtype == VARIABLE)
+
+    @property
+    def unit(self) -> int:
+        """Bytes of a tail key's values per row of them: a ragged row's, 1 for strings."""
+        return self.dtype.itemsize * math.prod(self.shape) if self.kind == RAGGED else 1
 
 
 Schema = tuple  # tuple[Field, ...]

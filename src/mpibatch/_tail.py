@@ -44,7 +44,7 @@ TAIL_ATTR = "tail_at"  # a ragged group's attribute: where its values start in t
 SLACK = 256 << 10  # room for what the close allocates before the values (a few headers)
 THRESHOLD = 1 << 20  # values at least this big are placed by alignment, without a copy
 _MIB = 1 << 20
-_PIECE = 64 << 20  # bytes moved at a time by the fallbacks
+_PIECE = 64 << 20  # bytes copied by one call
 
 
 def place(allocated: int) -> int:
@@ -137,7 +137,7 @@ def evacuate(path: Path) -> None:
             src, dst = os.open(path, os.O_RDONLY), os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
                 os.ftruncate(dst, 0)
-                _copy(src, dst, x, 0, size)
+                copy_bytes(src, dst, size, x, 0)
                 os.fsync(dst)
             finally:
                 os.close(src)
@@ -164,17 +164,23 @@ def _write(path: os.PathLike, at: int, data: bytes) -> None:
         os.close(fd)
 
 
-def _copy(src: int, dst: int, a: int, b: int, n: int) -> None:
-    """``n`` bytes from offset ``a`` of ``src`` to offset ``b`` of ``dst``, in pieces."""
+def copy_bytes(src: int, dst: int, n: int, a: int = 0, b: int = 0) -> None:
+    """``n`` bytes from offset ``a`` of ``src`` to offset ``b`` of ``dst``: by the kernel
+    (``copy_file_range``) where it can, else by hand in 1 MiB pieces, read before written
+    (so a move to a lower offset in the same file is safe)."""
     done = 0
     while done < n:
-        data = os.pread(src, min(n - done, _PIECE), a + done)
-        if not data:
-            raise OSError(f"mpibatch: the values' tail ended {n - done} bytes early")
-        view = memoryview(data)
-        while view.nbytes:
-            k = os.pwrite(dst, view, b + done)
-            done, view = done + k, view[k:]
+        k = min(n - done, _PIECE)
+        try:
+            copied = os.copy_file_range(src, dst, k, a + done, b + done)
+        except (AttributeError, OSError):  # not Linux, not between these files, overlapping
+            copied = 0
+        if copied <= 0:
+            data = os.pread(src, min(k, _MIB), a + done)
+            if not data:
+                raise OSError(f"mpibatch: the values ended {n - done} bytes early")
+            copied = os.pwrite(dst, data, b + done)
+        done += copied
 
 
 def _move(path: os.PathLike, a: int, b: int, n: int) -> None:
@@ -182,7 +188,7 @@ def _move(path: os.PathLike, a: int, b: int, n: int) -> None:
     fd = os.open(path, os.O_RDWR)
     try:
         if b < a:  # forward: every piece is read before anything writes over it
-            _copy(fd, fd, a, b, n)
+            copy_bytes(fd, fd, n, a, b)
             return
         end = n
         while end > 0:  # backward

@@ -37,6 +37,8 @@ from .errors import UsageError
 from .grid import Grid
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import h5py
     import numpy as np
 
@@ -271,6 +273,44 @@ def read_column(source: h5py.Group | str | os.PathLike, name: str) -> np.ndarray
     if h5py.check_string_dtype(ds.dtype) is not None:
         return np.asarray(ds.asstr()[()], dtype=object)
     return ds[()]
+
+
+_STATUS_ROWS = 1 << 20  # rows of /tasks/status read at a time (bounded memory)
+
+
+def _status_slices(ds: h5py.Dataset) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, statuses)`` of /tasks/status, a bounded slice at a time."""
+    for a in range(0, ds.shape[0], _STATUS_ROWS):
+        yield a, ds[a : a + _STATUS_ROWS]
+
+
+def pending_ranges(ds: h5py.Dataset) -> list[tuple[int, int]]:
+    """Row ranges of /tasks/status ``ds`` whose tasks are not done (pending or failed)."""
+    import numpy as np
+
+    out: list[tuple[int, int]] = []
+    for a, status in _status_slices(ds):
+        todo = np.flatnonzero(status != Status.DONE) + a
+        if todo.size == 0:
+            continue
+        cuts = np.flatnonzero(np.diff(todo) > 1)
+        starts = np.concatenate(([todo[0]], todo[cuts + 1])).tolist()
+        stops = np.concatenate((todo[cuts] + 1, [todo[-1] + 1])).tolist()
+        if out and out[-1][1] == starts[0]:  # a range running on from the last slice
+            starts[0] = out.pop()[0]
+        out += zip(starts, stops, strict=True)
+    return out
+
+
+def status_counts(ds: h5py.Dataset) -> tuple[int, int]:
+    """(done, failed) of /tasks/status ``ds``."""
+    import numpy as np
+
+    done = failed = 0
+    for _, status in _status_slices(ds):
+        done += int(np.count_nonzero(status == Status.DONE))
+        failed += int(np.count_nonzero(status == Status.FAILED))
+    return done, failed
 
 
 def read_group(f: h5py.Group, group: str) -> dict[str, np.ndarray]:

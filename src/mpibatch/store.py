@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,9 @@ from .layout import (
     failure_record,
     failures_path,
     file_dtype,
+    pending_ranges,
     read_errors,
+    status_counts,
     values_path,
 )
 from .results import read_failures
@@ -154,34 +156,13 @@ class Store:
         f.flush()
         return store
 
-    def _status_slices(self) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first row, statuses)`` a bounded slice at a time."""
-        ds = self.f[TASK_STATUS.path]
-        for a in range(0, self.n, _ROWS_AT_ONCE):
-            yield a, ds[a : min(self.n, a + _ROWS_AT_ONCE)]
-
     def pending(self) -> list[tuple[int, int]]:
         """Row ranges whose tasks are not done (pending or failed)."""
-        out: list[tuple[int, int]] = []
-        for a, status in self._status_slices():
-            todo = np.flatnonzero(status != Status.DONE) + a
-            if todo.size == 0:
-                continue
-            cuts = np.flatnonzero(np.diff(todo) > 1)
-            starts = np.concatenate(([todo[0]], todo[cuts + 1])).tolist()
-            stops = np.concatenate((todo[cuts] + 1, [todo[-1] + 1])).tolist()
-            if out and out[-1][1] == starts[0]:  # a range running on from the last slice
-                starts[0] = out.pop()[0]
-            out += zip(starts, stops, strict=True)
-        return out
+        return pending_ranges(self.f[TASK_STATUS.path])
 
     def counts(self) -> tuple[int, int]:
         """(done, failed) over the whole file."""
-        done = failed = 0
-        for _, status in self._status_slices():
-            done += int(np.count_nonzero(status == Status.DONE))
-            failed += int(np.count_nonzero(status == Status.FAILED))
-        return done, failed
+        return status_counts(self.f[TASK_STATUS.path])
 
     def _write_params(self, grid) -> None:
         group = self.f.create_group(PARAMS, track_order=True)
@@ -244,8 +225,7 @@ class Store:
             if status is None:
                 status = self.f[TASK_STATUS.path][()]
             ends = obj[RAGGED_START][()] + obj[RAGGED_LENGTH][()]
-            unit = fld.dtype.itemsize * int(np.prod(fld.shape)) if fld.kind == "ragged" else 1
-            side = values_path(self.path, fld.key)
+            unit, side = fld.unit, values_path(self.path, fld.key)
             have = side.stat().st_size if side.is_file() else 0
             lost = (status == Status.DONE) & (ends * unit > have)
             if lost.any():  # the tail was cut (opened to write before --resume): run them again
@@ -322,8 +302,7 @@ class Store:
         self.tail_at = _tail.place(self.f.id.get_filesize())
         group.attrs.modify(_tail.TAIL_ATTR, np.int64(self.tail_at))
         self._reopen(self.tail_at)
-        unit = fld.dtype.itemsize * int(np.prod(fld.shape))
-        self.sidecars[fld.key] = _ragged.Sidecar(self.path, unit, end=0, base=self.tail_at)
+        self.sidecars[fld.key] = _ragged.Sidecar(self.path, fld.unit, end=0, base=self.tail_at)
 
     def _reopen(self, align: int = 0) -> None:
         """Close the file and open it again (releasing HDF5's free-space aggregators)."""

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import MPIBATCH, MPIEXEC, ROOT, TASKS, mpibatch
+from procs import process_gone
 
 GRID = ("--grid", "size=150,200,300", "--grid", "lr=1e-3,1e-4,1e-5", "--reps", "2")
 COMPILER = shutil.which("cc") or shutil.which("gcc")
@@ -81,19 +82,6 @@ def test_results_are_byte_identical_for_np_1_and_2_and_failures_keep_stderr(prog
     assert "matches the stored result" in rerun.stdout
 
 
-def _gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (gone, or a zombie nobody reaped); polls a while."""
-    for _ in range(400):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 SLEEPER = "sleep ${{SLEEP:-60}} & echo $! > {out_dir}/child.pid; wait; echo '{{\"x\": '{x}'}}'"
 
 
@@ -112,7 +100,7 @@ def test_a_task_timeout_kills_the_commands_whole_process_group(tmp_path):
     errors = mpibatch(None, "errors", out).stdout
     assert errors.count("TaskTimeout: task ran longer than --task-timeout 2 s") == 2
     pids = _child_pids(out)
-    assert len(pids) == 2 and all(_gone(p) for p in pids)  # the sleep 60 grandchildren too
+    assert len(pids) == 2 and all(process_gone(p) for p in pids)  # the sleep 60 grandchildren too
 
 
 @pytest.mark.parametrize("where", ["thread", "main"])
@@ -129,7 +117,7 @@ def test_a_stop_kills_running_commands_and_resume_finishes_them(tmp_path, where)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 3, err
     pids = _child_pids(out)
-    assert len(pids) == 2 and all(_gone(pid) for pid in pids)
+    assert len(pids) == 2 and all(process_gone(pid) for pid in pids)
     r = mpibatch(2, "run", "--out", out, "--resume", "--shell", "--command", SLEEPER,
                  "--grid", "x=1,2,3,4", env={"SLEEP": "0"})  # fmt: skip
     assert r.returncode == 0, r.stderr
