@@ -97,6 +97,7 @@ def test_every_environment_error_names_its_variable(monkeypatch):
     bad |= {"dedicated_root": "maybe", "retries": "-1", "max_failures": "0", "grace": "-1"}
     bad |= {"block_size": "0", "ranks_per_gpu": "0", "task_timeout": "0", "flush_seconds": "x"}
     bad |= {"quiet": "2", "time_limit": "soon", "leaders": "maybe", "node_size": "0"}
+    bad |= {"isolation": "partly"}
     assert set(bad) == set(SETTINGS)  # every setting is covered
     for name, text in bad.items():
         var = env_name(name)

@@ -389,6 +389,36 @@ def guard_world(where: str, current_task: Callable[[], int | None]):
         MPI.COMM_WORLD = real  # type: ignore[misc]
 
 
+def in_task_process(current_task: Callable[[], int | None]) -> None:
+    """In a task process (forked from its rank): ``MPI.COMM_WORLD`` refuses every call.
+
+    The child shares its rank's MPI state but must never use it: a collective or message
+    fails the task (:class:`WorldInTask`), and ``Abort`` ends this task process alone,
+    which fails the task with its exit status.
+    """
+    real = MPI.COMM_WORLD
+
+    def abort(self, errorcode: int = 0):
+        sys.stderr.write(
+            f"mpibatch: task {current_task()} called MPI_Abort({errorcode}): its task process "
+            "ends (the task fails; the run goes on)\n"
+        )
+        sys.stderr.flush()
+        os._exit(errorcode & 0xFF or 1)
+
+    def refused(name: str) -> Callable:
+        def call(self, *args, **kwargs):
+            raise WorldInTask(
+                f"task {current_task()} called MPI.COMM_WORLD.{name}(); tasks must not call "
+                "collectives or send messages on MPI.COMM_WORLD: use ctx.comm (MPI.COMM_SELF)"
+            )
+
+        return call
+
+    methods = {name: refused(name) for name in _WORLD_CALLS}
+    MPI.COMM_WORLD = type("World", (type(real),), {**methods, "Abort": abort})(real)  # type: ignore[misc]
+
+
 def abort(comm: MPI.Comm | None = None, code: int = 1) -> None:
     """Call while handling an exception: end the job, or raise it again in one process.
 

@@ -159,6 +159,8 @@ SETTINGS: dict[str, Setting] = {
     "root_tasks": Setting(
         "thread", str, _one_of(*ROOT_TASKS), " or ".join(ROOT_TASKS), "--root-tasks thread"
     ),
+    # on: tasks run in a task process beside each rank (docs/task-processes.md)
+    "isolation": Setting("on", str, _one_of("on", "off"), "on or off", "--isolation on"),
     "leaders": Setting("auto", str, _one_of(*LEADERS), " or ".join(LEADERS), "--leaders auto"),
     # ranks per pretend node, for testing and tuning leaders on one host (environment only)
     "node_size": Setting(None, int, _int_at_least(1), _INT1, "MPIBATCH_NODE_SIZE=4"),

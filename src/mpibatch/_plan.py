@@ -35,6 +35,7 @@ class Plan:
     block_size: int | None = None
     dedicated_root: bool = False
     root_tasks: str = "thread"  # where rank 0 runs its own tasks: a helper thread or main
+    isolation: str = "on"  # on: tasks run in a task process beside each rank
     leaders: str = "auto"  # node leaders: auto, on or off (see _dispatch/leader.py)
     node_size: int | None = None  # ranks per pretend node (testing); None: by host
     flush_seconds: float = 30.0
@@ -155,6 +156,7 @@ def make(grid: Grid, options: RunOptions, size: int, stored: dict | None = None)
         block_size=options.block_size,
         dedicated_root=bool(options.dedicated_root),
         root_tasks=str(options.root_tasks),
+        isolation=str(options.isolation),
         leaders=str(options.leaders),
         node_size=options.node_size,
         flush_seconds=flush,

@@ -102,6 +102,11 @@ _RUN_FLAGS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
             "answers the other ranks at once) or main (for tasks that need the main "
             "thread, e.g. to install signal handlers)",
         ),
+        "--isolation": (
+            {"choices": ("on", "off"), "metavar": "on|off"},
+            "on (default): each rank runs its tasks in a task process, so a task that "
+            "crashes, exits or changes its process fails alone; off: in the rank itself",
+        ),
         "--leaders": (
             {"choices": LEADERS, "metavar": "|".join(LEADERS)},
             "node leaders: rank 0 serves one leader per node, which serves its node's "

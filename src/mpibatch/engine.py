@@ -32,10 +32,11 @@ from . import (
 from ._plan import Plan
 from ._records import Buffers
 from ._stop import Stopper
+from ._taskproc import TaskProcess
 from .errors import MpibatchError
 from .grid import Grid
 from .options import RunOptions
-from .runner import Runner, blas_info, blas_limits, cores
+from .runner import Runner, RunsBlocks, blas_info, blas_limits, cores
 
 if TYPE_CHECKING:  # only rank 0 writes the file: the other ranks never import h5py
     from .store import Store
@@ -88,6 +89,7 @@ def run(
     block_size: int | None = None,
     dedicated_root: bool | None = None,
     root_tasks: str | None = None,
+    isolation: str | None = None,
     leaders: str | None = None,
     flush_seconds: float | None = None,
     threads_per_rank: int | None = None,
@@ -151,6 +153,7 @@ def run(
         block_size=block_size,
         dedicated_root=dedicated_root,
         root_tasks=root_tasks,
+        isolation=isolation,
         leaders=leaders,
         threads_per_rank=threads_per_rank,
         gpus=gpus,
@@ -242,23 +245,37 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int, inpu
         runner = Runner(fn, grid, stream, info, offset, stopper, plan.retries, buffers)
         if plan.results is not None:
             runner.declare(plan.results)  # run(results=...) wins over the task file's
+        tasks = _tasks(plan, runner)
         tiers, why, up, down = _leaders(comm, plan)
         if rank == 0:
             assert store is not None and infos is not None  # rank 0 made the file
             if runner.packer is not None and store.schema is None:
                 store.add_results(runner.packer.schema)  # declared: complete before any task
             store.write_ranks(infos)
-            summary, fatal = _serve(up or transport, plan, store, runner, tiers, why, transport)
+            summary, fatal = _serve(up or transport, plan, store, tasks, tiers, why, transport)
         elif tiers is not None and tiers.role == "leader":
             _dispatch.Leader(up, down, tiers.origins, stopper, buffers).run()
             transport.gather_int(_inputs.peak_rss())  # rank 0 records it in /ranks
+            transport.gather_int(0)
         else:
-            _dispatch.work(down or up or transport, runner, plan.ids[0])
+            try:
+                _dispatch.work(down or up or transport, tasks, plan.ids[0])
+            finally:
+                tasks.close()
             transport.gather_int(_inputs.peak_rss())  # rank 0 records it in /ranks
+            transport.gather_int(getattr(tasks, "starts", 0))
     _dispatch.finish(transport, fatal)
     for link in (up, down):
         _comm.free(link.comm if link is not None else None)
     return summary
+
+
+def _tasks(plan: Plan, runner: Runner) -> RunsBlocks:
+    """What runs this rank's blocks: its task process (``--isolation on``) or the rank."""
+    if plan.isolation == "off":
+        return runner
+    arena = max(4 * plan.gather_bytes, 64 << 20)
+    return TaskProcess(runner, arena, _comm.in_task_process)
 
 
 def _leaders(comm, plan: Plan):
@@ -277,7 +294,13 @@ def _leaders(comm, plan: Plan):
 
 
 def _serve(
-    transport, plan: Plan, store: Store, runner: Runner, tiers=None, why: str = "", world=None
+    transport,
+    plan: Plan,
+    store: Store,
+    runner: RunsBlocks,
+    tiers=None,
+    why: str = "",
+    world=None,
 ) -> tuple[Summary, str | None]:
     """Rank 0: run the loop, close the file with the run's accounting, summarise."""
     from .progress import Progress
@@ -299,7 +322,10 @@ def _serve(
     now = time.time()
     done, failed = store.counts()
     store.peaks = (world or transport).gather_int(_inputs.peak_rss())  # each rank's VmHWM
-    leaders = {"leaders": "on" if tiers is not None else "off", "leaders_reason": why}
+    starts = (world or transport).gather_int(getattr(runner, "starts", 0))
+    leaders: dict = {"leaders": "on" if tiers is not None else "off", "leaders_reason": why}
+    leaders["isolation"] = plan.isolation  # and how often a task process (and setup) started:
+    leaders["task_processes_started"] = int(starts.sum()) if starts is not None else 0
     store.close({**plan.attrs, **_session_attrs(plan, store, root, queue, size, now), **leaders})
     ledger = root.ledger
     resume = plan.attrs["command"] + " --resume" if done + failed < store.n else ""
@@ -341,6 +367,11 @@ def _root_thread(plan: Plan, size: int) -> bool:
     )
 
 
+def _root_tasks(own) -> str:
+    """Where rank 0 ran its own tasks: its task process, a helper thread, its main thread."""
+    return "process" if own.process is not None else "thread" if own.thread else "main"
+
+
 def _session_attrs(plan: Plan, store: Store, root, queue, size: int, now: float) -> dict:
     reason = queue.reason or f"requested with --schedule {plan.schedule}"
     wall, ledger = now - plan.session_t0, root.ledger
@@ -364,6 +395,6 @@ def _session_attrs(plan: Plan, store: Store, root, queue, size: int, now: float)
         "dispatch_seconds": ledger.dispatch_seconds,
         "n_blocks": ledger.n_blocks,
         "dedicated_root": plan.dedicated_root,
-        "root_tasks": "thread" if root.own.thread is not None else "main",
+        "root_tasks": _root_tasks(root.own),
         "stopped": root.stopped or "",
     }

@@ -51,6 +51,7 @@ class RunOptions:
     block_size: int | None = None
     dedicated_root: bool | None = None
     root_tasks: str | None = None
+    isolation: str | None = None
     leaders: str | None = None
     node_size: int | None = None
     threads_per_rank: int | None = None

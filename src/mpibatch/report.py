@@ -188,9 +188,12 @@ def format_info(res: Results) -> str:
         lines.append(f"schedule used: {a['schedule_used']} ({a.get('schedule_reason', '')})")
     if a.get("leaders"):
         lines.append(f"node leaders: {a['leaders']} ({a.get('leaders_reason', '')})")
+    if a.get("isolation") == "on":
+        started = int(a.get("task_processes_started", 0))
+        lines.append(f"tasks: in task processes ({started} started)")
     if a.get("dedicated_root"):
         lines.append("rank 0: dedicated root (ran no tasks)")
-    elif a.get("root_tasks"):
+    elif a.get("root_tasks") and a.get("isolation") != "on":
         lines.append(f"rank 0: ran its tasks on the {ROOT_TASKS[a['root_tasks']]}")
     lines += _rank_lines(res) + _memory_lines(res) + _efficiency_lines(res)
     lines += timeline.format_stats(timeline.stats(res)) + _slowest_lines(res)

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -73,6 +73,23 @@ class RowsDone:
     fatal: ResultError | None = None
 
 
+class RunsBlocks(Protocol):
+    """What the dispatch code runs blocks with: a :class:`Runner` (``--isolation off``) or
+    the rank's side of its task process (:class:`~mpibatch._taskproc.TaskProcess`)."""
+
+    stopper: Stopper
+    buffers: Any  # block buffers are given back to it once sent
+
+    @property
+    def packer(self) -> Packer | None: ...
+
+    def run(
+        self, ids: range, poll: Callable[[], None] | None = None, poll_every: float = 0.002
+    ) -> tuple[Columns, RowsDone]: ...
+
+    def close(self) -> None: ...
+
+
 class Runner:
     """Runs tasks of one rank into :class:`Columns`; everything the hot loop needs."""
 
@@ -106,6 +123,9 @@ class Runner:
         self.declared = declarations_of(self.fn, spec)
         schema = declared_schema(self.declared)
         self.packer = Packer(schema, -1) if schema is not None else None
+
+    def close(self) -> None:
+        """Nothing to end: the tasks ran in this process (``--isolation off``)."""
 
     def _call(self, i: int, params: dict):
         rng = self.streams.for_task(i)

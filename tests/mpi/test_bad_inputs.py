@@ -64,13 +64,22 @@ def test_a_task_printing_megabytes_neither_hangs_nor_fails(tmp_path):
     assert r.returncode == 0 and len(r.stdout) >= 3_000_000
 
 
-def test_a_task_calling_abort_ends_every_rank_promptly(tmp_path):
+def test_a_task_calling_abort_fails_alone_in_its_task_process(tmp_path):
+    out = tmp_path / "a.h5"
+    r = mpibatch(3, "run", TASKS / "faulty.py", "--reps", 30, "--out", out, env={"FAULT": "abort"})
+    assert r.returncode == 1, r.stderr  # that task failed; the others ran
+    assert "task 3 called MPI_Abort(7)" in r.stderr and "29 done, 1 failed" in r.stdout
+
+
+def test_a_task_calling_abort_without_isolation_ends_every_rank_promptly(tmp_path):
     r = mpibatch(
         3,
         "run",
         TASKS / "faulty.py",
         "--reps",
         30,
+        "--isolation",
+        "off",
         "--out",
         tmp_path / "a.h5",
         env={"FAULT": "abort"},

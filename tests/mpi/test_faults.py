@@ -117,7 +117,9 @@ def test_a_task_that_never_returns_fails_after_its_timeout(tmp_path):
     assert "task 3 " in errs and "TaskTimeout: task ran longer than --task-timeout 1 s" in errs
 
 
-def test_a_task_stuck_outside_python_ends_the_run_naming_it(tmp_path):
+@pytest.mark.parametrize("isolation", ["on", "off"])
+def test_a_task_stuck_outside_python_is_named(tmp_path, isolation):
+    # on: its task process is killed and it fails alone; off: it ends the run
     out = tmp_path / "h.h5"
     r = mpibatch(
         2,
@@ -131,17 +133,27 @@ def test_a_task_stuck_outside_python_ends_the_run_naming_it(tmp_path):
         1,
         "--schedule",
         "static",
+        "--isolation",
+        isolation,
         env={"FAULT": "hang_hard", "FAULT_AT": "30"},
         timeout=60,
     )
+    if isolation == "on":
+        assert r.returncode == 1 and "39 done, 1 failed" in r.stdout, r.stderr
+        errs = mpibatch(None, "errors", out).stdout
+        assert "task 30 " in errs and "--task-timeout 1 s and did not return" in errs
+        return
     assert r.returncode != 0
     assert "task 30 on rank 1 on" in r.stderr and "did not return" in r.stderr
     assert _status_after_kill(out)[:20].sum() > 0  # what was written stays; the file opens
 
 
-def test_a_task_calling_abort_ends_the_job_and_the_file_opens(tmp_path):
+def test_a_task_calling_abort_without_isolation_ends_the_job_and_the_file_opens(tmp_path):
     out = tmp_path / "a.h5"
-    r = mpibatch(3, "run", FAULTY, "--reps", 30, "--out", out, env={"FAULT": "abort"}, timeout=60)
+    r = mpibatch(
+        3, "run", FAULTY, "--reps", 30, "--out", out, "--isolation", "off",
+        env={"FAULT": "abort"}, timeout=60,
+    )  # fmt: skip
     assert r.returncode != 0
     assert _status_after_kill(out).shape == (30,)
 
@@ -238,16 +250,18 @@ def test_a_signal_stops_resumably_and_resume_finishes_identically(tmp_path, sig)
     assert _results(out)[0] == ref
 
 
-@pytest.mark.parametrize("where", ["thread", "main"])
+@pytest.mark.parametrize("where", ["process", "thread", "main"])
 def test_tasks_longer_than_the_grace_period_are_left_pending(tmp_path, where):
-    # every task sleeps 60 s; on a stop with --grace 1 they are interrupted (or, on rank 0's
-    # task thread, left behind) and stay pending; a resume then runs them all
+    # every task sleeps 60 s; on a stop with --grace 1 they are interrupted (their task
+    # processes ended; or, without them, on rank 0's task thread left behind) and stay
+    # pending; a resume then runs them all
     ref, _ = _reference(tmp_path, FAULT_SLEEP="0")
     out = tmp_path / "g.h5"
     mark = tmp_path / "started"
     mark.mkdir()
     env = {"FAULT_SLEEP": "60", "FAULT_MARK": str(mark)}
-    p = _popen(out, 3, "--grace", 1, "--root-tasks", where, env=env)
+    how = ["--isolation", "off", "--root-tasks", where] if where != "process" else []
+    p = _popen(out, 3, "--grace", 1, *how, env=env)
     _started(p, mark)
     p.send_signal(signal.SIGUSR1)
     _, err = p.communicate(timeout=20)  # grace 1 s, then out: far less than one task

@@ -7,7 +7,8 @@ from concurrent import futures
 from concurrent.futures import Future
 
 from .._records import Columns
-from ..runner import RowsDone, Runner, TaskThread
+from .._taskproc import TaskProcess
+from ..runner import RowsDone, Runner, RunsBlocks, TaskThread
 
 POLL_EVERY = 0.002  # seconds: how often rank 0 serves others between its own tasks
 
@@ -21,13 +22,20 @@ class OwnBlocks:
     with no hand-off and no contention for the GIL.
     """
 
-    def __init__(self, runner: Runner, ids0: int, on_thread: bool) -> None:
+    def __init__(self, runner: RunsBlocks, ids0: int, on_thread: bool) -> None:
         self.runner, self.ids0 = runner, ids0
-        self.thread = TaskThread(runner) if on_thread else None
+        # rank 0's task process (the default) runs its blocks while this thread serves
+        self.process = runner if isinstance(runner, TaskProcess) else None
+        self.thread = TaskThread(runner) if on_thread and isinstance(runner, Runner) else None
         if self.thread is not None:
             runner.stopper.tasks_on_helper_thread()
         self.block: tuple[int, int] | None = None
         self.future: Future | None = None
+
+    @property
+    def concurrent(self) -> bool:
+        """True if rank 0's blocks run beside this thread (a task process, a helper thread)."""
+        return self.process is not None or self.thread is not None
 
     @property
     def busy(self) -> bool:
@@ -39,6 +47,10 @@ class OwnBlocks:
     ) -> None:
         """Run ``block``: on the thread, or here and now (``poll`` between tasks)."""
         ids = range(self.ids0 + block[0], self.ids0 + block[1])
+        if self.process is not None:
+            self.process.submit(ids)
+            self.block, self.future = block, Future()  # a marker: done when the process says
+            return
         if self.thread is not None and (mean is None or mean > POLL_EVERY):
             self.block, self.future = block, self.thread.submit(ids)
             return
@@ -52,6 +64,8 @@ class OwnBlocks:
         future = self.future
         if future is None:
             return False
+        if self.process is not None:
+            return self.process.finished(timeout)
         if not future.done():
             futures.wait([future], timeout=max(0.0, timeout))
         return future.done()
@@ -61,7 +75,7 @@ class OwnBlocks:
         block, future = self.block, self.future
         assert block is not None and future is not None, "no block to take"
         self.block = self.future = None
-        cols, done = future.result()
+        cols, done = self.process.take() if self.process is not None else future.result()
         return block, cols, done
 
     def abandon(self) -> None:
@@ -72,3 +86,5 @@ class OwnBlocks:
     def close(self) -> None:
         if self.thread is not None:
             self.thread.close()
+        if self.process is not None:
+            self.process.close()

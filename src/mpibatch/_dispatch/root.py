@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .._records import Columns, Report
-from ..runner import RowsDone, Runner
+from ..runner import RowsDone, RunsBlocks
 from .leader import LEADER_NAP, Tiers
 from .ledger import Ledger, SchemaGate
 from .own import POLL_EVERY, OwnBlocks
@@ -29,7 +29,7 @@ class Root:
         transport,
         plan,
         store,
-        runner: Runner,
+        runner: RunsBlocks,
         queue,
         progress,
         on_thread: bool = False,
@@ -81,7 +81,7 @@ class Root:
         self._check_stop()
         if self.stopping:
             return None
-        cap = self.policy.cap(one_long=rank == 0 and self.own.thread is not None)
+        cap = self.policy.cap(one_long=rank == 0 and self.own.concurrent)
         tiers = self.tiers
         if tiers is not None and rank in tiers.grants:  # a leader: blocks for its ranks
             # two a rank while a flat rank would hold two (short tasks, not near the end)
@@ -114,8 +114,9 @@ class Root:
     def _tend_own(self) -> None:
         """Serve the others until rank 0's block is done, then store it."""
         own = self.own
-        if not own.finished(self.next_poll - time.perf_counter()):
-            if self.runner.stopper.past_grace():
+        wait = self.next_poll - time.perf_counter() if self.size > 1 else 0.05
+        if not own.finished(wait):
+            if self.runner.stopper.past_grace() and own.thread is not None:
                 self.ledger.reported(0)  # its rows stay pending; the thread is left behind
                 own.abandon()
             return

@@ -6,7 +6,7 @@ from collections import deque
 
 from .._records import Columns, Report
 from ..errors import ResultError
-from ..runner import RowsDone, Runner
+from ..runner import RowsDone, RunsBlocks
 
 
 class _Hand:
@@ -32,7 +32,7 @@ class _Hand:
         return blocks.popleft() if blocks else None
 
 
-def work(transport, runner: Runner, ids0: int) -> None:
+def work(transport, runner: RunsBlocks, ids0: int) -> None:
     """Run the blocks rank 0 sends (task ids from ``ids0``), report each, until it sends none."""
     hand, stopper, sent = _Hand(transport), runner.stopper, _Sent(transport, runner)
     fatal, schema_sent = False, False
@@ -69,7 +69,7 @@ def work(transport, runner: Runner, ids0: int) -> None:
 class _Sent:
     """Reports whose data is still being sent: their buffers must live until it is."""
 
-    def __init__(self, transport, runner: Runner) -> None:
+    def __init__(self, transport, runner: RunsBlocks) -> None:
         self.transport, self.give = transport, runner.buffers.give
         self.inflight: list = []
 

@@ -1,0 +1,185 @@
+"""What a task does to its process stays with that task: the task process's housekeeping.
+
+:func:`enter_child` runs once in a fresh task process: the rank's open files (the HDF5
+file on rank 0, MPI's sockets) become ``/dev/null`` there, so nothing the child does,
+not even a C library's ``exit()`` running HDF5's clean-up, can write to them; stdin is
+``/dev/null`` and ``breakpoint()`` fails its task with a line saying how to debug it.
+
+:class:`Restore` puts back, after every task, what a task may change for the next ones
+(which differ with ``-np`` and the schedule): the working folder, ``os.environ``,
+``np.seterr``, signal handlers, ``sys.stdin``/``stdout``/``stderr``. Each check costs a
+few attribute reads: the setters are wrapped to note a change, so a task that changes
+nothing costs no system call. A task that leaves non-daemon threads running retires its
+process after the block's row is saved (``retire``): the next task gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+
+from .errors import UsageError
+
+_KEEP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGALRM")
+
+
+def enter_child(keep: tuple[int, ...], stderr: int) -> None:
+    """Once, first thing in a task process: neutralise inherited files; stderr to the rank."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep and fd != null and fd > 2:
+            try:
+                os.dup2(null, fd, inheritable=False)
+            except OSError:
+                pass
+    os.dup2(null, 0)
+    os.dup2(stderr, 2)
+    os.close(null)
+    # its own process group: what its tasks leave running (a pool's workers) is ended
+    # with it, and holds no launcher's pipe open past the run
+    os.setpgid(0, 0)
+    _die_with_parent()
+    try:  # the kernel, and a Slurm cgroup, kill this process before any rank
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("1000")
+    except OSError:
+        pass
+    sys.breakpointhook = _no_breakpoint
+
+
+def stops_reach(rank: int, stopper) -> None:
+    """A stop signal sent to the task process (Slurm signals every process of a step)
+    stops it, and is passed on to its rank, which stops the run."""
+    from ._stop import STOP_SIGNALS
+
+    def on_signal(signum, frame):
+        stopper.request(signal.Signals(signum).name)
+        try:
+            os.kill(rank, signum)
+        except ProcessLookupError:
+            pass
+
+    for name in STOP_SIGNALS:
+        signal.signal(getattr(signal, name), on_signal)
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when its rank ends (Linux's PR_SET_PDEATHSIG)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the rank ended before the call took hold
+        os._exit(1)
+
+
+def _no_breakpoint(*args, **kwargs):
+    raise UsageError(
+        "breakpoint() in a task: a task has no terminal (its stdin is /dev/null); debug it "
+        "alone with: mpibatch rerun FILE --task N"
+    )
+
+
+class Restore:
+    """Notes what a task changes in its process and puts it back after the task."""
+
+    def __init__(self) -> None:
+        self.cwd = os.getcwd()
+        self.environ = dict(os.environ)
+        self.err = np.geterr()
+        self.stdio = (sys.stdin, sys.stdout, sys.stderr)
+        self.handlers = {s: signal.getsignal(s) for s in _signals()}
+        self.threads = threading.active_count()
+        self.retire = False  # a task left threads running: this process ends after the row
+        self.dirty = False
+        self._wrapped: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> Restore:
+        self.handlers = {s: signal.getsignal(s) for s in _signals()}  # mpibatch's, installed
+        self._wrap(os, "chdir")
+        self._wrap(os, "fchdir")
+        self._wrap(np, "seterr")
+        original_signal = signal.signal
+
+        def noted_signal(sig, handler):  # the handler before the task's, to put back
+            self.handlers.setdefault(sig, signal.getsignal(sig))
+            self.dirty = True
+            return original_signal(sig, handler)
+
+        self._wrapped.append((signal, "signal", original_signal))
+        signal.signal = noted_signal
+        env, kind = os.environ, type(os.environ)
+        noting = {"__setitem__": self._noting(kind.__setitem__)}
+        noting["__delitem__"] = self._noting(kind.__delitem__)
+        env.__class__ = type("Environ", (kind,), noting)
+        self._wrapped.append((env, "__class__", kind))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, original in self._wrapped:
+            setattr(owner, name, original)
+
+    def _noting(self, fn):
+        def noted(*args, **kwargs):
+            self.dirty = True
+            return fn(*args, **kwargs)
+
+        return noted
+
+    def _wrap(self, owner, name: str) -> None:
+        original = getattr(owner, name)
+        self._wrapped.append((owner, name, original))
+        setattr(owner, name, self._noting(original))
+
+    def after_task(self) -> None:
+        """Between tasks: undo what the last task changed (cheap when it changed nothing)."""
+        if (sys.stdin, sys.stdout, sys.stderr) != self.stdio or sys.stdout.closed:
+            self._stdio()
+        if threading.active_count() != self.threads:
+            self._threads()
+        if self.dirty:
+            self.dirty = False
+            self._undo()
+
+    def _undo(self) -> None:
+        next(w[2] for w in self._wrapped if w[1] == "chdir")(self.cwd)
+        if dict(os.environ) != self.environ:
+            for key in set(os.environ) - set(self.environ):
+                del os.environ[key]
+            os.environ.update(self.environ)
+        next(w[2] for w in self._wrapped if w[1] == "seterr")(**self.err)
+        put = next(w[2] for w in self._wrapped if w[1] == "signal")
+        for sig, handler in self.handlers.items():
+            if signal.getsignal(sig) is not handler and handler is not None:
+                put(sig, handler)
+        self.dirty = False
+
+    def _stdio(self) -> None:
+        streams = []
+        for fd, (name, was) in enumerate(
+            zip(("stdin", "stdout", "stderr"), self.stdio, strict=True)
+        ):
+            if getattr(was, "closed", True):
+                was = os.fdopen(fd, "r" if fd == 0 else "w", closefd=False, buffering=1)
+            streams.append(was)
+            setattr(sys, name, was)
+        self.stdio = tuple(streams)  # type: ignore[assignment]
+
+    def _threads(self) -> None:
+        left = [t for t in threading.enumerate() if t.is_alive() and not t.daemon]
+        if len(left) > 1:  # the main thread is one
+            self.retire = True
+        self.threads = threading.active_count()
+
+
+def _signals() -> list[signal.Signals]:
+    return [getattr(signal, name) for name in _KEEP_SIGNALS]

@@ -1,0 +1,190 @@
+"""Task processes: nothing a task does to its process reaches the rank, the study or the file.
+
+Real ``mpiexec`` runs (MPICH), every launch with a timeout. The user-code fault suite:
+every way a task can end its process, and every change a task may make to it, at np 1-3
+under static and dynamic schedules; then a crash deep in one big block, a task stuck in
+C past ``--task-timeout``, and ``--isolation off`` giving the same bytes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import h5py
+import numpy as np
+import pytest
+from conftest import TASKS, file_columns, mpibatch
+
+from mpibatch.streams import task_generator
+
+UNRULY = TASKS / "unruly.py"
+ENDS = {
+    "segv": "SIGSEGV",
+    "abort": "SIGABRT",
+    "exit0": "exit status 0 without returning",
+    "exit3": "exit status 3 without returning",
+    "sigkill": "SIGKILL",
+    "c_exit": "exit status 7 without returning",
+    "mpi_abort": "exit status 5 without returning",
+}
+KINDS = ["ok", *ENDS, "chdir", "environ", "close_stdout", "seterr", "signal", "thread"]
+KINDS += ["breakpoint", "base"]
+REPS = 3
+
+
+def _errors(out) -> dict[int, tuple[str, str, str]]:
+    with h5py.File(out, "r") as f:
+        e = f["errors"]
+        rows = zip(
+            e["task"][()],
+            e["type"].asstr()[()],
+            e["message"].asstr()[()],
+            e["traceback"].asstr()[()],
+            strict=True,
+        )
+        return {int(t): (ty, msg, tb) for t, ty, msg, tb in rows}
+
+
+@pytest.mark.parametrize("schedule", ["static", "dynamic"])
+@pytest.mark.parametrize("np_", [1, 2, 3])
+def test_a_task_that_ends_or_changes_its_process_fails_alone_and_the_rest_are_exact(
+    tmp_path, np_, schedule
+):
+    out = tmp_path / "u.h5"
+    r = mpibatch(
+        np_, "run", UNRULY, "--reps", REPS, "--seed", 5, "--schedule", schedule,
+        "--block-size", 4, "--out", out, "--quiet", timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr  # some tasks failed; the run itself is fine
+    errors = _errors(out)
+    with h5py.File(out, "r") as f:
+        status, kind = f["tasks/status"][()], f["params/kind"].asstr()[()]
+        x, clean = f["results/x"][()], f["results/clean"][()]
+        assert f.attrs["isolation"] == "on"
+        started = int(f.attrs["task_processes_started"])
+    failing = {*ENDS, "breakpoint", "base"}
+    for i, k in enumerate(kind):
+        if k in failing:
+            assert status[i] == 2 and i in errors, (i, k)
+        else:
+            assert status[i] == 1, (i, k, errors.get(i))
+            assert x[i] == task_generator(5, i).random()  # its own stream, exactly
+            assert clean[i] == 1.0, f"task {i} ({k}) saw what an earlier task changed"
+    for i, (ty, msg, tb) in errors.items():
+        if kind[i] in ENDS:
+            assert ty == "TaskProcessDied" and ENDS[kind[i]] in msg, (kind[i], msg)
+            assert f"task {i}" in tb
+    bp = [m for i, (_, m, _) in errors.items() if kind[i] == "breakpoint"]
+    assert bp and all("mpibatch rerun" in m for m in bp)
+    # a fresh task process after each death (7 kinds x 3 reps) and after each leftover thread
+    assert started >= len(ENDS) * REPS + np_
+
+
+def test_a_crash_deep_in_a_big_block_keeps_every_row_before_it_and_runs_none_twice(tmp_path):
+    log = tmp_path / "ran.log"
+    task = tmp_path / "deep.py"
+    task.write_text(
+        "import ctypes, os\n"
+        f"LOG = {str(log)!r}\n"
+        "def task(params, rng):\n"
+        "    with open(LOG, 'a') as fh:\n"
+        "        fh.write(f\"{params['rep']} {os.getpid()}\\n\")\n"
+        "    if params['rep'] == 7437:\n"
+        "        ctypes.string_at(0)\n"
+        "    return float(rng.random())\n"
+    )
+    out = tmp_path / "d.h5"
+    r = mpibatch(1, "run", task, "--reps", 10_000, "--seed", 2, "--out", out, "--quiet")
+    assert r.returncode == 1, r.stderr
+    with h5py.File(out, "r") as f:
+        status, values = f["tasks/status"][()], f["results/value"][()]
+    assert status[7437] == 2 and (np.delete(status, 7437) == 1).all()
+    assert values[7436] == task_generator(2, 7436).random()
+    ran = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    assert sorted(rep for rep, _ in ran) == list(range(10_000))  # none ran twice
+    crashed = dict(ran)[7437]
+    before = [rep for rep, pid in ran if pid == crashed and rep < 7437]
+    assert len(before) > 100  # deep in the process's work: those rows were kept, not re-run
+
+
+def test_a_task_stuck_in_c_past_its_timeout_fails_alone(tmp_path):
+    task = tmp_path / "stuck.py"
+    task.write_text(
+        "import signal, time\n"
+        "def task(params, rng):\n"
+        "    if params['rep'] == 1:\n"
+        "        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])  # no interrupt\n"
+        "        time.sleep(60)\n"
+        "    return float(rng.random())\n"
+    )
+    out = tmp_path / "s.h5"
+    r = mpibatch(
+        2, "run", task, "--reps", 6, "--seed", 1, "--task-timeout", 1, "--out", out,
+        "--quiet", timeout=40,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr  # a failed task, not "stuck" (exit 4)
+    errors = _errors(out)
+    assert list(errors) == [1] and "--task-timeout" in errors[1][1]
+    with h5py.File(out, "r") as f:
+        assert (np.delete(f["tasks/status"][()], 1) == 1).all()
+
+
+def test_chdir_with_a_relative_out_and_ragged_results_keeps_every_row(tmp_path):
+    task = tmp_path / "scratch.py"
+    task.write_text(
+        "import os, tempfile\n"
+        "results = {'trace': 'ragged float64', 'name': 'str'}\n"
+        "def task(params, rng):\n"
+        "    os.chdir(tempfile.gettempdir())  # run a simulation code in a scratch folder\n"
+        "    return {'trace': rng.random(params['rep'] % 4 + 1), 'name': 'r' * params['rep']}\n"
+    )
+    r = mpibatch(
+        2, "run", task, "--reps", 12, "--seed", 4, "--out", "rel.h5", "--quiet", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "rel.h5", "r") as f:
+        assert (f["tasks/status"][()] == 1).all()
+        assert f["results/trace/length"][()].tolist() == [i % 4 + 1 for i in range(12)]
+
+
+def test_mpi_on_the_world_in_a_task_process_fails_the_task_and_ctx_comm_works(tmp_path):
+    task = tmp_path / "mpi.py"
+    task.write_text(
+        "from mpi4py import MPI\n"
+        "def task(params, rng, ctx):\n"
+        "    if params['rep'] == 2:\n"
+        "        MPI.COMM_WORLD.Barrier()\n"
+        "    return float(ctx.comm.allreduce(params['rep']))\n"
+    )
+    out = tmp_path / "m.h5"
+    r = mpibatch(2, "run", task, "--reps", 5, "--seed", 1, "--out", out, "--quiet")
+    assert r.returncode == 1, r.stderr
+    errors = _errors(out)
+    assert list(errors) == [2] and errors[2][0] == "WorldInTask"
+    with h5py.File(out, "r") as f:
+        assert f["results/value"][()].tolist()[:2] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("np_", [1, 3])
+def test_isolation_on_and_off_store_the_same_bytes(tmp_path, np_):
+    task = TASKS / "mixed.py"
+    cols = []
+    for mode in ("on", "off"):
+        out = tmp_path / f"{mode}.h5"
+        r = mpibatch(
+            np_, "run", task, "--reps", 9, "--seed", 3, "--isolation", mode, "--out", out,
+            "--quiet",
+        )  # fmt: skip
+        assert r.returncode in (0, 1), r.stderr
+        with h5py.File(out, "r") as f:
+            assert f.attrs["isolation"] == mode
+        cols.append(file_columns(out))
+    assert cols[0] == cols[1]
+
+
+def test_info_says_where_tasks_ran(tmp_path):
+    out = tmp_path / "i.h5"
+    r = mpibatch(2, "run", UNRULY, "--grid", "kind=ok,segv", "--seed", 1, "--out", out, "--quiet")
+    assert r.returncode == 1, r.stderr
+    info = mpibatch(None, "info", out).stdout
+    assert re.search(r"tasks: in task processes \(\d+ started\)", info), info
