@@ -215,7 +215,7 @@ def test_equality():
         ("n=5:0:-2", "n", [5, 3, 1]),
         ("n = -2:1", "n", [-2, -1, 0]),
         ("x=0:1:5lin", "x", [0.0, 0.25, 0.5, 0.75, 1.0]),
-        ("x=2:3:1lin", "x", [2.0]),
+        ("x=2:2:1lin", "x", [2.0]),
         ("x=0:1:3lin,7", "x", [0.0, 0.5, 1.0, 7.0]),
     ],
 )
@@ -277,8 +277,9 @@ def raises(match_all: list[str], fn, *args, **kwargs) -> str:
         ({"x": [1, None]}, ["'x'", "NoneType"]),
         ({"x": ["a", None]}, ["'x'", "NoneType"]),
         ({"x": [[1, 2]]}, ["'x'", "list"]),
-        ({"x": [True, False]}, ["'x'", "bool"]),
-        ({"x": [np.bool_(True)]}, ["'x'", "bool"]),
+        ({"x": [True, 1]}, ["'x'", "mix", "1", "True"]),
+        ({"x": [0.5, np.bool_(True)]}, ["'x'", "mix", "bools"]),
+        ({"x": ["a", True]}, ["'x'", "mix", "'a'", "True"]),
         ({"x": [1 + 2j]}, ["'x'", "complex"]),
         ({"x": [object()]}, ["'x'", "object"]),
         ({"x": [2**70]}, ["'x'", "int64"]),
@@ -597,3 +598,156 @@ def test_spellings_given_in_python_are_checked():
 def test_a_spelling_that_reads_back_as_another_number_is_not_used_in_specs():
     g = Grid({"x": [0.5]}, spellings={"x": ["0.25"]})  # a wrong spelling from Python
     assert g.to_specs() == ["x=0.5"]
+
+
+# ---- grid values as written (issue 22, item 5) ----
+
+
+def test_lin_and_log_points_are_the_short_decimals():
+    x = Grid.from_spec(["x=0:1:11lin"]).axis_values()["x"]
+    assert x == [i / 10 for i in range(11)]  # 0.3, not 0.30000000000000004
+    assert 0.30000000000000004 not in x and np.linspace(0, 1, 11)[3] == 0.30000000000000004
+    lr = Grid.from_spec(["lr=1e-5:1e-3:5log"]).axis_values()["lr"]
+    assert lr == [float(format(v, ".15g")) for v in np.geomspace(1e-5, 1e-3, 5)]
+    assert lr[1] == 3.16227766016838e-05 and lr[2] == 1e-4
+    y = Grid.from_spec(["y=-1:2.5:8lin"]).axis_values()["y"]
+    assert y == [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+
+
+def test_range_points_are_what_params_columns_specs_and_spellings_see():
+    g = Grid.from_spec(["a=0:1:11lin"], reps=2)
+    assert g.params(6)["a"] == 0.3 and repr(g.params(6)["a"]) == "0.3"
+    assert g.columns(6, 8)["a"].tolist() == [0.3, 0.3]
+    assert g.spelled(6) == {"a": "0.3"} and g.spellings()["a"][3] == "0.3"
+    assert g.to_specs() == ["a=0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"]
+    assert Grid.from_spec(g.to_specs(), reps=2) == g == Grid.from_json(g.to_json())
+
+
+def test_a_recorded_grid_is_never_recomputed():
+    """A file made before the change holds linspace's own doubles: JSON keeps them."""
+    old = Grid({"a": np.linspace(0, 1, 11)}, reps=2)
+    back = Grid.from_json(old.to_json())
+    assert back.axis_values()["a"][3] == 0.30000000000000004 and back == old
+    new = Grid.from_spec(["a=0:1:11lin"], reps=2)
+    assert new != old and new.close_to(old) and old.close_to(new)
+    assert not Grid.from_spec(["a=0:1:11lin"], reps=3).close_to(old)
+    assert not Grid.from_spec(["a=0:1:12lin"], reps=2).close_to(old)
+    assert not Grid.from_spec(["b=0:1:11lin"], reps=2).close_to(old)
+    assert not Grid({"a": [v + 1e-9 for v in old.axis_values()["a"]]}, reps=2).close_to(old)
+    # an older file's 'True'/'False' strings are the bools they stood for, nothing else
+    assert Grid({"f": [True, False]}).close_to(Grid({"f": ["True", "False"]}))
+    assert not Grid({"f": [True, False]}).close_to(Grid({"f": ["False", "True"]}))
+    assert not Grid({"f": [1, 0]}).close_to(Grid({"f": ["1", "0"]}))
+
+
+@pytest.mark.parametrize(
+    "spec, parts",
+    [
+        ("x=0:1:1lin", ["'x=0:1:1lin'", "at least 2 points", "both ends", "use 0:1:2lin"]),
+        ("x=1e-3:1e-1:1log", ["at least 2 points", "use 1e-3:1e-1:2log"]),
+        ("x=1:1.0000000000000002:3lin", ["15 significant digits", "fewer points"]),
+    ],
+)
+def test_ranges_that_cannot_hold_both_ends_are_refused(spec, parts):
+    raises(parts, Grid.from_spec, [spec])
+
+
+@pytest.mark.parametrize(
+    "spec, fix",
+    [
+        ("x=0:1:0.25", "use 0:1:5lin (5 points"),
+        ("x=0:10:2.5", "use 0:10:5lin (5 points"),
+        ("x=1:0:-0.25", "use 1:0:5lin (5 points"),
+        ("x=0:1:0.3", "use 0:0.9:4lin (4 points"),
+        ("x=0.5:2:0.5", "use 0.5:2:4lin (4 points"),
+        ("x=0:1:-0.3", "use LO:HI:Nlin"),
+        ("x=0:1:2.5", "use LO:HI:Nlin"),
+        ("x=0:1:1e-1,5", "use 0:1:11lin (11 points"),
+    ],
+)
+def test_a_float_step_is_refused_with_the_lin_range_meant(spec, fix):
+    msg = raises([f"grid spec {spec!r}", "an integer STEP", fix], Grid.from_spec, [spec])
+    assert msg.endswith("both ends included)") or "LO:HI:Nlin" in msg
+
+
+def test_true_and_false_are_bools():
+    g = Grid.from_spec(["flag=True,False", "n=1,2"])
+    assert g.axis_values()["flag"] == [True, False] and g.kinds()["flag"] == "bool"
+    assert [type(v) for v in g.axis_values()["flag"]] == [bool, bool]
+    assert g.params(2) == {"flag": False, "n": 1, "rep": 0} and g.params(2)["flag"] is False
+    col = g.columns(0, 4)["flag"]
+    assert col.dtype == np.bool_ and col.tolist() == [True, True, False, False]
+    assert g.spelled(0) == {"flag": "True", "n": "1"} and g.to_specs()[0] == "flag=True,False"
+    back = Grid.from_json(g.to_json())
+    assert back == g and back.kinds()["flag"] == "bool" and back.params(0)["flag"] is True
+    assert Grid({"flag": [np.bool_(True), False]}) == Grid({"flag": [True, False]})
+    assert Grid({"flag": [True]}) != Grid({"flag": [1]})
+
+
+def test_quoted_true_stays_a_string_and_mixes_are_refused():
+    g = Grid.from_spec(["s=\"True\",'False'"])
+    assert g.axis_values()["s"] == ["True", "False"] and g.kinds()["s"] == "str"
+    assert Grid.from_spec(g.to_specs()) == g  # spelled back with its quotes
+    assert Grid.from_spec(["s=true,false"]).kinds()["s"] == "str"  # Python's spelling only
+    raises(["'x'", "mix", "True", "1"], Grid.from_spec, ["x=True,1"])
+    raises(["'x'", "distinct", "True"], Grid, {"x": [True, True]})
+
+
+def test_axis_kinds():
+    g = Grid({"b": [True], "i": [1], "f": [0.5, 1], "s": ["a"], ("z", "w"): [(1, "a")]})
+    assert g.kinds() == {"b": "bool", "i": "int", "f": "float", "s": "str", "z": "int", "w": "str"}
+
+
+def test_matching_values_to_an_axis():
+    from mpibatch._gridkinds import matches
+
+    xs = [0.0, 0.1, 0.2, 0.30000000000000004]
+    assert matches("float", xs, 0.3) == [0.30000000000000004]
+    assert matches("float", xs, 0.30000000000000004) == [0.30000000000000004]
+    assert matches("float", xs, 0.3 * (1 + 2e-12)) == []
+    assert matches("float", xs, 0) == [0.0] and matches("float", xs, 1e-301) == [0.0]
+    assert matches("float", xs, 1e-299) == [] and matches("float", xs, float("nan")) == []
+    assert matches("float", [1.0, 1.0 + 1e-13], 1.0) == [1.0, 1.0 + 1e-13]  # ambiguous
+    assert matches("float", [0.1, 0.1, 0.2], 0.1) == [0.1]  # a zipped column's repeats
+    assert matches("float", xs, True) == [] and matches("float", xs, "0.1") == []
+    assert matches("int", [1, 2], 2.0) == [2] and matches("int", [1, 2], 2.5) == []
+    assert matches("int", [1, 2], True) == [] and matches("int", [1, 2], np.int32(1)) == [1]
+    assert matches("int", [1, 2], 1e300) == [] and matches("int", [1, 2], float("inf")) == []
+    assert matches("bool", [True, False], np.bool_(False)) == [False]
+    assert matches("bool", [True, False], 1) == [] and matches("bool", [True, False], 0) == []
+    assert matches("str", ["a", "1"], 1) == [] and matches("str", ["a", "1"], np.str_("a")) == ["a"]
+    assert matches("int", range(3), 2) == [2] and matches("int", range(3), 3) == []
+
+
+def test_a_resume_takes_the_file_grid_where_the_run_gives_none():
+    from mpibatch._plan import resolve_grid
+
+    old = Grid.from_spec(["a=0:1:3lin", "s=x,y"], reps=4)
+    stored = old.to_json()
+    assert resolve_grid(None, None, None, stored) == old  # no --grid, no --reps: the file's
+    assert resolve_grid(None, None, 4, stored) == old
+    assert resolve_grid(None, None, 5, stored) == Grid.coerce(old, 5)  # then refused as such
+    given = Grid.from_spec(["a=0:1:3lin", "s=x,y"])  # --grid again, no --reps: reps 4
+    assert resolve_grid(given, None, None, stored) == old
+    assert resolve_grid({"n": [1, 2]}, None, None, stored) == Grid({"n": [1, 2]}, reps=4)
+    assert resolve_grid(Grid({"n": [1]}, reps=3), None, None, stored).reps == 3  # its own
+    assert resolve_grid(None, None, None, None) == Grid()  # not a resume: as before
+
+    class Module:
+        @staticmethod
+        def grid():
+            return {"a": [0.0, 0.5, 1.0], "s": ["x", "y"]}
+
+    assert resolve_grid(None, Module, None, stored) == old  # the task file's grid(), reps 4
+
+
+def test_a_resume_keeps_a_recorded_grid_an_older_mpibatch_computed():
+    from mpibatch._plan import resolve_grid
+
+    old = Grid({"a": np.linspace(0, 1, 11), "f": ["True", "False"]}, reps=2)
+    spec = Grid.from_spec(["a=0:1:11lin", "f=True,False"])
+    got = resolve_grid(spec, None, None, old.to_json())
+    assert got == old and got.params(12)["a"] == 0.30000000000000004
+    assert got.spellings() == old.spellings() and got.params(0)["f"] == "True"
+    other = resolve_grid(Grid.from_spec(["a=0:1:12lin"]), None, None, old.to_json())
+    assert other != old and other.reps == 2  # a different grid: the resume check refuses it

@@ -331,3 +331,49 @@ def test_close_and_context_manager(study):
         assert res.results["est"][0] == 2.0
     with pytest.raises(ValueError, match="was closed"):
         res.results["est"][0]
+
+
+def _grid_file(tmp_path, grid, name="g.h5"):
+    n = grid.n_tasks
+    return _file(tmp_path / name, grid, range(n), [1] * n, {"est": _fixed(np.arange(n) * 1.0)})
+
+
+def test_where_matches_float_axes_within_a_relative_1e_12(tmp_path):
+    old = mpibatch.open(_grid_file(tmp_path, Grid({"a": np.linspace(0, 1, 11)})))
+    assert old.params["a"][3] == 0.30000000000000004  # a file made before the short decimals
+    assert old.where(a=0.3).task_id[:].tolist() == [3]
+    assert old.where(a=[0.3, 0.7, 0]).task_id[:].tolist() == [0, 3, 7]
+    assert old.where(a=0.3 * (1 + 5e-13)).results["est"][:].tolist() == [3.0]
+    new = mpibatch.open(_grid_file(tmp_path, Grid.from_spec(["a=0:1:11lin"]), "n.h5"))
+    assert new.params["a"][3] == 0.3 and new.where(a=0.1 + 0.2).task_id[:].tolist() == [3]
+    for bad in (0.3 * (1 + 3e-12), 0.35, "0.3", True):
+        with pytest.raises(UsageError, match=r"expected one of the values of a: .*, got "):
+            old.where(a=bad)
+
+
+def test_where_at_zero_is_absolute_1e_300_and_two_near_values_are_refused(tmp_path):
+    res = mpibatch.open(_grid_file(tmp_path, Grid({"x": [0.0, 1.0, 1.0 + 2e-13, 2.0]})))
+    assert res.where(x=1e-301).task_id[:].tolist() == [0] and res.where(x=-0.0).n_tasks == 1
+    with pytest.raises(UsageError, match="expected one of the values of x"):
+        res.where(x=1e-299)
+    with pytest.raises(UsageError) as info:
+        res.where(x=1.0)
+    msg = str(info.value)
+    assert "\n" not in msg and "within 1e-12 of both 1.0 and 1.0000000000002" in msg
+    assert "res.params['x'][:] == value" in msg
+    assert res.where(x=2).task_id[:].tolist() == [3]  # an int for a float axis
+
+
+def test_where_on_bool_and_int_axes_keeps_kinds_apart(tmp_path):
+    grid = Grid.from_spec(["flag=True,False", "n=0,1"])
+    path = _grid_file(tmp_path, grid)
+    with h5py.File(path, "r") as f:
+        assert f["params/flag"].dtype == np.bool_
+    res = mpibatch.open(path)
+    assert res.params["flag"][:].tolist() == [True, True, False, False]
+    assert res.where(flag=False).task_id[:].tolist() == [2, 3]
+    assert res.where(flag=np.bool_(True), n=1).task_id[:].tolist() == [1]
+    assert res.where(n=1.0).task_id[:].tolist() == [1, 3]
+    for axis, bad in (("flag", 1), ("flag", "True"), ("n", True), ("n", 0.5)):
+        with pytest.raises(UsageError, match=f"expected one of the values of {axis}"):
+            res.where(**{axis: bad})

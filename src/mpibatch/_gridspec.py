@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .errors import GridError
@@ -60,12 +61,17 @@ def _item(piece: str, where: str) -> tuple[str, bool]:
     return text, False
 
 
-def _value(item: tuple[str, bool]) -> int | float | str:
+def _value(item: tuple[str, bool]) -> bool | int | float | str:
     text, quoted = item
     return text if quoted else _scalar(text)
 
 
-def _scalar(text: str) -> int | float | str:
+_BOOLS = {"True": True, "False": False}
+
+
+def _scalar(text: str) -> bool | int | float | str:
+    if text in _BOOLS:
+        return _BOOLS[text]
     for conv in (int, float):
         try:
             return conv(text)
@@ -82,19 +88,49 @@ def _parse_range(spec: str, item: str) -> list:
     parts, where = [p.strip() for p in item.split(":")], f"grid spec {spec!r}"
     try:
         if len(parts) == 3 and parts[2][-3:] in ("lin", "log"):
-            lo, hi, n, how = float(parts[0]), float(parts[1]), int(parts[2][:-3]), parts[2][-3:]
-            if n < 1 or (how == "log" and not lo * hi > 0):
-                raise ValueError
-            import numpy as np
-
-            out = (np.linspace if how == "lin" else np.geomspace)(lo, hi, n).tolist()
-            out[0], out[-1] = lo, (hi if n > 1 else lo)  # exact ends
-            return out
+            return _points(where, parts)
+        if len(parts) == 3 and isinstance(_scalar(parts[2]), float):
+            raise _float_step(where, parts)
         if len(parts) in (2, 3) and range(*map(int, parts)):
             return list(range(*map(int, parts)))
     except ValueError:
         pass
     raise _fail(where, "a valid non-empty range", repr(item), _RANGE_EG)
+
+
+def _short_decimal(x: float) -> float:
+    """The decimal a range point stands for: 0.3, not 0.30000000000000004."""
+    return float(format(x, ".15g"))
+
+
+def _points(where: str, parts: list[str]) -> list[float]:
+    """``LO:HI:Nlin`` / ``LO:HI:Nlog``: N points, both ends as typed, each one the short
+    decimal of its 15 significant digits (:func:`_short_decimal`)."""
+    lo, hi, n, how = float(parts[0]), float(parts[1]), int(parts[2][:-3]), parts[2][-3:]
+    if n < 1 or (how == "log" and not lo * hi > 0):
+        raise ValueError
+    if n == 1 and lo != hi:
+        got, fix = f"1{how} from {parts[0]} to {parts[1]}", f"use {parts[0]}:{parts[1]}:2{how}"
+        raise _fail(where, "at least 2 points (a range includes both ends)", got, fix)
+    import numpy as np
+
+    out = [_short_decimal(x) for x in (np.linspace if how == "lin" else np.geomspace)(lo, hi, n)]
+    out[0], out[-1] = lo, hi  # the ends as typed
+    if len(set(out)) < n:
+        got = f"{n} points from {parts[0]} to {parts[1]}"
+        raise _fail(where, "points 15 significant digits apart", got, "use fewer points")
+    return out
+
+
+def _float_step(where: str, parts: list[str]) -> GridError:
+    """``0:1:0.25``: LO:HI:STEP ranges are ints; name the ``Nlin`` range that was meant."""
+    lo, hi, step = map(float, parts)
+    fix = "use LO:HI:Nlin for N evenly spaced floats (both ends included)"
+    if step and (hi - lo) / step >= 1:
+        k = math.floor((hi - lo) / step + 1e-9)
+        last = parts[1] if _short_decimal(lo + k * step) == hi else format(lo + k * step, ".15g")
+        fix = f"use {parts[0]}:{last}:{k + 1}lin ({k + 1} points, both ends included)"
+    return _fail(where, "an integer STEP (LO:HI:STEP ranges are ints)", parts[2], fix)
 
 
 def default_spelling(value: Any) -> str:

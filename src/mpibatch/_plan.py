@@ -79,11 +79,20 @@ def load(task, function: str):
     return task, None, source
 
 
-def resolve_grid(grid, module, reps) -> Grid:
+def resolve_grid(grid, module, reps, stored: str | None = None) -> Grid:
+    """The run's grid: ``grid``, else the task file's ``grid()``, times ``reps``.
+
+    ``stored``: the grid JSON of the file a ``--resume`` continues, whose axes and reps
+    stand in for those the run does not give (see ``_resume.resumed_grid``).
+    """
     if grid is None and module is not None and callable(getattr(module, "grid", None)):
         grid = module.grid()
     if reps is not None:
         _config.positive_int("reps", reps, "--reps")
+    if stored is not None:
+        from ._resume import resumed_grid
+
+        return resumed_grid(Grid.from_json(stored), grid, reps)
     return Grid.coerce(grid, reps)
 
 

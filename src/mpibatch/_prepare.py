@@ -24,12 +24,23 @@ def load_and_plan(options: RunOptions, rank: int, size: int):
     fn, module, source = _load(options)
     if rank != 0:
         return fn, module, source, None, None
-    grid = _plan.resolve_grid(options.grid, module, options.reps)
+    grid = _plan.resolve_grid(options.grid, module, options.reps, _stored_grid(options))
     if options.command is not None:
         _command.check_fields(fn, grid)  # an unknown {field}: one line before any task
     declared = declared_schema(declarations_of(fn, options.results))
     plan, store = _prepare(grid, options, size, source, declared)
     return fn, module, source, plan, store
+
+
+def _stored_grid(options: RunOptions) -> str | None:
+    """The grid JSON of the file a ``--resume`` continues (None if none: _prepare says why)."""
+    path = Path(options.out) if options.out else None
+    if not options.resume or options.dry_run or path is None or not path.is_file():
+        return None
+    from .results import read_attrs
+
+    grid = read_attrs(path).get("grid")
+    return None if grid is None else str(grid)
 
 
 def _load(options: RunOptions):

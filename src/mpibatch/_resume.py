@@ -29,6 +29,19 @@ _CHECKS = (
 )
 
 
+def resumed_grid(old: Grid, given, reps: int | None) -> Grid:
+    """The grid a ``--resume`` runs: the file's ``old`` one where the run gives no axes
+    (no ``--grid``, no ``grid()``), with the file's reps where it gives no ``--reps``, as
+    the seed defaults to the file's. A grid the same as the file's but for float values
+    within a relative 1e-12 (a range an older mpibatch computed otherwise, 0.30000000000000004
+    for 0.3) is the file's: a resume never recomputes the recorded grid."""
+    own_reps = isinstance(given, Grid) and given.reps != 1  # a Grid object's own reps
+    if reps is None and not own_reps:
+        reps = old.reps
+    new = Grid.coerce(old if given is None else given, reps)
+    return old if new != old and new.close_to(old) else new
+
+
 def grid_difference(old_json: str, new_json: str) -> str:
     """How two grids differ, in a few words: `` (file: 10 reps, now: 20)``."""
     old, new = Grid.from_json(old_json), Grid.from_json(new_json)

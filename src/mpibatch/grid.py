@@ -15,11 +15,11 @@ import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ._gridkinds import DTYPE, normalize, same_values
 from ._gridspec import default_spelling, parse_spec, spell
 from .errors import GridError
 
 _MAX_TASKS = 2**62  # task ids and /params columns are int64
-_DTYPE = {"int": "int64", "float": "float64", "str": "U"}
 
 
 def _fail(where: str, expected: str, got: Any, fix: str) -> GridError:
@@ -64,30 +64,6 @@ def _as_list(where: str, values: Any, example: str) -> list:
     return out
 
 
-def _normalize(name: str, values: list) -> tuple[str, list]:
-    """Check one axis's values; return its kind and the values as plain int/float/str."""
-    if all(isinstance(v, str) for v in values):
-        return "str", [str(v) for v in values]
-    where = f"grid axis {name!r}"
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Real)]
-    strs = [v for v in bad if isinstance(v, str)]
-    if bad and len(strs) == len(bad):
-        num = next(v for v in values if not isinstance(v, str))
-        got = f"a mix ({_short(num)} and {_short(strs[0])})"
-        raise _fail(where, "all numbers or all strings", got, "make every value one kind")
-    if bad:
-        v = next(v for v in bad if not isinstance(v, str))
-        got = f"{_short(v)} ({type(v).__name__})"
-        raise _fail(where, "ints, floats or strings", got, "use 0/1 for booleans, str otherwise")
-    if all(isinstance(v, numbers.Integral) for v in values):
-        ints = [int(v) for v in values]
-        for v in ints:
-            if not -(2**63) <= v < 2**63:
-                raise _fail(where, "integers that fit in int64", v, "use smaller ints or strings")
-        return "int", ints
-    return "float", [float(v) for v in values]
-
-
 _SPELL_FIX = "give spellings={name: [text of each value]} (Grid.from_spec does it)"
 
 
@@ -96,7 +72,7 @@ class _Dim:
 
     def __init__(self, names: tuple[str, ...], cols: list[list]):
         self.names = names
-        pairs = [_normalize(n, c) for n, c in zip(names, cols, strict=True)]
+        pairs = [normalize(n, c) for n, c in zip(names, cols, strict=True)]
         self.kinds, self.cols = tuple(k for k, _ in pairs), tuple(c for _, c in pairs)
         self.size = len(cols[0])
         _check_distinct(names, self.cols)
@@ -300,7 +276,7 @@ class Grid:
         for d, j in zip(self._dims, idx, strict=True):
             for name, kind, col in zip(d.names, d.kinds, d.cols, strict=True):
                 if name not in self._arrays:
-                    self._arrays[name] = np.array(col, dtype=_DTYPE[kind])
+                    self._arrays[name] = np.array(col, dtype=DTYPE[kind])
                 out[name] = self._arrays[name][j]
         out["rep"] = rep
         return out
@@ -308,6 +284,22 @@ class Grid:
     def axis_values(self) -> dict[str, list]:
         """Each axis's values as given (a zipped axis lists its column, repeats included)."""
         return {n: list(c) for d in self._dims for n, c in zip(d.names, d.cols, strict=True)}
+
+    def kinds(self) -> dict[str, str]:
+        """Each axis's kind: ``bool``, ``int``, ``float`` or ``str``."""
+        return {n: k for d in self._dims for n, k in zip(d.names, d.kinds, strict=True)}
+
+    def close_to(self, other: Grid) -> bool:
+        """The same grid but for float values within a relative 1e-12 and bools that an
+        older mpibatch kept as the strings 'True'/'False': same reps, dims and values."""
+        if self._reps != other._reps or len(self._dims) != len(other._dims):
+            return False
+        for a, b in zip(self._dims, other._dims, strict=True):
+            if a.names != b.names:
+                return False
+            if not all(map(same_values, a.kinds, a.cols, b.kinds, b.cols)):
+                return False
+        return True
 
     def spellings(self) -> dict[str, list[str]]:
         """Each axis's values as text: as typed in a ``--grid`` spec, else as repr writes them."""

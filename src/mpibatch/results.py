@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._gridkinds import REL_TOL, matches
 from ._views import TASK, Column, Meta, Source, column_meta
 from .errors import UsageError
 from .grid import Grid
@@ -113,6 +114,7 @@ class Results:
         """
         grid = Grid.from_json(self.attrs["grid"])
         axes: dict[str, Any] = {**grid.axis_values(), "rep": range(grid.reps)}
+        kinds = {**grid.kinds(), "rep": "int"}
         keep = np.ones(self.n_tasks, bool)
         where = dict(self._where)
         for name, given in values.items():
@@ -121,13 +123,8 @@ class Results:
                     f"where: expected one of the grid axes {', '.join(axes)}, got {name!r}; "
                     "name an axis of this study's grid"
                 )
-            wanted = list(given) if isinstance(given, (list, tuple, set, range)) else [given]
-            for v in wanted:
-                if v not in axes[name] or isinstance(v, bool):
-                    raise UsageError(
-                        f"where: expected one of the values of {name}: {_short(axes[name])}, "
-                        f"got {v!r}; pick values of the study's grid"
-                    )
+            asked = list(given) if isinstance(given, (list, tuple, set, range)) else [given]
+            wanted = [_grid_value(name, kinds[name], axes[name], v) for v in asked]
             keep &= np.isin(np.asarray(self.params[name][:]), np.asarray(wanted))
             before = where.get(name, axes[name])
             ordered = sorted(set(wanted)) if name == "rep" else list(axes[name])
@@ -180,6 +177,23 @@ class Results:
             f"{self.count('done')} done, {self.count('failed')} failed; "
             f"results {list(self.results)}>"
         )
+
+
+def _grid_value(name: str, kind: str, values: list | range, v: Any) -> Any:
+    """The value of axis ``name`` that ``v`` selects (floats: within a relative 1e-12)."""
+    found = matches(kind, values, v)
+    if not found:
+        raise UsageError(
+            f"where: expected one of the values of {name}: {_short(values)}, "
+            f"got {v!r}; pick values of the study's grid"
+        )
+    if len(found) > 1:
+        raise UsageError(
+            f"where: expected a value near one value of {name}, got {v!r}, within "
+            f"{REL_TOL:g} of both {found[0]!r} and {found[1]!r}; select those rows with "
+            f"res.params[{name!r}][:] == value instead"
+        )
+    return found[0]
 
 
 def _short(values: list | range) -> str:
