@@ -116,15 +116,16 @@ class ErrorField:
     dtype: str
     attr: str  # the attribute of worker.TaskFailure that holds it
     kind: type  # its Python type, as read back
+    chars: int = 0  # text: the most characters stored (see storable_text)
 
 
 ERROR_FIELDS = (
     ErrorField("task", "i8", "task_id", int),
     ErrorField("rank", "i4", "rank", int),
-    ErrorField("host", TEXT, "host", str),
-    ErrorField("type", TEXT, "type", str),
-    ErrorField("message", TEXT, "message", str),
-    ErrorField("traceback", TEXT, "traceback", str),
+    ErrorField("host", TEXT, "host", str, 1_000),
+    ErrorField("type", TEXT, "type", str, 1_000),
+    ErrorField("message", TEXT, "message", str, 10_000),
+    ErrorField("traceback", TEXT, "traceback", str, 100_000),
 )
 ERROR_NAMES = tuple(f.name for f in ERROR_FIELDS)
 
@@ -180,8 +181,38 @@ def values_path(path: str | os.PathLike, key: str) -> Path:
 
 
 def failure_record(failure: Any) -> dict[str, Any]:
-    """A ``worker.TaskFailure`` as the error fields, as the sidecar stores it."""
-    return {f.name: getattr(failure, f.attr) for f in ERROR_FIELDS}
+    """A ``runner.TaskFailure`` (or a record read back) as the error fields, its text
+    storable (:func:`storable_text`): what the sidecar and /errors store."""
+    if isinstance(failure, dict):
+        values = [failure.get(f.name, f.kind()) for f in ERROR_FIELDS]
+    else:
+        values = [getattr(failure, f.attr) for f in ERROR_FIELDS]
+    return {
+        f.name: storable_text(str(v), f.chars) if f.chars else f.kind(v)
+        for f, v in zip(ERROR_FIELDS, values, strict=True)
+    }
+
+
+def storable_text(text: str, limit: int) -> str:
+    """``text`` as HDF5 strings and JSON lines can hold it, at most ``limit`` characters.
+
+    A NUL becomes ``\\x00`` and a lone surrogate (``os.fsdecode`` of odd bytes) its
+    escape ``\\udcff``; past ``limit``, a quarter from the start and the rest from the
+    end are kept, with the cut noted between. Other text comes back unchanged, and so
+    does text this returned (so records can pass through it again).
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    room = limit - 100  # the note takes under 100 characters
+    head, tail = room // 4, room - room // 4
+    note = f" ... [cut: {len(text):,} chars, kept the first {head:,} and last {tail:,}] ... "
+    return text[:head] + note + text[len(text) - tail :]
 
 
 def file_dtype(dtype: str) -> Any:
