@@ -11,9 +11,10 @@ import pytest
 
 import mpibatch
 from mpibatch import merge
+from mpibatch._failtext import storable_text
 from mpibatch._records import Columns, infer_schema
 from mpibatch.grid import Grid
-from mpibatch.layout import ERROR_FIELDS, Status, failure_record, failures_path, storable_text
+from mpibatch.layout import ERROR_FIELDS, Status, failure_record, failures_path
 from mpibatch.report import format_errors
 from mpibatch.results import open_results, read_failures
 from mpibatch.runner import TaskFailure

@@ -27,6 +27,7 @@ from ._dtypes import (
 from ._schema import BARE, Field, Schema
 from .devices import to_host
 from .errors import ResultError
+from .layout import result_key_problem
 
 if TYPE_CHECKING:
     from ._records import Columns
@@ -67,12 +68,10 @@ _WANT = {"biufc": "a number or a numeric array", "U": "a str", "S": "bytes"}
 
 def _items(out: object, task_id: int) -> list[tuple[str, object]]:
     if isinstance(out, dict):
-        bad = [k for k in out if not isinstance(k, str) or not k or "/" in k]
-        if bad:
-            raise ResultError(
-                f"task {task_id} returned a dict with key {bad[0]!r}; expected non-empty "
-                "string keys without '/'"
-            )
+        for key in out:
+            problem = result_key_problem(key)
+            if problem:
+                raise ResultError(f"task {task_id} returned a dict with key {key!r}; {problem}")
         return list(out.items())
     return [(BARE, out)]
 
