@@ -160,3 +160,18 @@ def test_merge_of_parts_with_odd_failures(tmp_path):
     assert "[cut: 20,000,000 chars" in by_task[3] and len(by_task[3]) <= 10_000
     assert by_task[4] == "'\\udcff'"  # str() of a KeyError: its key's repr
     format_errors(res, full=True).encode("utf-8")
+
+
+def test_rerun_of_an_odd_failure_knows_it_is_the_same_error(tmp_path):
+    """The file holds the escaped, cut text: rerun compares the new error in that form."""
+    import io
+
+    from mpibatch.rerun import rerun
+
+    out = str(tmp_path / "odd.h5")
+    mpibatch.run(str(TASKS / "odd_messages.py"), seed=3, out=out, quiet=True)
+    for task in (1, 2, 3, 4):
+        buf = io.StringIO()
+        assert rerun(out, task, out=buf) == 1
+        last = buf.getvalue().rstrip().splitlines()[-1]
+        assert last.endswith("(the same error)"), (task, last[-200:])

@@ -206,10 +206,10 @@ def read_failures(path: Path) -> list[dict]:
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
-        except ValueError:
+            if isinstance(record, dict) and isinstance(record.get("task"), int):
+                out.append(failure_record(record))
+        except (TypeError, ValueError):  # torn, or not a record of ours
             continue
-        if isinstance(record, dict) and isinstance(record.get("task"), int):
-            out.append(failure_record(record))
     return out
 
 
