@@ -85,6 +85,12 @@ def test_a_grid_that_raises_through_the_api_is_a_task_file_error(tmp_path):
         mpibatch.run(str(path), out=str(tmp_path / "r.h5"), quiet=True)
 
 
+def test_an_import_error_with_a_long_many_line_message_is_still_one_line(main, tmp_path):
+    path = _task_file(tmp_path, "raise ImportError('line 1\\n' + 'y' * 50_000)\n")
+    line = _check(main("run", path), ["failed to import: ImportError: line 1;", "import study"])
+    assert "yyy" not in line
+
+
 # ---- numbers past their type's range ----
 
 NUMBERS = {
