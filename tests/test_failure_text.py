@@ -1,4 +1,4 @@
-"""A failed task's text, whatever it holds, is stored: layout.storable_text escapes NUL and
+"""A failed task's text, whatever it holds, is stored: _failtext.storable_text escapes NUL and
 lone surrogates and cuts huge text (noting the cut); every writer of failures goes through
 it, so the close, a resume, merge and the readers never trip on one."""
 

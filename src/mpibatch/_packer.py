@@ -208,7 +208,14 @@ class Packer:
                 f"task {task_id} returned {f.key!r} as {type(value).__name__}; expected "
                 f"{f.kind}{shape} {self.origin} - a result keeps one type and shape in every task"
             )
-        raw = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in items]
+        try:
+            raw = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in items]
+        except UnicodeEncodeError:
+            raise LossyResult(
+                f"task {task_id} returned {f.key!r} with a lone surrogate (odd bytes through "
+                "os.fsdecode?), which UTF-8 cannot hold; return os.fsencode(text) as bytes, "
+                "or text.encode('utf-8', 'backslashreplace').decode()"
+            ) from None
         if f.kind == STR and any(b"\0" in r for r in raw):
             raise LossyResult(
                 f"task {task_id} returned {f.key!r} with a NUL character, which HDF5 strings "
