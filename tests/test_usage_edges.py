@@ -147,6 +147,17 @@ def test_the_api_refuses_numbers_past_their_range(tmp_path, kw):
     assert not (tmp_path / "r.h5").exists()
 
 
+def test_paths_with_odd_bytes_are_refused_in_one_line(main, tmp_path):
+    """The file records the task file and --out as UTF-8 text (this crashed at its attrs)."""
+    import os
+
+    odd = tmp_path / os.fsdecode(b"caf\xff.py")
+    odd.write_text(BOOT.read_text())
+    _check(main("run", odd, "--out", "r.h5"), ["task file", "\\udcff", "UTF-8", "rename it"])
+    _check(main("run", BOOT, "--out", os.fsdecode(b"r\xfe.h5")), ["--out", "\\udcfe"])
+    assert not list(tmp_path.glob("*.h5"))
+
+
 # ---- result keys that collide with the file's own names ----
 
 
