@@ -76,7 +76,7 @@ def parse_duration(text: str, flag: str = "--time-limit") -> int | None:
 
 MAX_SEED = 2**64 - 1  # the file keeps the seed as an HDF5 integer (uint64 above 2**63)
 MAX_THREADS = 2**31 - 1  # OMP_NUM_THREADS and BLAS read a C int
-# seconds: threading's TIMEOUT_MAX is ~9.2e9 s and setitimer overflows past it; 1e9 s is 31 years
+# seconds: threading's TIMEOUT_MAX is 9.2e9 s, setitimer overflows at 1e10; 1e9 s is 31 years
 MAX_SECONDS = 1e9
 
 
