@@ -107,6 +107,9 @@ def test_a_value_that_fails_its_declaration_leaves_no_bytes_behind():
         ("r", ["a", "b"], "expected a number"),
         ("s", 1.5, "expected str"),
         ("s", "a\0b", "NUL"),
+        ("s", "caf\udcff", "lone surrogate"),  # os.fsdecode of odd bytes
+        ("names", ["a", "\udcff"], "lone surrogate"),
+        ("code", "\udcfe", "lone surrogate"),
         ("b", "text", "expected bytes"),
         ("names", ["a", "b", "c"], "expected str of shape (2,)"),
         ("code", "abcde", "declared str4"),

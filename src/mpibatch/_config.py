@@ -10,7 +10,6 @@ it before either loads.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable
@@ -75,21 +74,32 @@ def parse_duration(text: str, flag: str = "--time-limit") -> int | None:
 # ---- checks: a value -> the value to use, or ValueError ----
 
 
-def _int_at_least(low: int) -> Callable[[Any], int]:
+MAX_SEED = 2**64 - 1  # the file keeps the seed as an HDF5 integer (uint64 above 2**63)
+MAX_THREADS = 2**31 - 1  # OMP_NUM_THREADS and BLAS read a C int
+# seconds: threading's TIMEOUT_MAX is 9.2e9 s, setitimer overflows at 1e10; 1e9 s is 31 years
+MAX_SECONDS = 1e9
+
+
+def _int_at_least(low: int, high: int | None = None) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
             raise ValueError(value)
-        return int(value)
+        number = int(value)
+        if high is not None and number > high:
+            raise ValueError(value)
+        return number
 
     return check
 
 
-def _number(low: float, *, above: bool = True, finite: bool = False) -> Callable[[Any], float]:
+def _number(low: float, *, above: bool = True) -> Callable[[Any], float]:
+    """A number of seconds above ``low`` (or from it), finite, at most MAX_SECONDS."""
+
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, Real):
             raise ValueError(value)
         number = float(value)
-        if not (number > low if above else number >= low) or finite and math.isinf(number):
+        if not (number > low if above else number >= low) or not number <= MAX_SECONDS:
             raise ValueError(value)
         return number
 
@@ -123,7 +133,7 @@ def _time_limit(value: Any) -> float | None:
     """A Slurm time (a string) or seconds (a number); None (no limit) for zero."""
     if isinstance(value, str):
         seconds = _duration_seconds(value)
-        return None if seconds is None else float(seconds)
+        return None if seconds is None else _number(0.0)(seconds)
     return _number(0.0, above=False)(value) or None
 
 
@@ -146,9 +156,12 @@ class Setting:
 
 
 _INT1 = "an integer >= 1"
+_MOST = " (at most 1e9 seconds)"
 SETTINGS: dict[str, Setting] = {
     # None: the resumed file's seed, else one drawn from OS entropy (and recorded)
-    "seed": Setting(None, int, _int_at_least(0), "a non-negative integer", "--seed 42"),
+    "seed": Setting(
+        None, int, _int_at_least(0, MAX_SEED), "a non-negative integer < 2**64", "--seed 42"
+    ),
     # None: the resumed file's streams, else DEFAULT_STREAMS
     "streams": Setting(None, str, _streams, "one of task, rank", "--streams task"),
     "schedule": Setting(
@@ -164,16 +177,22 @@ SETTINGS: dict[str, Setting] = {
     "leaders": Setting("auto", str, _one_of(*LEADERS), " or ".join(LEADERS), "--leaders auto"),
     # ranks per pretend node, for testing and tuning leaders on one host (environment only)
     "node_size": Setting(None, int, _int_at_least(1), _INT1, "MPIBATCH_NODE_SIZE=4"),
-    "threads_per_rank": Setting(1, int, _int_at_least(1), _INT1, "--threads-per-rank 1"),
+    "threads_per_rank": Setting(
+        1, int, _int_at_least(1, MAX_THREADS), f"{_INT1} and < 2**31", "--threads-per-rank 1"
+    ),
     "gpus": Setting("auto", str, _gpus, "auto, none or a number of GPUs per node", "--gpus auto"),
     "ranks_per_gpu": Setting(None, int, _int_at_least(1), _INT1, "--ranks-per-gpu 1"),
-    "flush_seconds": Setting(30.0, float, _number(0.0), "a number > 0", "--flush-seconds 30"),
+    "flush_seconds": Setting(
+        30.0, float, _number(0.0), f"a number > 0{_MOST}", "--flush-seconds 30"
+    ),
     "retries": Setting(0, int, _int_at_least(0), "an integer >= 0", "--retries 2"),
     "max_failures": Setting(None, int, _int_at_least(1), _INT1, "--max-failures 10"),
-    "task_timeout": Setting(None, float, _number(0.0), "a number > 0", "--task-timeout 600"),
-    "grace": Setting(30.0, float, _number(0.0, above=False), "a number >= 0", "--grace 30"),
+    "task_timeout": Setting(
+        None, float, _number(0.0), f"a number > 0{_MOST}", "--task-timeout 600"
+    ),
+    "grace": Setting(30.0, float, _number(0.0, above=False), f"a number >= 0{_MOST}", "--grace 30"),
     "time_limit": Setting(
-        None, str, _time_limit, f"{DURATION} or seconds >= 0", "--time-limit 01:30:00"
+        None, str, _time_limit, f"{DURATION} or seconds >= 0{_MOST}", "--time-limit 01:30:00"
     ),
     "quiet": Setting(False, parse_bool, _boolean, BOOLEAN, "--quiet"),
     # rank 0's budget for results in flight, in MiB (environment only)
@@ -182,8 +201,8 @@ SETTINGS: dict[str, Setting] = {
     "progress_seconds": Setting(
         30.0,
         float,
-        _number(0.0, finite=True),
-        "a number of seconds > 0",
+        _number(0.0),
+        "a number of seconds > 0 and at most 1e9",
         "MPIBATCH_PROGRESS_SECONDS=30",
     ),
 }

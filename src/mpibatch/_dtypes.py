@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ResultError, TaskFileError
+from .layout import result_key_problem
 
 # kind of number -> the dtype results of that kind are stored with, unless declared
 STORED = {
@@ -189,6 +190,10 @@ def parse_declarations(spec: object, where: str = "the task file") -> dict[str, 
             f"{where}'s results = {spec!r}; expected a dict of result dtypes like "
             "{'x': 'float32', 'v': ('float64', (3,))}"
         )
+    for key in spec:
+        problem = result_key_problem(key)
+        if problem:
+            raise TaskFileError(f"{where}'s results declares key {key!r}; {problem}")
     return {str(k): _declared(str(k), v, where) for k, v in spec.items()}
 
 

@@ -27,6 +27,7 @@ from ._dtypes import (
 from ._schema import BARE, Field, Schema
 from .devices import to_host
 from .errors import ResultError
+from .layout import result_key_problem
 
 if TYPE_CHECKING:
     from ._records import Columns
@@ -67,12 +68,10 @@ _WANT = {"biufc": "a number or a numeric array", "U": "a str", "S": "bytes"}
 
 def _items(out: object, task_id: int) -> list[tuple[str, object]]:
     if isinstance(out, dict):
-        bad = [k for k in out if not isinstance(k, str) or not k or "/" in k]
-        if bad:
-            raise ResultError(
-                f"task {task_id} returned a dict with key {bad[0]!r}; expected non-empty "
-                "string keys without '/'"
-            )
+        for key in out:
+            problem = result_key_problem(key)
+            if problem:
+                raise ResultError(f"task {task_id} returned a dict with key {key!r}; {problem}")
         return list(out.items())
     return [(BARE, out)]
 
@@ -209,7 +208,14 @@ class Packer:
                 f"task {task_id} returned {f.key!r} as {type(value).__name__}; expected "
                 f"{f.kind}{shape} {self.origin} - a result keeps one type and shape in every task"
             )
-        raw = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in items]
+        try:
+            raw = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in items]
+        except UnicodeEncodeError:
+            raise LossyResult(
+                f"task {task_id} returned {f.key!r} with a lone surrogate (odd bytes through "
+                "os.fsdecode?), which UTF-8 cannot hold; return os.fsencode(text) as bytes, "
+                "or text.encode('utf-8', 'backslashreplace').decode()"
+            ) from None
         if f.kind == STR and any(b"\0" in r for r in raw):
             raise LossyResult(
                 f"task {task_id} returned {f.key!r} with a NUL character, which HDF5 strings "

@@ -14,6 +14,7 @@ from ._records import declared_schema
 from .errors import MpibatchError, UsageError
 from .grid import Grid
 from .options import RunOptions
+from .taskfile import call_grid
 
 if TYPE_CHECKING:  # only rank 0 writes the file: the other ranks never import h5py
     from .store import Store
@@ -24,7 +25,10 @@ def load_and_plan(options: RunOptions, rank: int, size: int):
     fn, module, source = _load(options)
     if rank != 0:
         return fn, module, source, None, None
-    grid = _plan.resolve_grid(options.grid, module, options.reps, _stored_grid(options))
+    grid = options.grid
+    if grid is None and module is not None and callable(getattr(module, "grid", None)):
+        grid = call_grid(module, str(options.task))  # one line if it raises
+    grid = _plan.resolve_grid(grid, module, options.reps, _stored_grid(options))
     if options.command is not None:
         _command.check_fields(fn, grid)  # an unknown {field}: one line before any task
     declared = declared_schema(declarations_of(fn, options.results))

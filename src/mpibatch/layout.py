@@ -33,6 +33,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._failtext import storable_text
 from .errors import UsageError
 from .grid import Grid
 
@@ -96,6 +97,24 @@ TASK_START = Column("start", "f8", float("nan"))
 TASK_ELAPSED = Column("elapsed", "f8", float("nan"))
 TASK_COLUMNS = (TASK_ID, TASK_STATUS, TASK_RANK, TASK_START, TASK_ELAPSED)
 
+# A result key is a name in /results and a column of the block buffer that carries a
+# task's row between ranks beside the row's own start, elapsed and status (_records.py):
+# those three names are taken, and HDF5 reads '.' as the group itself and cuts at a NUL.
+ROW_COLUMNS = (TASK_START.name, TASK_ELAPSED.name, TASK_STATUS.name)
+
+
+def result_key_problem(key: object) -> str | None:
+    """What is wrong with ``key`` as a result key ("expected ...; fix"), None if nothing."""
+    if not isinstance(key, str) or not key or "/" in key or "\x00" in key or key == ".":
+        return "expected non-empty string keys without '/' or NUL, other than '.'"
+    if key in ROW_COLUMNS:
+        return (
+            f"expected keys other than {', '.join(ROW_COLUMNS)} (the file's own columns "
+            f"of every task); rename it, e.g. to {key + '_value'!r}"
+        )
+    return None
+
+
 RANK_COLUMNS = (
     Column("host", TEXT),
     Column("local_rank", "i4"),
@@ -116,15 +135,16 @@ class ErrorField:
     dtype: str
     attr: str  # the attribute of worker.TaskFailure that holds it
     kind: type  # its Python type, as read back
+    chars: int = 0  # text: the most characters stored (see storable_text)
 
 
 ERROR_FIELDS = (
     ErrorField("task", "i8", "task_id", int),
     ErrorField("rank", "i4", "rank", int),
-    ErrorField("host", TEXT, "host", str),
-    ErrorField("type", TEXT, "type", str),
-    ErrorField("message", TEXT, "message", str),
-    ErrorField("traceback", TEXT, "traceback", str),
+    ErrorField("host", TEXT, "host", str, 1_000),
+    ErrorField("type", TEXT, "type", str, 1_000),
+    ErrorField("message", TEXT, "message", str, 10_000),
+    ErrorField("traceback", TEXT, "traceback", str, 100_000),
 )
 ERROR_NAMES = tuple(f.name for f in ERROR_FIELDS)
 
@@ -180,8 +200,16 @@ def values_path(path: str | os.PathLike, key: str) -> Path:
 
 
 def failure_record(failure: Any) -> dict[str, Any]:
-    """A ``worker.TaskFailure`` as the error fields, as the sidecar stores it."""
-    return {f.name: getattr(failure, f.attr) for f in ERROR_FIELDS}
+    """A ``runner.TaskFailure`` (or a record read back) as the error fields, its text
+    storable (``_failtext.storable_text``): what the sidecar and /errors store."""
+    if isinstance(failure, dict):
+        values = [failure.get(f.name, f.kind()) for f in ERROR_FIELDS]
+    else:
+        values = [getattr(failure, f.attr) for f in ERROR_FIELDS]
+    return {
+        f.name: storable_text(str(v), f.chars) if f.chars else f.kind(v)
+        for f, v in zip(ERROR_FIELDS, values, strict=True)
+    }
 
 
 def file_dtype(dtype: str) -> Any:
@@ -196,12 +224,15 @@ def file_dtype(dtype: str) -> Any:
 class NotResultsFile(UsageError):
     """A path that is not a results file mpibatch can read; ``problem`` says why."""
 
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        self.problem = problem
+    def __init__(self, path: str | os.PathLike, problem: str, fix: str = "") -> None:
+        self.path, self.problem, self.fix = str(path), problem, fix
         super().__init__(
             f"'{path}': expected an mpibatch results file, got {problem}; "
-            "pass the .h5 file that mpibatch run --out wrote"
+            + (fix or "pass the .h5 file that mpibatch run --out wrote")
         )
+
+    def __reduce__(self) -> tuple:  # pickled to the other ranks (_comm.agreed)
+        return (type(self), (self.path, self.problem, self.fix))
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -234,16 +265,31 @@ def open_file(path: str | os.PathLike) -> h5py.File:
     if not p.is_file():
         raise NotResultsFile(path, "no such file" if not p.exists() else "not a file")
     with open(p, "rb") as fh:
-        if fh.read(8) != _HDF5_SIGNATURE:
-            raise NotResultsFile(path, "not an HDF5 file")
+        head = fh.read(8)
+    if head != _HDF5_SIGNATURE:
+        raise NotResultsFile(path, "an empty file (0 bytes)" if not head else "not an HDF5 file")
     try:
         f = _open_h5(p)
     except OSError as exc:
-        raise NotResultsFile(path, f"a file HDF5 cannot open ({exc})") from None
-    if TASK_STATUS.path not in f:
+        raise _unopenable(path, exc) from None
+    lacks = next((f"/{c.path}" for c in TASK_COLUMNS if c.path not in f), None)
+    lacks = lacks or (None if RESULTS in f else f"/{RESULTS}")
+    if lacks:
         f.close()
-        raise NotResultsFile(path, "an HDF5 file that mpibatch did not write")
+        raise NotResultsFile(path, f"an HDF5 file that mpibatch did not write (no {lacks})")
     return f
+
+
+def _unopenable(path: str | os.PathLike, exc: OSError) -> NotResultsFile:
+    """Why HDF5 could not open ``path``, in one line; a file cut short says so."""
+    import re
+
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    cut = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if not cut:
+        return NotResultsFile(path, f"a file HDF5 cannot open ({text})")
+    what = f"a truncated file ({int(cut[1]):,} of its {int(cut[2]):,} bytes: an interrupted copy?)"
+    return NotResultsFile(path, what, "copy it again whole, or run its tasks again into a new file")
 
 
 def file_problem(path: str | os.PathLike) -> str | None:

@@ -69,6 +69,8 @@ class RunOptions:
     def resolved(self, n_ranks: int) -> RunOptions:
         """These options with every setting resolved and checked (UsageError if bad)."""
         values = {f.name: setting(f.name, getattr(self, f.name)) for f in _SETTING_FIELDS}
+        _check_utf8("task file", self.task)
+        _check_utf8("--out", self.out)
         setting("progress_seconds")  # read by progress.py on rank 0: a bad one fails all now
         if values["dedicated_root"] and n_ranks < 2:
             raise UsageError(
@@ -79,3 +81,18 @@ class RunOptions:
 
 
 _SETTING_FIELDS = tuple(f for f in fields(RunOptions) if f.name in SETTINGS)
+
+
+def _check_utf8(what: str, path: object) -> None:
+    """A path the file records (as UTF-8 text): one line if its name has odd bytes."""
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8") if isinstance(text, str) else text.decode("utf-8")
+    except UnicodeError:
+        shown = text if isinstance(text, str) else os.fsdecode(text)
+        raise UsageError(
+            f"{what} {shown!r}: expected a path that is UTF-8 text, got odd bytes in it; "
+            "rename it (the results file records its paths as text)"
+        ) from None

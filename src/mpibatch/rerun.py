@@ -14,10 +14,11 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import _inputs
+from ._failtext import storable_text
 from ._records import _items
 from .errors import UsageError
 from .grid import Grid
-from .layout import Status
+from .layout import ERROR_FIELDS, Status
 from .results import open_results
 from .runner import TaskContext, blas_limits
 from .streams import task_generator
@@ -191,7 +192,7 @@ def _vs_failure(res, task_id: int, exc, out: TextIO) -> int:
     if exc is None:
         out.write("now: it did not fail - DIFFERS from the stored failure\n")
         return 1
-    same = " (the same error)" if _error(exc) == stored else " (a different error)"
+    same = " (the same error)" if _as_stored(exc) == stored else " (a different error)"
     out.write(f"now: it failed again with {_error(exc)}{same}\n")
     return 1
 
@@ -241,6 +242,13 @@ def _fmt(value: Any) -> str:
 
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _as_stored(exc: BaseException) -> str:
+    """``_error(exc)`` as the file holds it (escaped and cut: layout.failure_record)."""
+    chars = {f.name: f.chars for f in ERROR_FIELDS}
+    kind, _, message = _error(exc).partition(": ")
+    return f"{storable_text(kind, chars['type'])}: {storable_text(message, chars['message'])}"
 
 
 def _traceback(exc: BaseException) -> str:

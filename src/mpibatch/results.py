@@ -32,6 +32,7 @@ from .layout import (
     TASK_ID,
     TASK_STATUS,
     Status,
+    failure_record,
     failures_path,
     open_file,
     plain,
@@ -211,14 +212,17 @@ def result_keys(f: Any) -> list[str]:
 
 
 def read_failures(path: Path) -> list[dict]:
-    """Failures recorded in a sidecar; a line torn by a kill is skipped."""
+    """Failures recorded in a sidecar, their text storable (as an older version may not
+    have left it); a line torn by a kill is skipped."""
     if not path.exists():
         return []
     out = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            out.append(json.loads(line))
-        except ValueError:
+            record = json.loads(line)
+            if isinstance(record, dict) and isinstance(record.get("task"), int):
+                out.append(failure_record(record))
+        except (TypeError, ValueError):  # torn, or not a record of ours
             continue
     return out
 

@@ -78,7 +78,7 @@ def _import_error(path: str | Path, p: Path, exc: BaseException) -> BaseExceptio
         )
     if isinstance(exc, Exception):
         return TaskFileError(
-            f"{where} failed to import: {type(exc).__name__}: {exc}; fix the error "
+            f"{where} failed to import: {_one_line(exc)}; fix the error "
             f"(cd {p.parent} && python -c 'import {p.stem}' shows the traceback)"
         )
     return exc  # KeyboardInterrupt and the like go on as they are
@@ -104,6 +104,30 @@ def load_task_file(path: str | Path, function: str = "task") -> tuple[Callable, 
             f"def {function}(params, rng): ... (or pass --function NAME)"
         )
     return fn, module
+
+
+def call_grid(module: ModuleType, path: str | Path) -> Any:
+    """What the task file's ``grid()`` returns; if it raises, a one-line TaskFileError."""
+    try:
+        return module.grid()
+    except (Exception, SystemExit) as exc:
+        p = Path(path).resolve()
+        raise TaskFileError(
+            f"task file {str(path)!r}: grid() raised {_one_line(exc)}; fix grid() "
+            f"(cd {p.parent} && python -c 'import {p.stem}; {p.stem}.grid()' shows the "
+            "traceback)"
+        ) from None
+
+
+def _one_line(exc: BaseException, most: int = 300) -> str:
+    """``Type: message``, the message's first line only and cut to ``most`` characters."""
+    try:
+        lines = str(exc).strip().splitlines()
+    except Exception:  # noqa: BLE001  (a broken __str__)
+        lines = []
+    text = lines[0] if lines else ""
+    text = text if len(text) <= most else text[: most - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def wants_context(fn: Callable) -> bool:
