@@ -97,7 +97,7 @@ def test_every_environment_error_names_its_variable(monkeypatch):
     bad |= {"dedicated_root": "maybe", "retries": "-1", "max_failures": "0", "grace": "-1"}
     bad |= {"block_size": "0", "ranks_per_gpu": "0", "task_timeout": "0", "flush_seconds": "x"}
     bad |= {"quiet": "2", "time_limit": "soon", "leaders": "maybe", "node_size": "0"}
-    bad |= {"isolation": "partly"}
+    bad |= {"isolation": "partly", "task_memory": "lots"}
     assert set(bad) == set(SETTINGS)  # every setting is covered
     for name, text in bad.items():
         var = env_name(name)
@@ -120,3 +120,13 @@ def test_keyword_errors_name_the_setting_and_a_fix():
         setting("threads_per_rank", True)  # a bool is no count
     assert setting("gpus", "2") == 2 and setting("gpus", 0) == "none"
     assert setting("quiet", True) is True and setting("dedicated_root", "off") is False
+
+
+def test_sizes_read_as_powers_of_1024():
+    from mpibatch._config import size_bytes
+
+    assert size_bytes("4G") == 4 << 30 and size_bytes("512M") == 512 << 20
+    assert size_bytes("1.5GiB") == 3 << 29 and size_bytes(1 << 20) == 1 << 20
+    for bad in ("4X", "", "1K", 10, True, "-1G"):
+        with pytest.raises(ValueError):
+            size_bytes(bad)

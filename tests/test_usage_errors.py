@@ -215,3 +215,11 @@ def test_resume_against_a_different_study(main, tmp_path, change, words):
 def test_debug_shows_the_traceback(main):
     with pytest.raises(TaskFileError, match="'nope.py' not found"):
         main("run", "nope.py", "--debug")
+
+
+def test_a_memory_cap_without_task_processes_is_one_line(tmp_path):
+    from mpibatch.errors import UsageError
+    from mpibatch.options import RunOptions
+
+    with pytest.raises(UsageError, match="--task-memory: a cap needs task processes"):
+        RunOptions(task="t.py", task_memory="1G", isolation="off").resolved(1)

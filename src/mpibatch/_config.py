@@ -106,6 +106,25 @@ def _number(low: float, *, above: bool = True) -> Callable[[Any], float]:
     return check
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+
+
+def size_bytes(value: Any) -> int:
+    """Bytes in a size: an integer of bytes, or text such as ``4G``, ``512M``, ``1.5GiB``
+    (powers of 1024); at least 1 MiB. ValueError otherwise."""
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match is None:
+            raise ValueError(value)
+        power = " KMGT".index(match.group(2).upper() or " ")
+        value = int(float(match.group(1)) * 1024**power)
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(value)
+    if not 1 << 20 <= int(value) < 1 << 60:
+        raise ValueError(value)
+    return int(value)
+
+
 def _one_of(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
@@ -171,6 +190,9 @@ SETTINGS: dict[str, Setting] = {
     "dedicated_root": Setting(False, parse_bool, _boolean, BOOLEAN, "--dedicated-root"),
     "root_tasks": Setting(
         "thread", str, _one_of(*ROOT_TASKS), " or ".join(ROOT_TASKS), "--root-tasks thread"
+    ),
+    "task_memory": Setting(
+        None, str, size_bytes, "a size of 1M or more, such as 4G or 512M", "--task-memory 4G"
     ),
     # on: tasks run in a task process beside each rank (docs/task-processes.md)
     "isolation": Setting("on", str, _one_of("on", "off"), "on or off", "--isolation on"),

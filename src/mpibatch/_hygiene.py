@@ -26,6 +26,8 @@ import numpy as np
 from .errors import UsageError
 
 _KEEP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGALRM")
+# the running threads by id (threading's own table): its size, read without a lock
+_ACTIVE: dict = getattr(threading, "_active", {})
 
 
 def enter_child(keep: tuple[int, ...], stderr: int) -> None:
@@ -51,6 +53,38 @@ def enter_child(keep: tuple[int, ...], stderr: int) -> None:
     except OSError:
         pass
     sys.breakpointhook = _no_breakpoint
+
+
+def memory_kib(pid: int | str, field: str) -> int:
+    """A ``/proc/PID/status`` memory field in KiB (``VmData``, ``RssAnon``); 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def cap_memory(nbytes: int) -> None:
+    """This process may grow its private writable memory by ``nbytes`` (RLIMIT_DATA).
+
+    Address space (RLIMIT_AS) is never capped: it counts the mapped shared window and a
+    GPU's reservations, which take no memory. Over the cap, an allocation fails
+    (``MemoryError``) in the task that asked for it.
+    """
+    import resource
+
+    limit = memory_kib("self", "VmData") * 1024 + nbytes
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def size_text(nbytes: int) -> str:
+    for unit, power in (("T", 40), ("G", 30), ("M", 20)):
+        if nbytes >= 1 << power:
+            return f"{nbytes / (1 << power):.3g}{unit}"
+    return f"{nbytes}B"
 
 
 def stops_reach(rank: int, stopper) -> None:
@@ -98,7 +132,7 @@ class Restore:
         self.err = np.geterr()
         self.stdio = (sys.stdin, sys.stdout, sys.stderr)
         self.handlers = {s: signal.getsignal(s) for s in _signals()}
-        self.threads = threading.active_count()
+        self.threads = len(_ACTIVE)
         self.retire = False  # a task left threads running: this process ends after the row
         self.dirty = False
         self._wrapped: list[tuple[Any, str, Any]] = []
@@ -142,9 +176,12 @@ class Restore:
 
     def after_task(self) -> None:
         """Between tasks: undo what the last task changed (cheap when it changed nothing)."""
-        if (sys.stdin, sys.stdout, sys.stderr) != self.stdio or sys.stdout.closed:
+        stdin, stdout, stderr = self.stdio
+        if sys.stdout is not stdout or sys.stderr is not stderr or sys.stdin is not stdin:
             self._stdio()
-        if threading.active_count() != self.threads:
+        elif stdout.closed or stderr.closed:
+            self._stdio()
+        if len(_ACTIVE) != self.threads:
             self._threads()
         if self.dirty:
             self.dirty = False
@@ -178,7 +215,7 @@ class Restore:
         left = [t for t in threading.enumerate() if t.is_alive() and not t.daemon]
         if len(left) > 1:  # the main thread is one
             self.retire = True
-        self.threads = threading.active_count()
+        self.threads = len(_ACTIVE)
 
 
 def _signals() -> list[signal.Signals]:

@@ -36,6 +36,7 @@ class Plan:
     dedicated_root: bool = False
     root_tasks: str = "thread"  # where rank 0 runs its own tasks: a helper thread or main
     isolation: str = "on"  # on: tasks run in a task process beside each rank
+    task_memory: int | None = None  # bytes a task process may grow by (--task-memory)
     leaders: str = "auto"  # node leaders: auto, on or off (see _dispatch/leader.py)
     node_size: int | None = None  # ranks per pretend node (testing); None: by host
     flush_seconds: float = 30.0
@@ -166,6 +167,7 @@ def make(grid: Grid, options: RunOptions, size: int, stored: dict | None = None)
         dedicated_root=bool(options.dedicated_root),
         root_tasks=str(options.root_tasks),
         isolation=str(options.isolation),
+        task_memory=options.task_memory,  # type: ignore[arg-type]  # resolved: bytes
         leaders=str(options.leaders),
         node_size=options.node_size,
         flush_seconds=flush,

@@ -14,17 +14,23 @@ import numpy as np
 
 from . import _hygiene
 from ._arena import COUNT, ROW, STOP, Arena
-from ._records import Columns, Packer, columns_bytes
+from ._dtypes import LossyResult
+from ._packer import infer_schema
+from ._records import BARE, Columns, Packer, columns_bytes
 from ._stop import Stopper, TaskInterrupted
+from .errors import ResultError
 from .layout import Status
 from .runner import Runner
 
 
-def child(runner: Runner, conn, arena: Arena, err_w: int, in_child) -> None:
+def child(runner: Runner, conn, arena: Arena, err_w: int, in_child, memory: int | None) -> None:
     """The task process: run blocks as the rank asks, until it closes the pipe."""
     code = 0
     try:
         _hygiene.enter_child(keep=(conn.fileno(), err_w, 0, 1), stderr=err_w)
+        if memory is not None:
+            _hygiene.cap_memory(memory)
+            runner.memory_cap = _hygiene.size_text(memory)  # type: ignore[attr-defined]
         stopper = Stopper(runner.stopper.grace, runner.stopper.task_timeout, runner.stopper.where)
         runner.stopper = stopper
         in_child(lambda: stopper.task_id)
@@ -47,65 +53,106 @@ def child(runner: Runner, conn, arena: Arena, err_w: int, in_child) -> None:
 
 
 def _run_block(runner, conn, arena: Arena, restore, ids, at, schema, first, skip) -> None:
-    """Run rows ``first..`` of block ``ids`` (but ``skip``) into the arena at ``at``."""
-    rows, hdr = len(ids), arena.header
+    """Run rows ``first..`` of block ``ids`` (but ``skip``) into the arena at ``at``.
+
+    The hot loop: per task, its start is written, then the header's ROW; once the task
+    is done its time, status and result, then COUNT (a row is in flight while ROW >= COUNT).
+    """
+    rows, hdr, skip = len(ids), arena.header, frozenset(skip)
     hdr[COUNT], hdr[ROW] = first, -1
     cols = _open_columns(arena, at, schema, rows, first, skip)
-    stopper, meta = runner.stopper, _meta(cols)
-    clock, offset, fatal, ran = time.perf_counter, runner.clock_offset, None, 0
-    params_of = runner.grid.iter_params(ids.start + first, ids.stop)
+    fn, for_task, stopper = runner.fn, runner.streams.for_task, runner.stopper
+    context = runner._context if runner.with_context else None
+    timed, clock, offset = stopper.task_timeout is not None, time.perf_counter, runner.clock_offset
+    start, elapsed, status, fast = _views(cols, runner.packer)
+    fatal, ran, base = None, 0, ids.start
+    params_of = runner.grid.iter_params(base + first, ids.stop)
     for row, params in zip(range(first, rows), params_of, strict=True):
         if row in skip:
             continue
         if stopper.requested or hdr[STOP]:
             break
-        i, t = ids.start + row, clock()
-        meta[0][row] = t + offset  # before the row is published: the rank reads it
+        i = base + row
+        rng = for_task(i)
+        t = clock()
+        start[row] = t + offset  # before ROW: the rank reads it
         hdr[ROW] = row
-        ok, out = _call(runner, stopper, i, params, t)
+        stopper.task_id, stopper.task_started = i, t
+        try:
+            if timed:
+                stopper.begin(i)
+            out = fn(params, rng, context(i, params)) if context else fn(params, rng)
+            ok = True
+        except TaskInterrupted:
+            ok = None
+        except BaseException as exc:  # noqa: BLE001  (anything a task raises fails it)
+            stopper.end()
+            ok, out = _failed(runner, i, params, exc)
+        stopper.end()
         if ok is None:  # the stop's grace period ran out: this task stays pending
-            meta[0][row] = 0.0
+            start[row] = 0.0
             break
         restore.after_task()
         end = clock()
-        failure = out if not ok else None
-        if ok:
-            if runner.packer is None or cols.schema != runner.packer.schema:
-                cols, failure = _reshape(runner, conn, arena, cols, out, i)
-                meta = _meta(cols)
-            if failure is None:
-                failure = _put(runner, cols, row, out, i)
-            if isinstance(failure, str):
-                fatal = failure
-                meta[0][row] = 0.0
+        if ok and fast is not None and type(out) in _FLOATS:
+            fast[row], failure = out, None
+        elif ok:
+            cols, failure = _store(runner, conn, arena, cols, row, out, i)
+            start, elapsed, status, fast = _views(cols, runner.packer)
+            if isinstance(failure, str):  # no file can hold it: the run stops
+                fatal, start[row] = failure, 0.0
                 break
-        meta[1][row] = end - t
-        meta[2][row] = Status.DONE if failure is None else Status.FAILED
+        else:
+            failure = out
+        elapsed[row] = end - t
+        status[row] = _DONE if failure is None else _FAILED
         if failure is not None:
             conn.send(("fail", row, failure))
         ran += 1
-        hdr[COUNT], hdr[ROW] = row + 1, -1
+        hdr[COUNT] = row + 1
         if restore.retire and not cols.tails:  # (ragged values stay here: at the block's end)
             break
     hdr[ROW] = -1
     _done(conn, arena, cols, ran, fatal, restore.retire)
 
 
-def _call(runner, stopper, i: int, params, t: float):
-    """(True, the result), (False, its failure) or (None, None): interrupted by a stop."""
-    stopper.task_id, stopper.task_started = i, t
-    try:
-        if stopper.task_timeout is not None:
-            stopper.begin(i)
-        out = runner._call(i, params)
-    except TaskInterrupted:
-        stopper.end()
-        return None, None
-    except BaseException as exc:  # noqa: BLE001  (anything a task raises fails it)
-        stopper.end()
-        return runner._retry(i, params, exc)
-    stopper.end()
-    return True, out
+_FLOATS = frozenset((float, np.float64))
+_DONE, _FAILED = int(Status.DONE), int(Status.FAILED)
+
+
+def _failed(runner, i: int, params, exc: BaseException):
+    """A task raised: retried as ``--retries`` says; (False, its failure), (True, a
+    retry's result) or (None, None): a stop interrupted a retry."""
+    ok, out = runner._retry(i, params, exc)
+    cap = getattr(runner, "memory_cap", None)
+    if ok is False and cap and out.type == "MemoryError":
+        out.message = f"over its memory limit (--task-memory {cap}): {out.message}"
+    return ok, out
+
+
+def _store(runner, conn, arena, cols, row, out, i):
+    """Store one result the slow way (the first sets the schema): (columns, None, a
+    TaskFailure or the fatal message)."""
+    failure = None
+    if runner.packer is None or cols.schema != runner.packer.schema:
+        cols, failure = _reshape(runner, conn, arena, cols, out, i)
+    if failure is None:
+        failure = _put(runner, cols, row, out, i)
+    return cols, failure
+
+
+def _views(cols: Columns, packer) -> tuple[Any, Any, Any, Any]:
+    """Row-at-a-time writers (faster than numpy's) of start, elapsed, status, and of a
+    bare float result (None unless that is the schema)."""
+    fast = None
+    if packer is not None and packer.scalar_float and cols.schema == packer.schema:
+        fast = memoryview(cols.results[BARE].data)
+    return (
+        memoryview(cols.start.data),
+        memoryview(cols.elapsed.data),
+        memoryview(cols.status.data),
+        fast,
+    )
 
 
 def _open_columns(arena, at, schema, rows, first, skip) -> Columns:
@@ -126,10 +173,6 @@ def _open_columns(arena, at, schema, rows, first, skip) -> Columns:
 def _reshape(runner, conn, arena, cols, out, i):
     """The first result here sets the rank's schema: (new columns, None) with the rows'
     meta carried over; or (the columns, why it fails: a failure or the fatal message)."""
-    from ._dtypes import LossyResult
-    from ._packer import infer_schema
-    from .errors import ResultError
-
     if runner.packer is None:
         try:
             runner.packer = Packer(infer_schema(out, i, runner.declared), i)
@@ -148,16 +191,8 @@ def _reshape(runner, conn, arena, cols, out, i):
     return new, None
 
 
-def _meta(cols: Columns) -> tuple[Any, Any, Any]:
-    """Row-at-a-time writers of start, elapsed and status (faster than numpy's)."""
-    return memoryview(cols.start.data), memoryview(cols.elapsed.data), memoryview(cols.status.data)
-
-
 def _put(runner, cols, row, out, i):
     """Store one result: None, a TaskFailure (this task fails) or the fatal message."""
-    from ._dtypes import LossyResult
-    from .errors import ResultError
-
     try:
         runner.packer.put(cols, row, out, i)
     except LossyResult as exc:

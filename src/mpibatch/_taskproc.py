@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _hygiene
 from ._arena import COUNT, ROW, STOP, Arena, ArenaBuffers
 from ._records import Columns, Packer, columns_bytes
 from ._stop import EXIT_STUCK, Stopper
@@ -66,10 +67,17 @@ class TaskProcess:
     """The rank's side of its task process; runs blocks as :meth:`Runner.run` does."""
 
     def __init__(
-        self, runner: Runner, arena_bytes: int, in_child: Callable[[Callable], None]
+        self,
+        runner: Runner,
+        arena_bytes: int,
+        in_child: Callable[[Callable], None],
+        memory: int | None = None,
     ) -> None:
-        """``in_child(current_task)`` runs first in each task process (the MPI guard)."""
-        self.runner, self.in_child = runner, in_child
+        """``in_child(current_task)`` runs first in each task process (the MPI guard);
+        ``memory``: the bytes each task process may grow by (``--task-memory``)."""
+        self.runner, self.in_child, self.memory = runner, in_child, memory
+        self.rss_limit_kib = 0  # the resident private memory at which the child is killed
+        self.rss_checked = 0.0
         self.stopper: Stopper = runner.stopper  # the rank's: its signals, its stop
         self.arena = Arena(arena_bytes)
         self.buffers = ArenaBuffers(self.arena, runner.buffers)
@@ -125,7 +133,7 @@ class TaskProcess:
             except (EOFError, OSError):
                 if self.conn is conn:
                     self._died()
-        elif self._gone() or self._overdue():
+        elif self._gone() or self._overdue() or self._over_memory():
             self._died()
         return block.result is not None
 
@@ -153,6 +161,8 @@ class TaskProcess:
             self._start()
         block = self.block
         assert block is not None and self.conn is not None
+        header = self.arena.header  # as the child will set it (it may not have yet when read)
+        header[COUNT], header[ROW] = first, -1
         self.conn.send(("run", block.ids, block.at, block.schema, first, skip))
 
     def _start(self) -> None:
@@ -165,9 +175,11 @@ class TaskProcess:
         pid = os.fork()
         if pid == 0:  # the task process: never returns
             mine.close()
-            child(self.runner, theirs, self.arena, self._err_w, self.in_child)
+            child(self.runner, theirs, self.arena, self._err_w, self.in_child, self.memory)
         theirs.close()
         self.pid, self.conn = pid, mine
+        if self.memory is not None:  # the child starts sharing the rank's pages: its baseline
+            self.rss_limit_kib = _hygiene.memory_kib("self", "RssAnon") + self.memory // 1024
 
     def _gone(self) -> bool:
         """True if the child ended (its pipe may live on in a process it started)."""
@@ -213,12 +225,17 @@ class TaskProcess:
         if self.stopper.past_grace() and self.pid:
             self.kill()
 
+    def _progress(self) -> tuple[int, int]:
+        """(rows of the block finished in order, the row in flight or -1)."""
+        count, row = int(self.arena.header[COUNT]), int(self.arena.header[ROW])
+        return count, row if row >= count else -1
+
     def _overdue(self) -> bool:
         """A task past ``--task-timeout`` that never came back to Python: kill its process.
 
         (One that does is failed by its own process, with ``TaskTimeout``.)
         """
-        limit, row = self.stopper.task_timeout, int(self.arena.header[ROW])
+        limit, row = self.stopper.task_timeout, self._progress()[1]
         if limit is None or row < 0 or self.block is None or self.block.at is None:
             return False
         started = Columns(self.block.schema, len(self.block.ids), self._columns(self.block))
@@ -226,6 +243,25 @@ class TaskProcess:
         if ran < limit + _OVERDUE:
             return False
         self.killed_for = f"it ran longer than --task-timeout {limit:g} s and did not return"
+        self.kill()
+        self.status = os.waitpid(self.pid, 0)[1]
+        return True
+
+    def _over_memory(self) -> bool:
+        """The child's resident private memory past its cap (checked every 50 ms): kill it.
+
+        RLIMIT_DATA fails most allocations over the cap in the task itself; this catches
+        memory it does not count.
+        """
+        now = time.perf_counter()
+        if self.memory is None or not self.pid or now - self.rss_checked < 0.05:
+            return False
+        self.rss_checked = now
+        rss = _hygiene.memory_kib(self.pid, "RssAnon")
+        if rss <= self.rss_limit_kib:
+            return False
+        cap = _hygiene.size_text(self.memory)
+        self.killed_for = f"it went over its memory limit (--task-memory {cap}); killed"
         self.kill()
         self.status = os.waitpid(self.pid, 0)[1]
         return True
@@ -280,7 +316,7 @@ class TaskProcess:
         block = self.block
         assert block is not None
         status = self._reap(wait=_KILL_AFTER)
-        count, row = int(self.arena.header[COUNT]), int(self.arena.header[ROW])
+        count, row = self._progress()
         rows, stopping = len(block.ids), self.stopper.requested
         cols = Columns(block.schema, rows, self._columns(block))
         cols.stale = True

@@ -107,6 +107,11 @@ _RUN_FLAGS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
             "on (default): each rank runs its tasks in a task process, so a task that "
             "crashes, exits or changes its process fails alone; off: in the rank itself",
         ),
+        "--task-memory": (
+            {"metavar": "SIZE"},
+            "cap each task process's own memory (4G, 512M): a task over it fails alone "
+            "(default: no cap; needs --isolation on)",
+        ),
         "--leaders": (
             {"choices": LEADERS, "metavar": "|".join(LEADERS)},
             "node leaders: rank 0 serves one leader per node, which serves its node's "

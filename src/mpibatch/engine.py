@@ -90,6 +90,7 @@ def run(
     dedicated_root: bool | None = None,
     root_tasks: str | None = None,
     isolation: str | None = None,
+    task_memory: str | int | None = None,
     leaders: str | None = None,
     flush_seconds: float | None = None,
     threads_per_rank: int | None = None,
@@ -154,6 +155,7 @@ def run(
         dedicated_root=dedicated_root,
         root_tasks=root_tasks,
         isolation=isolation,
+        task_memory=task_memory,
         leaders=leaders,
         threads_per_rank=threads_per_rank,
         gpus=gpus,
@@ -275,7 +277,7 @@ def _tasks(plan: Plan, runner: Runner) -> RunsBlocks:
     if plan.isolation == "off":
         return runner
     arena = max(4 * plan.gather_bytes, 64 << 20)
-    return TaskProcess(runner, arena, _comm.in_task_process)
+    return TaskProcess(runner, arena, _comm.in_task_process, plan.task_memory)
 
 
 def _leaders(comm, plan: Plan):

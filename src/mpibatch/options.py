@@ -52,6 +52,7 @@ class RunOptions:
     dedicated_root: bool | None = None
     root_tasks: str | None = None
     isolation: str | None = None
+    task_memory: str | int | None = None
     leaders: str | None = None
     node_size: int | None = None
     threads_per_rank: int | None = None
@@ -76,6 +77,10 @@ class RunOptions:
             raise UsageError(
                 f"--dedicated-root: expected at least 2 ranks, got {n_ranks}; launch with "
                 "mpiexec -n 2 or more, or drop --dedicated-root"
+            )
+        if values["task_memory"] is not None and values["isolation"] == "off":
+            raise UsageError(
+                "--task-memory: a cap needs task processes; drop --isolation off, or the cap"
             )
         return replace(self, **values)
 

@@ -188,3 +188,40 @@ def test_info_says_where_tasks_ran(tmp_path):
     assert r.returncode == 1, r.stderr
     info = mpibatch(None, "info", out).stdout
     assert re.search(r"tasks: in task processes \(\d+ started\)", info), info
+
+
+def test_a_task_over_its_memory_cap_fails_alone(tmp_path):
+    task = tmp_path / "big.py"
+    task.write_text(
+        "import numpy as np\n"
+        "def task(params, rng):\n"
+        "    if params['rep'] == 2:\n"
+        "        return float(np.ones(4 << 30, np.uint8).sum())  # 4 GiB\n"
+        "    return float(np.ones(64 << 20, np.uint8).sum())  # 64 MiB: under the cap\n"
+    )
+    out = tmp_path / "m.h5"
+    r = mpibatch(2, "run", task, "--reps", 5, "--task-memory", "1G", "--out", out, "--quiet")
+    assert r.returncode == 1, r.stderr
+    errors = _errors(out)
+    assert list(errors) == [2] and "over its memory limit (--task-memory 1G)" in errors[2][1]
+    with h5py.File(out, "r") as f:
+        values = f["results/value"][()]
+    assert np.delete(values, 2).tolist() == [float(64 << 20)] * 4
+
+
+def test_a_shared_input_bigger_than_the_memory_cap_is_read_whole(tmp_path):
+    task = tmp_path / "shared.py"
+    task.write_text(
+        "import numpy as np\n"
+        "def load():\n"
+        "    return {'x': np.ones(2 << 30, np.uint8)}  # 2 GiB, one copy per node\n"
+        "def task(params, rng, ctx):\n"
+        "    return float(ctx.shared['x'][params['rep'] :: 4096].sum())\n"
+    )
+    out = tmp_path / "s.h5"
+    r = mpibatch(
+        2, "run", task, "--reps", 4, "--task-memory", "1G", "--out", out, "--quiet", timeout=180
+    )
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        assert (f["tasks/status"][()] == 1).all()
