@@ -174,9 +174,12 @@ def start(options: RunOptions, comm=None) -> Summary | Plan | None:
     except MpibatchError:
         raise  # agreed: raised on every rank
     except BaseException as exc:  # a bug, or Ctrl-C / SystemExit on one rank before the run
-        # more than one rank: end them all (the others may wait for this one in a
-        # collective); one process: raised as is
-        _comm.abort(comm, 130 if isinstance(exc, KeyboardInterrupt) else 1)
+        from .errors import ExitCode
+
+        # more than one rank: end them all with the exit code the CLI gives one process,
+        # 70 for a bug, never 1 (some tasks failed); one process: raised as is
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        _comm.abort(comm, ExitCode.INTERRUPTED if interrupted else ExitCode.BUG)
         raise
 
 
