@@ -395,17 +395,12 @@ _ROLL_CALL_SECONDS = 2.0  # how long a rank ending on an error waits for the oth
 
 def abort(comm: MPI.Comm | None = None, code: int = 70) -> None:
     """Call while handling an exception: end every rank with exit status ``code`` (70: a
-    bug in mpibatch), or raise it again in one process.
+    bug), printed with a ``rank N on HOST`` header; in one process, raise it as is.
 
-    With more than one rank, print it with a ``rank N on HOST`` header, then end the job.
-    A rank raising alone would leave the others waiting for it forever, so it aborts
-    them all with ``code``, which mpiexec (Hydra) exits with. srun instead kills the
-    other ranks (SIGKILL: 137) and exits with the highest status, a signal above any
-    exit code, so under srun, where every rank is ending on an error (they all hit the
-    same bug, or Ctrl-C reached them all), no rank aborts: each exits ``code`` itself
-    once all have said so (:func:`_everyone_failed`). A bug on some ranks only still
-    ends as 137 there: the others, waiting, cannot be told. In a single process (a
-    notebook, ``mpibatch run`` without mpiexec) the exception is raised as is.
+    One rank raising alone would leave the others waiting forever: it aborts them all
+    with ``code``, which mpiexec exits with. srun kills them instead (137, which beats
+    any exit code), so there ranks all ending on an error each exit ``code`` themselves
+    (:func:`_everyone_failed`); a bug on some ranks only still ends as 137 under srun.
     """
     comm = world(comm)
     if comm.Get_size() == 1:
@@ -437,11 +432,8 @@ def _srun_launched(env: Mapping[str, str] | None = None) -> bool:
 
 
 def _everyone_failed(comm: MPI.Comm, seconds: float) -> bool:
-    """True once every other rank of ``comm`` said it is ending on an error too (tag BUG).
-
-    Each rank here sends the others one message and counts theirs, for at most
-    ``seconds``. The tag is abort's own, so nothing else receives these messages, and a
-    collective another rank is waiting in cannot be completed by mistake.
+    """True once every other rank said it is ending on an error too, within ``seconds``:
+    one message each way on abort's own tag, which no collective or run message uses.
     """
     rank, size = comm.Get_rank(), comm.Get_size()
     mark, status = np.zeros(1, dtype=np.int64), MPI.Status()
