@@ -9,8 +9,11 @@ without blocking (``Isend``/``Irecv``) so rank 0 stores one report while others 
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import sys
+import termios
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -420,9 +423,23 @@ def abort(comm: MPI.Comm | None = None, code: int = 70) -> None:
         sys.stderr.write("".join(lines))
         sys.stderr.flush()
         if not (_srun_launched() and _everyone_failed(comm, _ROLL_CALL_SECONDS)):
+            _wait_read(sys.stderr, 0.5)  # the launcher forwards it before the teardown
             comm.Abort(code)
     finally:
         os._exit(code)
+
+
+def _wait_read(stream, seconds: float) -> None:
+    """Wait (up to ``seconds``) until the reader of the pipe ``stream`` writes to (the
+    launcher's) has taken everything in it, or at once if it is not a pipe."""
+    deadline, left = time.monotonic() + seconds, array.array("i", [0])
+    try:
+        while fcntl.ioctl(stream.fileno(), termios.FIONREAD, left) == 0 and left[0]:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
+    except (OSError, ValueError, AttributeError):  # not a pipe, or no file behind it
+        return
 
 
 def _srun_launched(env: Mapping[str, str] | None = None) -> bool:
