@@ -9,11 +9,14 @@ without blocking (``Isend``/``Irecv``) so rank 0 stores one report while others 
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import sys
+import termios
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -389,6 +392,10 @@ def guard_world(where: str, current_task: Callable[[], int | None]):
         MPI.COMM_WORLD = real  # type: ignore[misc]
 
 
+BUG = 17  # tag of abort's roll call: one message from each rank that is ending on an error
+_ROLL_CALL_SECONDS = 2.0  # how long a rank ending on an error waits for the others to say so
+
+
 def in_task_process(current_task: Callable[[], int | None]) -> None:
     """In a task process (forked from its rank): ``MPI.COMM_WORLD`` refuses every call.
 
@@ -419,22 +426,76 @@ def in_task_process(current_task: Callable[[], int | None]) -> None:
     MPI.COMM_WORLD = type("World", (type(real),), {**methods, "Abort": abort})(real)  # type: ignore[misc]
 
 
-def abort(comm: MPI.Comm | None = None, code: int = 1) -> None:
-    """Call while handling an exception: end the job, or raise it again in one process.
+def abort(comm: MPI.Comm | None = None, code: int = 70) -> None:
+    """Call while handling an exception: end every rank with exit status ``code`` (70: a
+    bug), printed with a ``rank N on HOST`` header; in one process, raise it as is.
 
-    With more than one rank, print it with a ``rank N on HOST`` header and abort every
-    rank (a rank raising alone would leave the others waiting for it forever). In a
-    single process (a notebook, ``mpibatch run`` without mpiexec) it is raised as is.
+    One rank raising alone would leave the others waiting forever: it aborts them all
+    with ``code``, which mpiexec exits with. srun kills them instead (137, which beats
+    any exit code), so there ranks all ending on an error each exit ``code`` themselves
+    (:func:`_everyone_failed`); a bug on some ranks only still ends as 137 under srun.
     """
     comm = world(comm)
     if comm.Get_size() == 1:
         raise  # the exception being handled
-    header = (
-        f"mpibatch: unhandled error on rank {comm.Get_rank()} on {host()}; aborting all ranks\n"
-    )
-    sys.stderr.write(header + traceback.format_exc())
-    sys.stderr.flush()
+    from . import __version__
+
+    rank = comm.Get_rank()
+    lines = [f"mpibatch: unhandled error on rank {rank} on {host()}; aborting all ranks\n"]
+    lines.append(traceback.format_exc())
+    if not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        lines.append(
+            f"mpibatch: internal error on rank {rank}: a bug in mpibatch {__version__} "
+            f"(exit {code}); please report it with the traceback above and the command you ran\n"
+        )
     try:
-        comm.Abort(code)
+        sys.stdout.flush()
+        sys.stderr.write("".join(lines))
+        sys.stderr.flush()
+        if not (_srun_launched() and _everyone_failed(comm, _ROLL_CALL_SECONDS)):
+            _wait_read(sys.stderr, 0.5)  # the launcher forwards it before the teardown
+            comm.Abort(code)
     finally:
         os._exit(code)
+
+
+def _wait_read(stream, seconds: float) -> None:
+    """Wait (up to ``seconds``) until the reader of the pipe ``stream`` writes to (the
+    launcher's) has taken everything in it, or at once if it is not a pipe."""
+    deadline, left = time.monotonic() + seconds, array.array("i", [0])
+    try:
+        while fcntl.ioctl(stream.fileno(), termios.FIONREAD, left) == 0 and left[0]:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
+    except (OSError, ValueError, AttributeError):  # not a pipe, or no file behind it
+        return
+
+
+def _srun_launched(env: Mapping[str, str] | None = None) -> bool:
+    """True in a rank that srun started itself (its PMI server), not mpiexec in a job."""
+    env = os.environ if env is None else env
+    return "SLURM_STEP_ID" in env and "MPI_LOCALNRANKS" not in env  # the latter: Hydra's
+
+
+def _everyone_failed(comm: MPI.Comm, seconds: float) -> bool:
+    """True once every other rank said it is ending on an error too, within ``seconds``:
+    one message each way on abort's own tag, which no collective or run message uses.
+    """
+    rank, size = comm.Get_rank(), comm.Get_size()
+    mark, status = np.zeros(1, dtype=np.int64), MPI.Status()
+    try:
+        sent = [comm.Isend(mark, dest=r, tag=BUG) for r in range(size) if r != rank]
+        heard: set[int] = set()
+        deadline, delay = time.monotonic() + seconds, 0.0
+        while time.monotonic() < deadline:
+            if len(heard) == size - 1 and MPI.Request.Testall(sent):
+                return True  # and this rank's messages are out: no other rank waits on it
+            if comm.Iprobe(MPI.ANY_SOURCE, BUG, status):
+                comm.Recv(np.empty(1, dtype=np.int64), source=status.Get_source(), tag=BUG)
+                heard.add(status.Get_source())
+            else:
+                delay = nap(delay)
+        return False
+    except Exception:  # noqa: BLE001  (MPI itself may be the broken part: abort then)
+        return False

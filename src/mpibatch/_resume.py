@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._say import plural
 from .errors import UsageError
 from .grid import Grid
 from .layout import same_study
@@ -46,7 +47,7 @@ def grid_difference(old_json: str, new_json: str) -> str:
     """How two grids differ, in a few words: `` (file: 10 reps, now: 20)``."""
     old, new = Grid.from_json(old_json), Grid.from_json(new_json)
     if old.reps != new.reps and old.names == new.names:
-        return f" (file: {old.reps} reps, now: {new.reps})"
+        return f" (file: {plural(old.reps, 'rep')}, now: {new.reps})"
     if old.names != new.names:
         was, now_ = ", ".join(old.names) or "none", ", ".join(new.names) or "none"
         return f" (file: axes {was}; now: {now_})"
@@ -59,7 +60,7 @@ def grid_difference(old_json: str, new_json: str) -> str:
 
 def _few(values: list) -> str:
     text = ", ".join(map(repr, values[:4])) + (", ..." if len(values) > 4 else "")
-    return f"{len(values)} values: {text}"
+    return f"{plural(len(values), 'value')}: {text}"
 
 
 def check(path: Path, stored: dict, now: dict, force: bool) -> None:

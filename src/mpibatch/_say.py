@@ -28,3 +28,10 @@ def say(msg: str, file: TextIO | None = None) -> None:
         out = sys.stdout if file is None else file
         out.write(msg + "\n")
         out.flush()
+
+
+def plural(n: int, word: str, many: str | None = None, spec: str = "") -> str:
+    """``n`` and ``word``, in the plural unless ``n`` is 1: ``plural(1, "rank")`` is
+    "1 rank", ``plural(3, "rank")`` "3 ranks". ``many``: an irregular plural ("axes");
+    ``spec`` formats ``n`` (``","``: "1,000 tasks")."""
+    return f"{n:{spec}} {word if n == 1 else many or word + 's'}"

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._say import plural
 from .layout import DTYPE_ATTR, INNER_SHAPE_ATTR, RAGGED_VALUES, RESULTS, plain, values_path
 
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ def copy_bytes(src: int, dst: int, n: int, a: int = 0, b: int = 0) -> None:
         if copied <= 0:
             data = os.pread(src, min(k, _MIB), a + done)
             if not data:
-                raise OSError(f"mpibatch: the values ended {n - done} bytes early")
+                raise OSError(f"mpibatch: the values ended {plural(n - done, 'byte')} early")
             copied = os.pwrite(dst, data, b + done)
         done += copied
 

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from ._say import plural
 from .layout import (
     DTYPE_ATTR,
     INNER_SHAPE_ATTR,
@@ -149,7 +150,7 @@ class Column(NDArrayOperatorsMixin):
     def _position(self, i: int) -> np.ndarray:
         n = len(self)
         if not -n <= i < n:
-            raise IndexError(f"index {i} is out of bounds for a column of {n} rows")
+            raise IndexError(f"index {i} is out of bounds for a column of {plural(n, 'row')}")
         return np.array([i % n], np.int64)
 
     def _file_rows(self, key: Any) -> slice | np.ndarray:
@@ -164,13 +165,14 @@ class Column(NDArrayOperatorsMixin):
             pos = np.asarray(key)
             if pos.dtype == bool:
                 if pos.shape != (n,):
-                    raise IndexError(f"expected a boolean mask of {n} rows, got shape {pos.shape}")
+                    got = f"got shape {pos.shape}"
+                    raise IndexError(f"expected a boolean mask of {plural(n, 'row')}, {got}")
                 pos = np.flatnonzero(pos)
             elif pos.dtype.kind not in "iu":
                 raise IndexError(f"expected rows as int, slice or bool mask, got {pos.dtype}")
             pos = pos.astype(np.int64).ravel()
             if pos.size and (pos.min() < -n or pos.max() >= n):
-                raise IndexError(f"row index out of bounds for a column of {n} rows")
+                raise IndexError(f"row index out of bounds for a column of {plural(n, 'row')}")
             pos = pos % max(n, 1)
         return pos if self._rows is None else self._rows[pos]
 

@@ -17,8 +17,9 @@ import traceback
 from typing import Any
 
 from . import __version__
+from ._argparser import Parser as _Parser
 from ._config import LEADERS, ROOT_TASKS, setting
-from ._say import say
+from ._say import plural, say
 from .errors import ExitCode, MpibatchError, UsageError
 from .options import RunOptions
 from .slurm.cli import add_hostfile, add_slurm, split_slurm_command
@@ -244,10 +245,11 @@ def _report_run(result, quiet: bool) -> int:
     if not quiet:
         say(str(result))
         if result.failed:
-            say(f"{result.failed} tasks failed; their tracebacks: mpibatch errors {result.path}")
+            failed = plural(result.failed, "task")
+            say(f"{failed} failed; their tracebacks: mpibatch errors {result.path}")
     if result.stopped:
         say(
-            f"mpibatch: stopped early ({result.stopped}); {result.pending} tasks left. "
+            f"mpibatch: stopped early ({result.stopped}); {plural(result.pending, 'task')} left. "
             f"Resume with:\n  {result.resume_command}",
             file=sys.stderr,
         )
@@ -299,14 +301,6 @@ def cmd_rerun(args) -> int:
     from .rerun import rerun
 
     return rerun(args.file, args.task, pdb=args.pdb, force=args.force)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (on rank 0 only) naming the help to read."""
-
-    def error(self, message: str):
-        say(f"mpibatch: error: {message}; see {self.prog} --help", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
 
 
 def _add_readers(sub) -> None:

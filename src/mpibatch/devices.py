@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ._say import plural
 from .errors import UsageError
 
 SMI_TIMEOUT = 10.0
@@ -232,7 +233,7 @@ def choose(
     if local_size > g * cap:
         raise UsageError(
             f"{local_size} ranks on {host} but {g} GPU(s) x --ranks-per-gpu {cap} = {g * cap} "
-            f"places; launch {g * cap} ranks per node, or pass --ranks-per-gpu "
+            f"places; launch {plural(g * cap, 'rank')} per node, or pass --ranks-per-gpu "
             f"{math.ceil(local_size / g)}"
         )
     return chosen[local_rank % g]

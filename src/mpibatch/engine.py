@@ -31,6 +31,7 @@ from . import (
 )
 from ._plan import Plan
 from ._records import Buffers
+from ._say import plural
 from ._stop import Stopper
 from ._taskproc import TaskProcess
 from .errors import MpibatchError
@@ -67,8 +68,9 @@ class Summary:
 
     def __str__(self) -> str:
         return (
-            f"{self.n_tasks} tasks: {self.done} done, {self.failed} failed, {self.pending} pending "
-            f"on {self.n_ranks} ranks in {self.wall_seconds:.2f} s "
+            f"{plural(self.n_tasks, 'task')}: {self.done} done, {self.failed} failed, "
+            f"{self.pending} pending on {plural(self.n_ranks, 'rank')} "
+            f"in {self.wall_seconds:.2f} s "
             f"(parallel efficiency {self.efficiency:.0%}) -> {self.path}"
         )
 
@@ -179,9 +181,12 @@ def start(options: RunOptions, comm=None) -> Summary | Plan | None:
     except MpibatchError:
         raise  # agreed: raised on every rank
     except BaseException as exc:  # a bug, or Ctrl-C / SystemExit on one rank before the run
-        # more than one rank: end them all (the others may wait for this one in a
-        # collective); one process: raised as is
-        _comm.abort(comm, 130 if isinstance(exc, KeyboardInterrupt) else 1)
+        from .errors import ExitCode
+
+        # more than one rank: end them all with the exit code the CLI gives one process,
+        # 70 for a bug, never 1 (some tasks failed); one process: raised as is
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        _comm.abort(comm, ExitCode.INTERRUPTED if interrupted else ExitCode.BUG)
         raise
 
 

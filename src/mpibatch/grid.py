@@ -17,6 +17,7 @@ from typing import Any
 
 from ._gridkinds import DTYPE, normalize, same_values
 from ._gridspec import default_spelling, parse_spec, spell
+from ._say import plural
 from .errors import GridError
 
 _MAX_TASKS = 2**62  # task ids and /params columns are int64
@@ -86,7 +87,7 @@ class _Dim:
             if name in typed:
                 given = [str(t) for t in typed[name]]
                 if len(given) != self.size:
-                    got = f"{len(given)} spellings for {self.size} values"
+                    got = f"{plural(len(given), 'spelling')} for {plural(self.size, 'value')}"
                     raise _fail(f"grid axis {name!r}", "one spelling per value", got, _SPELL_FIX)
                 texts[k] = given
         self.spellings = tuple(texts)
@@ -120,7 +121,7 @@ def _make_dim(key: Any, values: Any, seen: set[str]) -> _Dim:
     rows = _as_list(where, values, eg)
     for row in rows:
         if not isinstance(row, (tuple, list)) or len(row) != len(names):
-            raise _fail(where, f"items of {len(names)} values", _short(row), f"use {eg}")
+            raise _fail(where, f"items of {plural(len(names), 'value')}", _short(row), f"use {eg}")
     return _Dim(names, [list(col) for col in zip(*rows, strict=True)])
 
 

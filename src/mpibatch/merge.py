@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._mergekeys import describe, key_type, merge_key
+from ._say import plural
 from .errors import OutputError, UsageError
 from .grid import Grid
 from .layout import (
@@ -63,7 +64,7 @@ class MergeSummary:
     def __str__(self) -> str:
         line = (
             f"merged {self.n_parts} part{'s' * (self.n_parts != 1)} -> {self.path}: "
-            f"{self.n_tasks} tasks, {self.done} done, {self.failed} failed, "
+            f"{plural(self.n_tasks, 'task')}, {self.done} done, {self.failed} failed, "
             f"{self.pending} pending"
         )
         return "\n".join([line] + [f"warning: {w}" for w in self.warnings])
@@ -92,8 +93,9 @@ def _inspect(path: str) -> _Part:
         first, last = (int(ids[0]), int(ids[-1])) if n else (0, -1)
         if not n or last - first + 1 != n:
             raise UsageError(
-                f"part '{path}': expected contiguous task ids, got {n} rows (ids {first} to "
-                f"{last}); pass the files written by mpibatch run --tasks START:STOP"
+                f"part '{path}': expected contiguous task ids, got {plural(n, 'row')} "
+                f"(ids {first} to {last}); pass the files written by mpibatch run --tasks "
+                "START:STOP"
             )
         schema = tuple(key_type(f, k) for k in result_keys(f))
     return _Part(path, range(first, last + 1), attrs, schema)
@@ -259,9 +261,10 @@ def _refuse_partial(parts: list[_Part], missing: list, n_tasks: int) -> UsageErr
     lost = ", ".join(f"{a}:{b}" for a, b in missing)
     n_lost = sum(b - a for a, b in missing)
     return UsageError(
-        f"merge: expected parts covering all tasks 0:{n_tasks}, got {held}; {n_lost} tasks "
-        f"({lost}) are in no part: run them with --tasks START:STOP and merge that part in, "
-        "or pass --allow-partial to merge what is here"
+        f"merge: expected parts covering all tasks 0:{n_tasks}, got {held}; "
+        f"{plural(n_lost, 'task')} ({lost}) {'is' if n_lost == 1 else 'are'} in no part: run "
+        "them with --tasks START:STOP and merge that part in, or pass --allow-partial to "
+        "merge what is here"
     )
 
 

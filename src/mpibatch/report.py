@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import timeline
+from ._say import plural
 from .grid import Grid
 from .layout import Status
 from .results import Results
@@ -38,12 +39,13 @@ def format_plan(plan: Plan, task_file: str, function: str) -> str:
     lines = [
         head,
         f"grid: {grid.describe()}",
-        f"running tasks {ids.start}:{ids.stop} ({len(ids)} tasks); seed {plan.seed}, "
+        f"running tasks {ids.start}:{ids.stop} ({plural(len(ids), 'task')}); seed {plan.seed}, "
         f"streams {plan.streams}, schedule {plan.schedule}, {plan.threads} thread(s) per rank",
     ]
     for name, values in grid.axis_values().items():
         lines.append(
-            f"  axis {name}: {len(values)} values {values[:8]}{' ...' if len(values) > 8 else ''}"
+            f"  axis {name}: {plural(len(values), 'value')} {values[:8]}"
+            f"{' ...' if len(values) > 8 else ''}"
         )
     shown = list(ids[:_SHOW]) + ([None] if len(ids) > 2 * _SHOW else [])
     shown += [i for i in ids[-_SHOW:] if i not in ids[:_SHOW]]
@@ -86,7 +88,7 @@ def _gpu_lines(res: Results, hosts) -> list[str]:
     uuids, names = res.ranks["gpu_uuid"], res.ranks["gpu_name"]
     bound = [r for r in range(len(hosts)) if gpu[r] >= 0]
     distinct = {(hosts[r], uuids[r] or gpu[r]) for r in bound}
-    out = [f"  GPUs: {len(bound)} ranks on {len(distinct)} distinct GPU(s)"]
+    out = [f"  GPUs: {plural(len(bound), 'rank')} on {len(distinct)} distinct GPU(s)"]
     for r in bound:
         out.append(f"    rank {r} on {hosts[r]}: GPU {gpu[r]} {names[r]} {uuids[r]}".rstrip())
     return out
@@ -134,9 +136,9 @@ def _efficiency_lines(res: Results) -> list[str]:
         eff = busy / max(1e-12, rank_seconds)
         sessions = len(json.loads(res.attrs.get("sessions", "[]")))
         note = (
-            f" over {sessions} sessions (the last on {n_ranks} ranks)"
+            f" over {sessions} sessions (the last on {plural(n_ranks, 'rank')})"
             if sessions > 1
-            else (f" on {n_ranks} ranks")
+            else (f" on {plural(n_ranks, 'rank')}")
         )
         out.insert(0, f"wall time: {wall:.3f} s{note}")
         out.append(f"parallel efficiency: {eff:.1%} (task time / rank time)")
@@ -201,7 +203,7 @@ def format_info(res: Results) -> str:
         lines.append(f"failed tasks: mpibatch errors {res.path}")
     lines.append(f"reproduce: {a.get('command', '?')}")
     if pending + failed:
-        lines.append(f"{pending + failed} tasks left (pending or failed); run them with:")
+        lines.append(f"{plural(pending + failed, 'task')} left (pending or failed); run them with:")
         lines.append(f"  {a.get('command', '?')} --resume")
     return "\n".join(lines)
 

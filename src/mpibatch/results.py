@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._gridkinds import REL_TOL, matches
+from ._say import plural
 from ._views import TASK, Column, Meta, Source, column_meta
 from .errors import UsageError
 from .grid import Grid
@@ -174,7 +175,7 @@ class Results:
     def __repr__(self) -> str:
         where = f" where {self._where}" if self._where else ""
         return (
-            f"<mpibatch results {self.path!r}{where}: {self.n_tasks} tasks, "
+            f"<mpibatch results {self.path!r}{where}: {plural(self.n_tasks, 'task')}, "
             f"{self.count('done')} done, {self.count('failed')} failed; "
             f"results {list(self.results)}>"
         )

@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from ._say import plural
 from .errors import UsageError
 
 SCHEDULES = ("auto", "static", "dynamic")
@@ -146,9 +147,10 @@ def choose(times: Sequence[float], n_left: int, n_ranks: int) -> tuple[str, str]
     mean = sum(times) / n if n else 0.0
     sd = math.sqrt(sum((t - mean) ** 2 for t in times) / (n - 1)) if n > 1 else 0.0
     cv = sd / mean if mean > 0 else 0.0
-    head = f"probe of {n} tasks: mean {mean * 1e3:.3g} ms, cv {cv:.2f}"
+    head = f"probe of {plural(n, 'task')}: mean {mean * 1e3:.3g} ms, cv {cv:.2f}"
     if n_left <= n_ranks:
-        return "dynamic", f"{head}; {n_left} tasks left for {n_ranks} ranks -> dynamic"
+        left = f"{plural(n_left, 'task')} left for {plural(n_ranks, 'rank')}"
+        return "dynamic", f"{head}; {left} -> dynamic"
     if cv < UNIFORM_CV:
         return "static", f"{head} < {UNIFORM_CV} (uniform task times) -> static"
     return "dynamic", f"{head} >= {UNIFORM_CV} (skewed task times) -> dynamic"
@@ -245,7 +247,7 @@ class AutoQueue(Queue):
         elif len(self.times) >= 4 * self.probe_size:
             self._decide(
                 "dynamic",
-                f"{len(self.probe_out)} probe tasks still running after "
+                f"{plural(len(self.probe_out), 'probe task')} still running after "
                 f"{len(self.times)} others finished (skewed task times) -> dynamic",
             )
 
@@ -340,7 +342,7 @@ def parse_task_slice(text: str | None, n_tasks: int) -> range:
     stop = int(m.group(2)) if m.group(2) else n_tasks
     if not 0 <= start < stop <= n_tasks:
         raise UsageError(
-            f"--tasks: expected 0 <= START < STOP <= {n_tasks} (the grid has {n_tasks} tasks), "
-            f"got {text!r}"
+            f"--tasks: expected 0 <= START < STOP <= {n_tasks} (the grid has "
+            f"{plural(n_tasks, 'task')}), got {text!r}"
         )
     return range(start, stop)

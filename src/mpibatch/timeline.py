@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ._say import plural
 from .layout import STATUS_NAMES, Status
 
 _COLORS = {
@@ -85,7 +86,7 @@ def format_stats(st: dict[str, Any]) -> list[str]:
     busiest = int(np.argmax(st["busy"]))
     lines = [
         f"load imbalance: {imb:.2f} (max rank busy / mean; busiest rank {busiest}: "
-        f"{st['busy'][busiest]:.3f} s, {st['tasks'][busiest]} tasks)"
+        f"{st['busy'][busiest]:.3f} s, {plural(int(st['tasks'][busiest]), 'task')})"
     ]
     if st["idle_fraction"] is not None:
         lines.append(f"idle: {st['idle_fraction']:.1%} of rank time")
@@ -123,8 +124,9 @@ def _title(res, st: dict[str, Any]) -> str:
     imb = st["load_imbalance"]
     imb_text = f"{imb:.2f}" if imb is not None else "n/a"
     return (
-        f"{os.path.basename(res.path)}: {st['n_ran']:,} of {res.n_tasks:,} tasks ran on "
-        f"{st['n_ranks']} ranks, wall {wall}, load imbalance {imb_text}"
+        f"{os.path.basename(res.path)}: {st['n_ran']:,} of "
+        f"{plural(res.n_tasks, 'task', spec=',')} ran on {plural(st['n_ranks'], 'rank')}, "
+        f"wall {wall}, load imbalance {imb_text}"
     )
 
 

@@ -106,4 +106,4 @@ def test_a_task_that_never_returns_is_failed_by_the_timeout(tmp_path):
         timeout=30,
     )
     assert r.returncode == 1
-    assert "1 tasks failed; their tracebacks: mpibatch errors" in r.stdout
+    assert "1 task failed; their tracebacks: mpibatch errors" in r.stdout

@@ -51,7 +51,7 @@ def test_runs_as_one_rank_without_mpiexec(tmp_path):
     out = tmp_path / "single.h5"
     r = mpibatch(None, "run", TASKS / "mixed.py", "--reps", 2, "--seed", 1, "--out", out)
     assert r.returncode == 0, r.stderr
-    assert "on 1 ranks" in r.stdout
+    assert "on 1 rank in" in r.stdout
     with h5py.File(out, "r") as f:
         assert f.attrs["n_ranks"] == 1 and (f["tasks/status"][()] == 1).all()
 

@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from .._records import Columns, Report
+from .._say import plural
 from ..runner import RowsDone, RunsBlocks
 from .leader import LEADER_NAP, Tiers
 from .ledger import Ledger, SchemaGate
@@ -275,7 +276,8 @@ class Root:
         self.progress.update(ledger.done, ledger.failed)
         limit = self.plan.max_failures
         if limit and ledger.failed >= limit and not self.stopping:
-            self.request_stop(f"{ledger.failed} tasks failed (--max-failures {limit})")
+            failed = plural(ledger.failed, "task")
+            self.request_stop(f"{failed} failed (--max-failures {limit})")
 
 
 def _adjacent(a: tuple, b: tuple) -> bool:

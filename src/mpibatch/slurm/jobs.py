@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .._say import plural
 from ..errors import UsageError
 from .options import positive
 
@@ -172,7 +173,7 @@ def _array_position(env: Mapping[str, str]) -> tuple[int, int]:
     if off or not 0 <= index < count or (hi - lo) // step + 1 != count:
         raise UsageError(
             f"--tasks array: expected evenly spaced array ids (--array=A-B or A-B:S), got id "
-            f"{tid} in {lo}-{hi} with {count} elements; submit --array=0-{count - 1}"
+            f"{tid} in {lo}-{hi} with {plural(count, 'element')}; submit --array=0-{count - 1}"
         )
     return index, count
 
