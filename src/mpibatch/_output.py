@@ -213,3 +213,30 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
     mine = os.fstat(fd)
     return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the ``.NAME.creating-PID`` files beside ``path`` whose process is gone from
+    this host (a run killed while it created the file), and one of this process's PID (a
+    killed run's, in a container that gave it the same PID). Called under the output's lock."""
+    for tmp in path.parent.glob(f".{path.name}.creating-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and (int(pid) == os.getpid() or pid_gone(int(pid))):
+            tmp.unlink(missing_ok=True)
+
+
+def check_same_file(path: Path, ident: tuple[int, int]) -> None:
+    """OutputError if the file at ``path`` is no longer the one whose (st_dev, st_ino) is
+    ``ident``: deleted or replaced (by a task, or another program) since it was opened."""
+    try:
+        st = os.stat(path)
+        now: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except FileNotFoundError:
+        now = None
+    if now != ident:
+        what = "deleted" if now is None else "replaced by another file"
+        raise OutputError(
+            f"output file '{path}' was {what} while this run wrote it (by a task, or another "
+            "program?), and the results written so far with it; run again with tasks that "
+            "leave the output file alone"
+        )

@@ -148,18 +148,19 @@ class GuidedQueue(Queue):
 def choose(times: Sequence[float], n_left: int, n_ranks: int) -> tuple[str, str]:
     """Static or dynamic, and why, from a probe of task times (seconds).
 
-    The probe is small (2 x ranks tasks), so its CV is noisy: on a uniform workload
-    (examples/stratified.py, np=2) the CVs of 4-6 task times, each rank's warm-up task
-    left out, spread over 0.02-0.2 on a loaded 2-core machine; rank 0's tasks share a
-    core with its serving. The workloads that static handles badly sit well above: a
-    grid whose slow axis is outermost (50/100/150 ms, skew.py (c)) probes at CV 0.4-0.5,
-    log-normal task times (sigma 1.5) at 1 and more, 4 slow of 16 tasks at 1.6. Hence
-    static below ``STATIC_CV`` and dynamic above ``DYNAMIC_CV``. In the dead band between,
-    i.i.d. spread costs static little (it averages out over a rank's many tasks), so
-    static, unless one task of the probe took over ``OUTLIER`` x the median: a heavy tail,
-    whose long tasks static would leave at the end of one rank's block. A dead band
-    rather than one threshold keeps a probe whose CV sits near it from flipping the
-    choice from run to run on noise alone.
+    The probe is small (2 x ranks tasks, and those back meanwhile), so its CV is noisy.
+    The workloads that static handles badly probe well above 0.3: a grid whose slow axis
+    is outermost (50/100/150 ms, benchmarks/skew.py (c)) at 0.46-0.49 in 20 runs at np=2,
+    4 slow of 16 tasks (skew.py (b)) at 1.6, log-normal task times (sigma 1.5, skew.py
+    (a)) at 0.44 and more over its draws. Uniform task times probe at a CV near 0 on a
+    quiet machine; co-tenants slow some tasks 3-6x for a while (examples/stratified.py at
+    np=2 on a 2-core machine at load 3-5: 0.11-0.86), which a small probe cannot tell from
+    skew. Hence static below ``STATIC_CV`` and dynamic above ``DYNAMIC_CV``. In the dead
+    band between, i.i.d. spread costs static little (it averages out over a rank's many
+    tasks), so static, unless one task of the probe took over ``OUTLIER`` x the median: a
+    heavy tail, whose long tasks static would leave at the end of one rank's block. A dead
+    band rather than one threshold keeps a probe whose CV sits near it from flipping the
+    choice from run to run on small noise.
     """
     n = len(times)
     mean = sum(times) / n if n else 0.0

@@ -20,7 +20,14 @@ import numpy as np
 from . import _h5, _ragged, _tail
 from ._behind import WriteBehind
 from ._dtypes import fill_value
-from ._output import OutputLock, check_output, check_space, pid_gone, real_path
+from ._output import (
+    OutputLock,
+    check_output,
+    check_same_file,
+    check_space,
+    real_path,
+    remove_stale_temporaries,
+)
 from ._records import Columns, Field, Schema
 from .errors import OutputError
 from .layout import (
@@ -99,7 +106,7 @@ class Store:
         """
         path = real_path(path)
         check_space(path, grid, len(ids))
-        _remove_stale_temporaries(path)
+        remove_stale_temporaries(path)
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
         f = _h5.create_file(tmp)
         store = cls(f, ids)
@@ -319,20 +326,8 @@ class Store:
         self.ident = _h5.identity(self.f)
 
     def check_same_file(self) -> None:
-        """OutputError if the file at ``self.path`` is no longer the one this run writes:
-        deleted or replaced (by a task, or another program) since it was opened."""
-        try:
-            st = os.stat(self.path)
-            now = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
-            now = None
-        if now != self.ident:
-            what = "deleted" if now is None else "replaced by another file"
-            raise OutputError(
-                f"output file '{self.path}' was {what} while this run wrote it (by a task, or "
-                "another program?); what it wrote since is in no file: run again with a new "
-                "--out, and keep tasks from writing the output file"
-            )
+        """OutputError if the file at ``self.path`` is no longer the one this run writes."""
+        check_same_file(self.path, self.ident)
 
     def write_failures(self, failures: list) -> None:
         """Append failures to the sidecar file (moved into /errors when the file closes)."""
@@ -426,13 +421,3 @@ class Store:
         failures_path(self.path).unlink(missing_ok=True)
         if self.lock is not None:
             self.lock.release()
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove the ``.NAME.creating-PID`` files beside ``path`` whose process is gone from
-    this host (a run killed while it created the file), and one of this process's PID (a
-    killed run's, in a container that gave it the same PID). Called under the output's lock."""
-    for tmp in path.parent.glob(f".{path.name}.creating-*"):
-        pid = tmp.name.rsplit("-", 1)[1]
-        if pid.isdigit() and (int(pid) == os.getpid() or pid_gone(int(pid))):
-            tmp.unlink(missing_ok=True)
