@@ -24,7 +24,9 @@ from .layout import TASK_COLUMNS, file_problem
 def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     """Raise OutputError unless ``path`` can be created (or replaced with ``overwrite``);
     a symlink is judged by its target, which the run writes (see :func:`real_path`)."""
-    p = real_path(path)
+    p = Path(path)
+    if p.is_symlink():  # judged, and named, by its target
+        p = real_path(p)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(
