@@ -192,8 +192,15 @@ def test_auto_probes_a_spread_of_rows_and_runs_every_task_exactly_once(dedicated
     sim = simulate(trees, n=54, size=3, schedule="auto", dedicated_root=dedicated_root)
     assert not sim.errors() and (sim.store.status == 1).all()  # FakeStore refuses a row twice
     assert sim.store.values["x"].tolist() == [2.0 * i for i in range(54)]
-    if dedicated_root:  # 2 working ranks: the 4 probe rows go out first, one each
-        assert [b for _, b in sim.blocks[:4]] == [(27, 28), (8, 9), (43, 44), (24, 25)]
+    if dedicated_root:  # 2 working ranks: a warm-up task each, then the 4 probe rows
+        assert [b for _, b in sim.blocks[:6]] == [
+            (0, 1),
+            (1, 2),
+            (27, 28),
+            (8, 9),
+            (43, 44),
+            (24, 25),
+        ]
     assert sim.root.queue.name in ("static", "dynamic") and sim.root.queue.reason
 
 

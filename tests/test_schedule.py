@@ -1,7 +1,11 @@
+import numpy as np
 import pytest
 
 from mpibatch.errors import UsageError
 from mpibatch.schedule import (
+    DYNAMIC_CV,
+    OUTLIER,
+    STATIC_CV,
     AutoQueue,
     GuidedQueue,
     Segments,
@@ -13,6 +17,7 @@ from mpibatch.schedule import (
     make_queue,
     parse_task_slice,
     probe_positions,
+    resumed_schedule,
     static_blocks,
 )
 
@@ -62,26 +67,101 @@ def test_choose_static_for_uniform_dynamic_for_skewed():
     kind, why = choose([0.01, 0.0101, 0.0099, 0.01], n_left=100, n_ranks=2)
     assert kind == "static" and "uniform" in why and "probe of 4 tasks" in why
     kind, why = choose([0.001, 0.5, 0.002, 0.01], n_left=100, n_ranks=2)
-    assert kind == "dynamic" and "skewed" in why
+    assert kind == "dynamic" and "skewed" in why and f"> {DYNAMIC_CV}" in why
     assert choose([0.01, 0.01], n_left=2, n_ranks=4)[0] == "dynamic"
+
+
+def _with_cv(base, cv):
+    """``base`` scaled about its mean to coefficient of variation ``cv`` exactly."""
+    b = np.asarray(base, float)
+    z = (b - b.mean()) / b.std(ddof=1)
+    return 1.0 + cv * z  # mean 1
+
+
+@pytest.mark.parametrize("n", [4, 8, 16])
+def test_a_probe_in_the_dead_band_gives_one_answer_under_small_noise(n):
+    rng = np.random.default_rng(n)
+    base = _with_cv(rng.normal(size=n), 0.25)  # in the band: 0.2 < 0.25 < 0.3
+    answers = set()
+    for _ in range(20):  # the same workload measured 20 times, each time a little off
+        noisy = base * (1 + rng.normal(0, 0.01, n))
+        kind, why = choose(list(0.02 * noisy), n_left=1000, n_ranks=2)
+        assert "dead band" in why and "cv 0.2" in why
+        answers.add(kind)
+    assert answers == {"static"}
+    # the old single threshold (0.25) gave both answers on these very probes
+    cvs = []
+    for _ in range(20):
+        noisy = base * (1 + rng.normal(0, 0.01, n))
+        cvs.append(noisy.std(ddof=1) / noisy.mean())
+    assert min(cvs) < 0.25 < max(cvs)
+
+
+def test_the_dead_band_goes_dynamic_for_one_long_task():
+    times = [1.0] * 127 + [4.0]  # 128 probe tasks (64 ranks): one at 4x the median
+    kind, why = choose(times, n_left=10_000, n_ranks=64)
+    cv = float(np.std(times, ddof=1) / np.mean(times))
+    assert STATIC_CV < cv < DYNAMIC_CV
+    assert kind == "dynamic" and "heavy tail" in why and "4.00x the median" in why
+    kind, why = choose([1.0] * 127 + [2.9], n_left=10_000, n_ranks=64)
+    assert kind == "static" and "uniform" in why  # cv 0.17
+    kind, why = choose(list(_with_cv(np.arange(8.0), 0.28)), n_left=100, n_ranks=4)
+    assert kind == "static" and "even spread" in why and f"<= {OUTLIER}" in why
+
+
+@pytest.mark.parametrize(
+    "requested, used, kept",
+    [
+        ("auto", "static", "static"),
+        ("auto", "dynamic", "dynamic"),
+        ("auto", "auto", "auto"),  # stopped before auto chose: probe again
+        ("auto", None, "auto"),
+        ("dynamic", "static", "dynamic"),  # asked for: the user's choice wins
+    ],
+)
+def test_a_resume_keeps_the_schedule_auto_chose(requested, used, kept):
+    stored = {} if used is None else {"schedule_used": used}
+    assert resumed_schedule(requested, stored) == kept
+
+
+def _warm_up(q, n_ranks):
+    """Each rank's first task: a warm-up from the front, back at once (its time is not counted)."""
+    got = [q.next(r, 50) for r in range(n_ranks)]
+    assert got == [(r, r + 1) for r in range(n_ranks)]
+    for a, b in got:
+        q.observe(a, b - a, [5.0])  # slow: first calls; left out of the probe
+    return got
 
 
 def test_auto_queue_probes_single_tasks_spread_over_the_range_then_hands_over():
     q = AutoQueue(0, 100, 2, Segments([(0, 100)]))
+    _warm_up(q, 2)
     assert [q.next(r, 50) for r in (0, 1, 0, 1)] == [(50, 51), (11, 12), (72, 73), (33, 34)]
-    assert q.next(0, 50) == (0, 1)  # while the probe runs: single tasks from the front
-    assert q.name == "auto" and q.remaining == 95
+    assert q.next(0, 50) == (2, 3)  # while the probe runs: single tasks from the front
+    assert q.name == "auto" and q.remaining == 93
     q.observe(50, 1, [0.01])
     q.observe(11, 1, [0.01])
     q.observe(72, 1, [0.01])
     assert q.name == "auto"  # the probe task in row 33 is not back yet
     q.observe(33, 1, [0.0101])
-    assert q.name == "static" and "uniform" in q.reason
-    # the 95 rows left (probe rows taken out) split 48 + 47 between the ranks
+    assert q.name == "static" and "uniform" in q.reason and "probe of 4 tasks" in q.reason
+    # the 93 rows left (probe rows taken out) split 47 + 46 between the ranks
     got = [q.next(0, 1000) for _ in range(5)] + [q.next(1, 1000) for _ in range(3)]
-    assert got == [(1, 11), (12, 33), (34, 50), (51, 52), None, (52, 72), (73, 100), None]
+    assert got == [(3, 11), (12, 33), (34, 50), (51, 53), None, (53, 72), (73, 100), None]
     assert q.next(0, 1000) is None and q.remaining == 0
     assert make_queue("dynamic", [(0, 5)], 2).name == "dynamic"
+
+
+def test_a_slow_warm_up_task_does_not_make_a_uniform_study_look_skewed():
+    """examples/stratified.py at np=2: a rank's first task took 63 ms, the rest about 14."""
+    q = AutoQueue(0, 100, 2, Segments([(0, 100)]))
+    first = [q.next(r, 1) for r in (0, 1)]
+    probes = [q.next(r % 2, 1) for r in range(4)]
+    q.observe(first[1][0], 1, [0.063])
+    q.observe(first[0][0], 1, [0.017])
+    for a, _ in probes:
+        q.observe(a, 1, [0.014])
+    assert q.name == "static" and "probe of 4 tasks" in q.reason
 
 
 @pytest.mark.parametrize("n", [1, 3, 4, 7, 12, 54, 1000, 10**9])
@@ -101,6 +181,7 @@ def test_auto_sees_the_slow_axis_of_a_grid_ordered_slow_outermost():
     """The joblib talk's case: 54 tasks, time proportional to n_estimators (outermost)."""
     trees = [t for t in (100, 200, 300) for _ in range(18)]
     q = AutoQueue(0, 54, 2, Segments([(0, 54)]))
+    _warm_up(q, 2)
     probes = [q.next(r % 2, 1) for r in range(4)]
     assert {trees[a] for a, _ in probes} == {100, 200, 300}
     for a, _ in probes:
@@ -110,6 +191,7 @@ def test_auto_sees_the_slow_axis_of_a_grid_ordered_slow_outermost():
 
 def test_auto_decides_skewed_when_a_probe_task_is_still_out_long_after_the_rest():
     q = AutoQueue(0, 1000, 2, Segments([(0, 1000)]))
+    _warm_up(q, 2)
     handed = [q.next(r % 2, 1) for r in range(20)]
     assert handed[0] == (500, 501)
     for a, _ in handed[1:17]:  # row 500, a probe task, never comes back

@@ -36,13 +36,18 @@ WRITE_PIECE = 1 << 20
 
 
 def fapl(align: int = 0):
-    """File access: no sieve buffer, so raw writes reach the OS in program order.
+    """File access: no sieve buffer, so raw writes reach the OS in program order; HDF5's
+    file locking off, so that a plain ``h5py.File(path, "r")`` opens the file while a run
+    writes it (mpibatch's own ``<out>.lock`` keeps a second run out: _output.py), and so
+    that file systems without ``flock`` (HDF5's errno 38 on some Lustre and NFS mounts)
+    can hold the file.
 
     ``align``: objects of _tail.THRESHOLD bytes or more go at a multiple of it (_tail.py).
     """
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_sieve_buf_size(0)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    fapl.set_file_locking(False, False)  # as h5py's locking=False (h5py >= 3.5)
     if align:
         fapl.set_alignment(_tail.THRESHOLD, align)
     return fapl
@@ -54,7 +59,26 @@ def open_file(path: Path, align: int = 0) -> h5py.File:
 
 
 def create_file(path: Path) -> h5py.File:
-    return h5py.File(h5py.h5f.create(os.fsencode(str(path)), h5py.h5f.ACC_TRUNC, fapl=fapl()))
+    """A new file at ``path``, which must not exist: made with ``O_EXCL | O_NOFOLLOW`` first
+    (HDF5 itself follows links), then checked to be the file HDF5 opened."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        f = h5py.File(h5py.h5f.create(os.fsencode(str(path)), h5py.h5f.ACC_TRUNC, fapl=fapl()))
+        if identity(f) != _ident(os.fstat(fd)):
+            f.close()
+            raise OSError(f"'{path}' was replaced while it was created")
+        return f
+    finally:
+        os.close(fd)
+
+
+def identity(f: h5py.File) -> tuple[int, int]:
+    """(st_dev, st_ino) of the file ``f`` has open (its own descriptor, not its path)."""
+    return _ident(os.fstat(f.id.get_vfd_handle()))
+
+
+def _ident(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def dataset(

@@ -156,7 +156,7 @@ def make(grid: Grid, options: RunOptions, size: int, stored: dict | None = None)
         streams=streams.check_streams(
             options.streams or stored.get("streams") or _config.DEFAULT_STREAMS
         ),
-        schedule=str(options.schedule),
+        schedule=schedule.resumed_schedule(str(options.schedule), stored),  # auto's, kept
         ids=(ids.start, ids.stop),
         threads=int(options.threads_per_rank or 1),
         gather_bytes=int(options.gather_mb or 0) << 20,

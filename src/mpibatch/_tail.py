@@ -135,7 +135,9 @@ def evacuate(path: Path) -> None:
             side.parent.mkdir(exist_ok=True)
             tmp = side.with_name(side.name + ".moving")
             size = max(0, os.path.getsize(path) - x)
-            src, dst = os.open(path, os.O_RDONLY), os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+            tmp.unlink(missing_ok=True)  # one a kill left: made new, never through a link
+            new = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            src, dst = os.open(path, os.O_RDONLY), os.open(tmp, new, 0o644)
             try:
                 os.ftruncate(dst, 0)
                 copy_bytes(src, dst, size, x, 0)

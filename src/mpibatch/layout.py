@@ -188,15 +188,16 @@ def same_study(key: str, a: Any, b: Any) -> bool:
 
 
 def failures_path(path: str | os.PathLike) -> Path:
-    """The sidecar where a running study's failures wait until its file closes."""
-    return Path(str(path) + FAILURES_SUFFIX)
+    """The sidecar where a running study's failures wait until its file closes (beside
+    the file itself: a symlink's target)."""
+    return Path(os.path.realpath(path) + FAILURES_SUFFIX)
 
 
 def values_path(path: str | os.PathLike, key: str) -> Path:
     """The sidecar file where a running study's values of ragged or string ``key`` wait."""
     from urllib.parse import quote
 
-    return Path(str(path) + VALUES_SUFFIX) / (quote(key, safe="") + ".bin")
+    return Path(os.path.realpath(path) + VALUES_SUFFIX) / (quote(key, safe="") + ".bin")
 
 
 def failure_record(failure: Any) -> dict[str, Any]:
@@ -252,10 +253,11 @@ def _open_h5(path: str | os.PathLike) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        if "close degree" not in str(exc):
+        if "close degree" not in str(exc) and "locking flag" not in str(exc):
             raise
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)  # this process's own run writes it (store.py)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)  # this process's own run writes it (_h5.fapl)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    fapl.set_file_locking(False, False)
     return h5py.File(h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDONLY, fapl))
 
 

@@ -7,9 +7,11 @@ blocks out through a queue and every schedule uses the same transport:
   chunks so results stream home while the block runs.
 - ``dynamic``: one shared queue; block sizes shrink as work runs out (guided
   self-scheduling: remaining / (2 x ranks)), or stay fixed with ``block_size``.
-- ``auto``: hands out single tasks first (a probe of task times, spread over the whole
-  range so a grid's order cannot hide its slow tasks), then picks static for uniform
-  task times and dynamic for skewed ones, and says why.
+- ``auto``: hands out single tasks first (one warm-up task per rank, then a probe of
+  task times spread over the whole range so a grid's order cannot hide its slow tasks),
+  then picks static for uniform task times and dynamic for skewed ones (:func:`choose`,
+  with a dead band between the two), and says why. A resumed run keeps the choice its
+  file records (:func:`resumed_schedule`) instead of probing again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from ._say import plural
 from .errors import UsageError
 
 SCHEDULES = ("auto", "static", "dynamic")
-UNIFORM_CV = 0.25  # auto: task-time coefficient of variation below which static is chosen
+# auto's rule (see choose()): the probe's coefficient of variation (CV) of task times ...
+STATIC_CV = 0.2  # ... below this: static
+DYNAMIC_CV = 0.3  # ... above this: dynamic; in between (the dead band): static, unless
+OUTLIER = 3.0  # ... the probe's longest task is over this many times its median: dynamic
 
 
 def check_schedule(schedule: object) -> str:
@@ -142,18 +147,56 @@ class GuidedQueue(Queue):
 
 
 def choose(times: Sequence[float], n_left: int, n_ranks: int) -> tuple[str, str]:
-    """Static or dynamic, and why, from a probe of task times (seconds)."""
+    """Static or dynamic, and why, from a probe of task times (seconds).
+
+    The probe is small (2 x ranks tasks, and those back meanwhile), so its CV is noisy.
+    The workloads that static handles badly probe well above 0.3: a grid whose slow axis
+    is outermost (50/100/150 ms, benchmarks/skew.py (c)) at 0.46-0.49 in 20 runs at np=2,
+    4 slow of 16 tasks (skew.py (b)) at 1.6, log-normal task times (sigma 1.5, skew.py
+    (a)) at 0.44 and more over its draws. Uniform task times probe at a CV near 0 on a
+    quiet machine; co-tenants slow some tasks 3-6x for a while (examples/stratified.py at
+    np=2 on a 2-core machine at load 3-5: 0.11-0.86), which a small probe cannot tell from
+    skew. Hence static below ``STATIC_CV`` and dynamic above ``DYNAMIC_CV``. In the dead
+    band between, i.i.d. spread costs static little (it averages out over a rank's many
+    tasks), so static, unless one task of the probe took over ``OUTLIER`` x the median: a
+    heavy tail, whose long tasks static would leave at the end of one rank's block. A dead
+    band rather than one threshold keeps a probe whose CV sits near it from flipping the
+    choice from run to run on small noise.
+    """
     n = len(times)
     mean = sum(times) / n if n else 0.0
     sd = math.sqrt(sum((t - mean) ** 2 for t in times) / (n - 1)) if n > 1 else 0.0
     cv = sd / mean if mean > 0 else 0.0
+    ordered = sorted(times)
+    median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2 if n else 0.0
     head = f"probe of {plural(n, 'task')}: mean {mean * 1e3:.3g} ms, cv {cv:.2f}"
-    if n_left <= n_ranks:
+    kind, why = _band(cv, ordered[-1] / median if n and median > 0 else 1.0)
+    if kind == "static" and n_left <= n_ranks:
         left = f"{plural(n_left, 'task')} left for {plural(n_ranks, 'rank')}"
         return "dynamic", f"{head}; {left} -> dynamic"
-    if cv < UNIFORM_CV:
-        return "static", f"{head} < {UNIFORM_CV} (uniform task times) -> static"
-    return "dynamic", f"{head} >= {UNIFORM_CV} (skewed task times) -> dynamic"
+    return kind, f"{head}{why}"
+
+
+def _band(cv: float, peak: float) -> tuple[str, str]:
+    """choose()'s rule, from the CV and the longest task over the median (``peak``)."""
+    if cv < STATIC_CV:
+        return "static", f" < {STATIC_CV} (uniform task times) -> static"
+    if cv > DYNAMIC_CV:
+        return "dynamic", f" > {DYNAMIC_CV} (skewed task times) -> dynamic"
+    band = f" in the dead band {STATIC_CV}-{DYNAMIC_CV}, longest {peak:.2f}x the median"
+    if peak > OUTLIER:
+        return "dynamic", f"{band} > {OUTLIER} (a heavy tail) -> dynamic"
+    return "static", f"{band} <= {OUTLIER} (even spread) -> static"
+
+
+def resumed_schedule(requested: str, stored: dict) -> str:
+    """The schedule a ``--resume`` runs with: the one ``auto`` chose for the file before
+    (its ``schedule_used``), so that a resumed study is not probed again, on other tasks,
+    and perhaps scheduled otherwise; ``requested`` if that is not auto or nothing was chosen."""
+    used = stored.get("schedule_used")
+    if requested == "auto" and used in ("static", "dynamic"):
+        return str(used)
+    return requested
 
 
 GOLDEN = (math.sqrt(5) - 1) / 2  # the probe's step, as a fraction of the range
@@ -207,10 +250,13 @@ def _without(segs: Segments, start: int, stop: int, rows: Sequence[int]) -> Segm
 class AutoQueue(Queue):
     """Probe with single tasks spread over the range, then hand over to a static or guided queue.
 
-    The probe rows (:func:`probe_positions`) go out first; while they run, single tasks
-    from the front of the other rows follow. The chosen queue gets the rows not yet
-    handed out, the probe rows taken out. Its ``name`` is "auto" until it decides, then
-    the name of the queue it chose.
+    Each rank's first task is a warm-up from the front of the rows, whose time is left
+    out of the probe: a rank's first task pays for first calls (BLAS buffers, imports,
+    first touches of shared pages; 63 ms against a median of 14 in examples/stratified.py)
+    and alone made a uniform study look skewed. The probe rows (:func:`probe_positions`)
+    go out next; while they run, single tasks from the front of the other rows follow.
+    The chosen queue gets the rows not yet handed out, the probe rows taken out. Its
+    ``name`` is "auto" until it decides, then the name of the queue it chose.
     """
 
     name = "auto"
@@ -226,7 +272,9 @@ class AutoQueue(Queue):
         self.rest = _without(segs, start, stop, self.probes)
         self.front = 0  # index into self.rest
         self.probe_out: set[int] = set()  # rows of the probe not yet back
-        self.times: list[float] = []
+        self.warm: set[int] = set()  # ranks that had their warm-up task
+        self.warmups: set[int] = set()  # rows handed out as warm-ups, not yet back
+        self.times: list[float] = []  # of the tasks back, warm-ups left out
         self.inner: StaticQueue | GuidedQueue | None = None
 
     def observe(self, row: int, n_rows: int, times: Sequence[float]) -> None:
@@ -238,7 +286,11 @@ class AutoQueue(Queue):
         """
         if self.inner is not None:
             return
-        self.probe_out.difference_update(range(row, row + n_rows))
+        rows = range(row, row + n_rows)
+        self.probe_out.difference_update(rows)
+        if self.warmups and len(times) == n_rows:  # (else some did not run: a stop)
+            times = [t for r, t in zip(rows, times, strict=True) if r not in self.warmups]
+            self.warmups.difference_update(rows)
         self.times.extend(map(float, times))
         if self.probes:  # (only probe tasks are out until every probe is)
             return
@@ -263,6 +315,11 @@ class AutoQueue(Queue):
     def next(self, rank: int, cap: int) -> tuple[int, int] | None:
         if self.inner is not None:
             return self.inner.next(rank, cap)
+        if rank not in self.warm and self.front < self.rest.total:
+            self.warm.add(rank)
+            rows, self.front = self.rest.rows(self.front, self.front + 1)
+            self.warmups.add(rows[0])
+            return rows
         if self.probes:
             row = self.probes.pop()
             self.probe_out.add(row)

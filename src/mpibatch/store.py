@@ -20,7 +20,14 @@ import numpy as np
 from . import _h5, _ragged, _tail
 from ._behind import WriteBehind
 from ._dtypes import fill_value
-from ._output import OutputLock, check_output, check_space
+from ._output import (
+    OutputLock,
+    check_output,
+    check_same_file,
+    check_space,
+    real_path,
+    remove_stale_temporaries,
+)
 from ._records import Columns, Field, Schema
 from .errors import OutputError
 from .layout import (
@@ -81,6 +88,7 @@ class Store:
         self.lock: OutputLock | None = None  # held while this run writes the file
         self.tail: str | None = None  # the ragged key whose values go in the file's tail
         self.tail_at = 0  # where they start, once the first of them came (_tail.py)
+        self.ident = _h5.identity(f)  # the file this run writes: still the one at its path?
 
     @classmethod
     def create(
@@ -90,11 +98,15 @@ class Store:
 
         ``schema``: declared results, whose datasets it then has from the start.
 
-        It is built under a temporary name beside ``path`` and renamed: a kill while the
-        datasets are created leaves no half-made file at ``path`` (and a previous file
-        being replaced stays whole until then); the temporary file is removed on errors.
+        It is built under a temporary name beside ``path`` (a symlink's target: the link
+        stays) and renamed: a kill while the datasets are created leaves no half-made file
+        at ``path`` (and a previous file being replaced stays whole until then); the
+        temporary file is removed on errors, and one that a killed run left is removed by
+        the next run on that file (its process gone from this host).
         """
+        path = real_path(path)
         check_space(path, grid, len(ids))
+        remove_stale_temporaries(path)
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
         f = _h5.create_file(tmp)
         store = cls(f, ids)
@@ -131,6 +143,7 @@ class Store:
     @classmethod
     def reopen(cls, path: Path, ids: range) -> Store:
         """An existing file, to run its pending and failed tasks (``--resume``)."""
+        path = real_path(path)
         _tail.evacuate(path)  # before HDF5 opens it to write, which would cut the tail off
         f = _h5.open_file(path)
         store = cls(f, ids)
@@ -306,9 +319,15 @@ class Store:
 
     def _reopen(self, align: int = 0) -> None:
         """Close the file and open it again (releasing HDF5's free-space aggregators)."""
+        self.check_same_file()  # (else the path would open another file, or none)
         self.f.flush()
         self.f.close()
         self.f = _h5.open_file(self.path, align)
+        self.ident = _h5.identity(self.f)
+
+    def check_same_file(self) -> None:
+        """OutputError if the file at ``self.path`` is no longer the one this run writes."""
+        check_same_file(self.path, self.ident)
 
     def write_failures(self, failures: list) -> None:
         """Append failures to the sidecar file (moved into /errors when the file closes)."""
@@ -352,6 +371,7 @@ class Store:
         self.f.flush()
 
     def flush(self) -> None:
+        self.check_same_file()
         self.f.flush()
         if self.tail_at:  # HDF5 never cuts the file back while nothing allocates: checked
             tail = self.sidecars[str(self.tail)]
@@ -383,6 +403,7 @@ class Store:
         self.f.flush()
 
     def close(self, attrs: dict[str, Any]) -> None:
+        self.check_same_file()  # never "done" into a file nobody can open
         if self.tail_at:  # first: nothing may be allocated before the tail is adopted
             sidecar = self.sidecars.pop(str(self.tail))
             sidecar.close()

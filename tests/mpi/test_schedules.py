@@ -210,3 +210,25 @@ def test_progress_lines_in_batch_logs_and_quiet(tmp_path):
         2, "run", TASKS / "sleepy.py", "--reps", 50, "--out", tmp_path / "q.h5", "--quiet", env=env
     )
     assert r.returncode == 0 and r.stderr == "" and r.stdout == ""
+
+
+def test_a_resume_keeps_the_schedule_auto_chose_instead_of_probing_again(tmp_path):
+    out = tmp_path / "r.h5"
+    args = ("run", TASKS / "skewed_flaky.py", "--reps", 24, "--seed", 3, "--out", out, "--quiet")
+    r = mpibatch(2, *args, env={"FLAKY_FAIL": "1"})
+    assert r.returncode == 1, r.stderr  # the odd tasks failed
+    with h5py.File(out, "r") as f:
+        assert f.attrs["schedule_used"] == "dynamic"  # skewed: a probe says so
+        assert (f["tasks/status"][()] == 2).sum() == 12
+    with h5py.File(out, "a") as f:  # as if that first probe had said static
+        f.attrs["schedule_used"] = "static"
+    r = mpibatch(2, *args, "--resume")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        assert (f["tasks/status"][()] == 1).all()
+        assert f.attrs["schedule_used"] == "static"  # kept: probing again would say dynamic
+        assert "--schedule static" in f.attrs["command"]
+    fresh = tmp_path / "fresh.h5"
+    r = mpibatch(2, "run", TASKS / "skewed_flaky.py", "--reps", 24, "--seed", 3, "--out", fresh)
+    assert r.returncode == 0, r.stderr
+    assert _bytes(fresh) == _bytes(out)
