@@ -308,8 +308,9 @@ def _serve(
     tiers=None,
     why: str = "",
     world=None,
-) -> tuple[Summary, str | None]:
-    """Rank 0: run the loop, close the file with the run's accounting, summarise."""
+) -> tuple[Summary | None, str | BaseException | None]:
+    """Rank 0: run the loop, close the file with the run's accounting, summarise (or the
+    error that kept the file from being written, raised on every rank)."""
     from .progress import Progress
 
     size = tiers.n_ranks if tiers is not None else transport.size
@@ -333,7 +334,14 @@ def _serve(
     leaders: dict = {"leaders": "on" if tiers is not None else "off", "leaders_reason": why}
     leaders["isolation"] = plan.isolation  # and how often a task process (and setup) started:
     leaders["task_processes_started"] = int(starts.sum()) if starts is not None else 0
-    store.close({**plan.attrs, **_session_attrs(plan, store, root, queue, size, now), **leaders})
+    if root.error is None:
+        try:
+            attrs = {**plan.attrs, **_session_attrs(plan, store, root, queue, size, now)}
+            store.close({**attrs, **leaders})
+        except MpibatchError as exc:  # the file could not be closed: every rank raises it
+            root.error = exc
+    if root.error is not None:
+        return None, root.error
     ledger = root.ledger
     resume = plan.attrs["command"] + " --resume" if done + failed < store.n else ""
     summary = Summary(

@@ -16,18 +16,14 @@ def _run(np_, out, env, *extra, timeout=60):
     return mpibatch(np_, *args, env={"TOUCH_OUT": str(out), **env}, timeout=timeout)
 
 
-# At np >= 2 the check fires (rank 0 says the line) but the other ranks then wait for
-# rank 0 at the end of the run: an error raised on rank 0 after the tasks started is not
-# yet shared with every rank (engine._serve / _dispatch.finish; issue 21, item 6).
-AT_2 = pytest.param(
-    2, "delete", 20, marks=pytest.mark.xfail(strict=True, reason="rank 0's error at close hangs")
+# at np >= 2 the error found by rank 0 is raised on every rank once all have stopped
+@pytest.mark.parametrize(
+    "np_, what", [(1, "delete"), (1, "overwrite"), (2, "delete"), (3, "overwrite")]
 )
-
-
-@pytest.mark.parametrize("np_, what, timeout", [(1, "delete", 60), (1, "overwrite", 60), AT_2])
 def test_a_task_that_deletes_or_replaces_the_output_ends_the_run_with_one_line(
-    tmp_path, np_, what, timeout
+    tmp_path, np_, what
 ):
+    timeout = 60
     out = tmp_path / "r.h5"
     r = _run(np_, out, {"TOUCH": what, "TOUCH_AT": "5"}, timeout=timeout)
     assert r.returncode == 2, r.stdout + r.stderr

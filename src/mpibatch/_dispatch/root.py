@@ -8,6 +8,7 @@ import numpy as np
 
 from .._records import Columns, Report
 from .._say import plural
+from ..errors import MpibatchError
 from ..runner import RowsDone, RunsBlocks
 from .leader import LEADER_NAP, Tiers
 from .ledger import Ledger, SchemaGate
@@ -48,6 +49,7 @@ class Root:
         self.own = OwnBlocks(runner, plan.ids[0], on_thread)
         self.pending: list = []  # reports whose data is still arriving
         self.fatal: str | None = None
+        self.error: MpibatchError | None = None  # the file could not be written: the first why
         self.stopped: str | None = None  # why the run stops early (a signal, a limit)
         self.stopping = False
         self.next_poll = 0.0
@@ -74,7 +76,7 @@ class Root:
                 self._wait_one()
         own.close()
         self._drain(wait=True)
-        self.sink.flush()
+        self._write(self.sink.flush)
         self.progress.update(ledger.done, ledger.failed)
 
     # ---- handing out blocks ----
@@ -167,7 +169,7 @@ class Root:
             self._handle(source)
         if self.pending:
             self._drain()
-        self.sink.tick()
+        self._write(self.sink.tick)
 
     def _wait_one(self) -> None:
         transport, delay = self.transport, 0.0
@@ -175,7 +177,7 @@ class Root:
             if self.pending and self._drain():
                 return
             self._check_stop()
-            self.sink.tick()  # idle: do not let finished results wait in memory
+            self._write(self.sink.tick)  # idle: do not let finished results wait in memory
             longest = (LEADER_NAP,) if self.tiers else ()  # leaders wait on rank 0: nap less
             delay = transport.idle(delay, *longest)
         self._handle(source)
@@ -263,6 +265,17 @@ class Root:
         report.schema_task = first.schema_task
         self._ingest(ranks, report, cols)
 
+    def _write(self, step, *args) -> None:
+        """A write to the file; if it fails (the file was deleted, the disk is full) the run
+        stops with that error, raised on every rank once all have stopped."""
+        if self.error is not None:
+            return  # nothing more can be stored
+        try:
+            step(*args)
+        except MpibatchError as exc:
+            self.error = exc
+            self._stop_with(str(exc))
+
     def _ingest(self, rank: int | np.ndarray, report: Report, cols: Columns) -> None:
         if report.fatal:
             self._stop_with(report.fatal)
@@ -270,7 +283,7 @@ class Root:
             self._stop_with(error)
             cols = Columns((), cols.rows)  # keep nothing of a report that does not fit
         self.gate.seen(report.nbytes, cols.rows)
-        self.sink.add(report.pos, cols, rank, report.failures)
+        self._write(self.sink.add, report.pos, cols, rank, report.failures)
         ledger = self.ledger
         self.queue.observe(report.pos, cols.rows, ledger.count(cols))
         self.progress.update(ledger.done, ledger.failed)

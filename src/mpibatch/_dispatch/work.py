@@ -97,9 +97,12 @@ class _Sent:
             self.transport.wait(req)
 
 
-def finish(transport, fatal: str | None) -> None:
-    """Every rank: meet (napping, not spinning), then raise rank 0's fatal error everywhere."""
+def finish(transport, fatal: str | BaseException | None) -> None:
+    """Every rank: meet (napping, not spinning), then raise rank 0's fatal error everywhere
+    (a message: a ResultError; an MpibatchError as it is)."""
     transport.barrier()
     fatal = transport.share(fatal)
+    if isinstance(fatal, BaseException):
+        raise fatal
     if fatal:
         raise ResultError(fatal)
