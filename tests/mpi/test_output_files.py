@@ -20,9 +20,7 @@ def _run(np_, out, env, *extra, timeout=60):
 @pytest.mark.parametrize(
     "np_, what", [(1, "delete"), (1, "overwrite"), (2, "delete"), (3, "overwrite")]
 )
-def test_a_task_that_deletes_or_replaces_the_output_ends_the_run_with_one_line(
-    tmp_path, np_, what
-):
+def test_a_task_that_deletes_or_replaces_the_output_ends_the_run_with_one_line(tmp_path, np_, what):
     timeout = 60
     out = tmp_path / "r.h5"
     r = _run(np_, out, {"TOUCH": what, "TOUCH_AT": "5"}, timeout=timeout)
