@@ -34,7 +34,7 @@ from ._records import Buffers
 from ._say import plural
 from ._stop import Stopper
 from ._taskproc import TaskProcess
-from .errors import MpibatchError
+from .errors import MpibatchError, no_space
 from .grid import Grid
 from .options import RunOptions
 from .runner import Runner, RunsBlocks, blas_info, blas_limits, cores
@@ -340,6 +340,10 @@ def _serve(
             store.close({**attrs, **leaders})
         except MpibatchError as exc:  # the file could not be closed: every rank raises it
             root.error = exc
+        except OSError as exc:
+            root.error = no_space(exc, plan.out)
+            if root.error is None:
+                raise
     if root.error is not None:
         return None, root.error
     ledger = root.ledger

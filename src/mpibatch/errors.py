@@ -23,6 +23,9 @@ class ExitCode(IntEnum):
     3     STOPPED      stopped early on purpose (a signal, the time limit): what finished
                        is in the file, and ``--resume`` goes on from there
     4     STUCK        a task never returned within the grace; its rank ended the run
+    74    NO_SPACE     the results file's filesystem is full (or over quota): what finished
+                       is kept, and ``--resume`` completes the run once there is room
+                       (``EX_IOERR`` of sysexits.h)
     70    BUG          reserved: an mpibatch bug (``EX_SOFTWARE`` of sysexits.h)
     130   INTERRUPTED  stopped by Ctrl-C (SIGINT), like 3: --resume goes on
     ====  ===========  ===============================================================
@@ -34,6 +37,7 @@ class ExitCode(IntEnum):
     STOPPED = 3
     STUCK = 4
     BUG = 70
+    NO_SPACE = 74
     INTERRUPTED = 130
 
 
@@ -67,3 +71,32 @@ class TasksFailed(MpibatchError):
     """The run completed but some tasks raised (their tracebacks are in the file)."""
 
     exit_code = ExitCode.FAILED
+
+
+class NoSpace(MpibatchError):
+    """The results file's filesystem is full or over quota (ENOSPC, EDQUOT)."""
+
+    exit_code = ExitCode.NO_SPACE
+
+
+_NO_SPACE = ("No space left on device", "Disk quota exceeded", "errno = 28", "errno = 122")
+
+
+def no_space(exc: BaseException, path: str, nbytes: int = 0) -> NoSpace | None:
+    """``exc`` as a :class:`NoSpace` naming ``path`` if it says the disk is full, else None.
+
+    HDF5 reports a failed write as an ``OSError`` whose text carries the system's errno.
+    """
+    import errno
+
+    text = str(exc)
+    if getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT) and not any(
+        m in text for m in _NO_SPACE
+    ):
+        return None
+    need = f" (writing {nbytes / 1e6:,.1f} MB more)" if nbytes else ""
+    return NoSpace(
+        f"no space left for {path}{need}: its filesystem is full or over quota; nothing "
+        "finished is lost: free space or raise the quota, then run the same command with "
+        "--resume"
+    )

@@ -8,7 +8,7 @@ import numpy as np
 
 from .._records import Columns, Report
 from .._say import plural
-from ..errors import MpibatchError
+from ..errors import MpibatchError, no_space
 from ..runner import RowsDone, RunsBlocks
 from .leader import LEADER_NAP, Tiers
 from .ledger import Ledger, SchemaGate
@@ -265,25 +265,27 @@ class Root:
         report.schema_task = first.schema_task
         self._ingest(ranks, report, cols)
 
-    def _write(self, step, *args) -> None:
-        """A write to the file; if it fails (the file was deleted, the disk is full) the run
-        stops with that error, raised on every rank once all have stopped."""
+    def _write(self, step, *args):
+        """A write to the file, returning what ``step`` does; if it fails (the file was
+        deleted, the disk is full) the run stops with that error, raised on every rank
+        once all have stopped, and None is returned."""
         if self.error is not None:
-            return  # nothing more can be stored
+            return None  # nothing more can be stored
         try:
-            step(*args)
+            return step(*args)
         except MpibatchError as exc:
             self.error = exc
-            self._stop_with(str(exc))
+        except OSError as exc:  # a full disk surfaces here, at a write or a flush
+            self.error = no_space(exc, self.plan.out)
+            if self.error is None:
+                raise
+        if self.error is not None:
+            self._stop_with(str(self.error))
+        return None
 
     def _ingest(self, rank: int | np.ndarray, report: Report, cols: Columns) -> None:
-        if report.fatal:
-            self._stop_with(report.fatal)
-        if cols.schema and (error := self.gate.check(cols.schema, report.schema_task)):
-            self._stop_with(error)
-            cols = Columns((), cols.rows)  # keep nothing of a report that does not fit
-        self.gate.seen(report.nbytes, cols.rows)
-        self._write(self.sink.add, report.pos, cols, rank, report.failures)
+        stored = self._write(self._store, rank, report, cols)
+        cols = stored if stored is not None else Columns((), cols.rows)  # none stored: count none
         ledger = self.ledger
         self.queue.observe(report.pos, cols.rows, ledger.count(cols))
         self.progress.update(ledger.done, ledger.failed)
@@ -291,6 +293,17 @@ class Root:
         if limit and ledger.failed >= limit and not self.stopping:
             failed = plural(ledger.failed, "task")
             self.request_stop(f"{failed} failed (--max-failures {limit})")
+
+    def _store(self, rank: int | np.ndarray, report: Report, cols: Columns) -> Columns:
+        """Check a report against the schema and hand it to the sink: the columns kept."""
+        if report.fatal:
+            self._stop_with(report.fatal)
+        if cols.schema and (error := self.gate.check(cols.schema, report.schema_task)):
+            self._stop_with(error)
+            cols = Columns((), cols.rows)  # keep nothing of a report that does not fit
+        self.gate.seen(report.nbytes, cols.rows)
+        self.sink.add(report.pos, cols, rank, report.failures)
+        return cols
 
 
 def _adjacent(a: tuple, b: tuple) -> bool:
