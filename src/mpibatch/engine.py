@@ -11,6 +11,8 @@ raised on every rank; anything unexpected aborts the whole job instead of hangin
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from . import (
     _launch,
     _plan,
     _prepare,
+    _say,
     _shared,
     devices,
     schedule,
@@ -197,6 +200,8 @@ def _run(comm, requested: RunOptions) -> Summary | Plan | None:
     _comm.agreed(comm, lambda: _launch.check(_comm.world_size(), _comm.library_version()))
     # 1. settings: keyword -> MPIBATCH_<NAME> -> default, each checked
     options = _comm.agreed(comm, lambda: requested.resolved(size))
+    if rank == 0 and options.isolation == "on" and _asked_root_tasks(requested):
+        _say.say(_ROOT_TASKS_IGNORED, sys.stderr)
     # 2. this rank's GPU (or None), bound before the task file is imported
     local, n_local = _comm.local_rank(comm)
     device = _comm.agreed(comm, lambda: _choose_device(options, local, n_local))
@@ -218,6 +223,16 @@ def _run(comm, requested: RunOptions) -> Summary | Plan | None:
         finally:
             if store is not None and store.lock is not None:
                 store.lock.release()  # done already when the store closed; not on errors
+
+
+_ROOT_TASKS_IGNORED = (
+    "mpibatch: warning: --root-tasks is ignored: rank 0 runs its tasks in its task process "
+    "and serves the other ranks meanwhile (it applies with --isolation off)"
+)
+
+
+def _asked_root_tasks(requested: RunOptions) -> bool:
+    return requested.root_tasks is not None or bool(os.environ.get("MPIBATCH_ROOT_TASKS"))
 
 
 def _choose_device(options: RunOptions, local: int, n_local: int) -> devices.Device | None:

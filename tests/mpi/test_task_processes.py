@@ -225,3 +225,14 @@ def test_a_shared_input_bigger_than_the_memory_cap_is_read_whole(tmp_path):
     assert r.returncode == 0, r.stderr
     with h5py.File(out, "r") as f:
         assert (f["tasks/status"][()] == 1).all()
+
+
+def test_root_tasks_is_accepted_with_one_warning_and_ignored(tmp_path):
+    out = tmp_path / "w.h5"
+    r = mpibatch(
+        2, "run", UNRULY, "--grid", "kind=ok", "--reps", 4, "--root-tasks", "main", "--out", out
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("warning: --root-tasks is ignored") == 1
+    with h5py.File(out, "r") as f:
+        assert f.attrs["root_tasks"] == "process"
