@@ -217,13 +217,18 @@ class TaskProcess:
             time.sleep(0.001)
 
     def _forward_stop(self) -> None:
-        """The rank was asked to stop: the child stops between tasks; past the grace
-        period, the task still running is ended with its process (it stays pending)."""
+        """The rank was asked to stop: so is the child (SIGUSR1, and the header's flag for
+        a child started later), which interrupts its task at the end of the same grace
+        period (a command's process group is killed, the task stays pending). A child
+        still running well past it is killed."""
         if self.stopper.requested and not self.stopped_child:
             self.stopped_child = True
             self.arena.header[STOP] = 1
+            if self.pid:
+                os.kill(self.pid, signal.SIGUSR1)
         if self.stopper.past_grace() and self.pid:
-            self.kill()
+            if time.perf_counter() > self.stopper.stop_deadline + _KILL_AFTER + 1.0:
+                self.kill()
 
     def _progress(self) -> tuple[int, int]:
         """(rows of the block finished in order, the row in flight or -1)."""

@@ -47,8 +47,10 @@ def test_unstorable_results_from_other_ranks_stop_the_run_with_one_line(tmp_path
     r = mpibatch(
         3, "run", TASKS / "bad_returns.py", "--reps", 9, "--out", out, env={"BAD_KIND": "shape"}
     )
-    line = _check(r, ["'v'", "expected shape (2,)"])
-    assert re.search(r"task [5-8] returned", line), line  # names the first to go wrong
+    line = _check(r, ["'v'", "'ragged float64'"])
+    # names a task that went wrong against the first stored: which finishes first varies
+    # with timing until undeclared types are joined (issue 22), so either shape may be first
+    assert re.search(r"task [0-8] returned", line) and re.search(r"\(2,\)|\[2\]", line), line
 
 
 def test_a_task_printing_megabytes_neither_hangs_nor_fails(tmp_path):
