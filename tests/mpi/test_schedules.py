@@ -93,7 +93,7 @@ def test_dynamic_spreads_a_skewed_block_and_auto_says_why(tmp_path):
         assert "skewed" in f.attrs["schedule_reason"]
 
 
-@pytest.mark.parametrize("where", ["thread", "main"])
+@pytest.mark.parametrize("where", ["process", "thread", "main"])
 def test_rank_0_answers_the_others_while_its_own_task_runs(tmp_path, where):
     # rank 0's first task waits for 12 tasks done elsewhere; every other task needs a block
     # from rank 0 (block size 1), so they only get done if rank 0 serves during its task
@@ -110,8 +110,7 @@ def test_rank_0_answers_the_others_while_its_own_task_runs(tmp_path, where):
         "dynamic",
         "--block-size",
         1,
-        "--root-tasks",
-        where,
+        *(["--isolation", "off", "--root-tasks", where] if where != "process" else []),
         "--out",
         out,
         "--quiet",
@@ -123,19 +122,22 @@ def test_rank_0_answers_the_others_while_its_own_task_runs(tmp_path, where):
         assert f.attrs["root_tasks"] == where
         assert (f["tasks/status"][()] == 1).all()
     assert waiter.sum() == 1
-    said = {"thread": "on the task thread", "main": "on the main thread"}[where]
-    assert f"rank 0: ran its tasks {said}" in mpibatch(None, "info", out).stdout
-    if where == "thread":
+    said = {"process": "tasks: in task processes", "thread": "rank 0: ran its tasks on the "
+            "task thread", "main": "rank 0: ran its tasks on the main thread"}[where]  # fmt: skip
+    assert said in mpibatch(None, "info", out).stdout
+    if where != "main":
         assert seen[waiter == 1][0] >= 12
     else:  # on the main thread rank 0 cannot answer: rank 1 runs only the 2 blocks it holds
         assert seen[waiter == 1][0] <= 2
 
 
 def test_a_task_time_out_keeps_rank_0_tasks_on_the_main_thread(tmp_path):
+    # without task processes (with them, the time-out's SIGALRM lands in the task process)
     out = tmp_path / "tt.h5"
     r = mpibatch(
-        2, "run", TASKS / "sleepy.py", "--reps", 6, "--task-timeout", 30, "--out", out, "--quiet"
-    )
+        2, "run", TASKS / "sleepy.py", "--reps", 6, "--task-timeout", 30, "--isolation", "off",
+        "--out", out, "--quiet",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     with h5py.File(out, "r") as f:
         assert f.attrs["root_tasks"] == "main"  # SIGALRM only reaches the main thread
