@@ -95,10 +95,11 @@ def add_hostfile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "hostfile",
         help="print a host file for mpiexec (default: this Slurm job's nodes), or convert one",
-        description="Print a host file in the spelling of the MPI mpi4py runs on: 'HOST:N' "
-        "for MPICH/Hydra (Intel MPI, MVAPICH), 'HOST slots=N' for Open MPI. Hosts default to "
-        "the job's SLURM_JOB_NODELIST, slots to SLURM_TASKS_PER_NODE, else this machine's "
-        "CPU count. --from reads a file in either spelling; a host named twice is merged.",
+        description="Print a host file in the spelling of the MPI mpi4py runs on: 'HOST:N'\n"
+        "for MPICH/Hydra (Intel MPI, MVAPICH), 'HOST slots=N' for Open MPI. Hosts default\n"
+        "to the job's SLURM_JOB_NODELIST, slots to SLURM_TASKS_PER_NODE, else this\n"
+        "machine's CPU count. --from reads a file in either spelling; a host named twice\n"
+        "is merged into one line.",
         epilog=HOSTFILE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
