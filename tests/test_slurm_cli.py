@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import pytest
 
-from mpibatch import cli
+from mpibatch import _launch, cli
 from mpibatch._say import _RANK_VARS
 from mpibatch.errors import ExitCode
 from mpibatch.slurm import SlurmOptions, render
@@ -83,5 +84,89 @@ def test_hostfile_from_arguments_and_from_the_job(monkeypatch, capsys):
     monkeypatch.setenv("SLURM_JOB_ID", "9")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "n1,n2")
     monkeypatch.setenv("SLURM_TASKS_PER_NODE", "2,1")
-    assert cli.main(["hostfile"]) is ExitCode.OK
+    assert cli.main(["hostfile", "--flavor", "openmpi"]) is ExitCode.OK
     assert capsys.readouterr().out == "n1 slots=2\nn2 slots=1\n"
+
+
+def _mpi4py_spelling() -> tuple[str, str]:
+    """(flavor, "a:2" or "a slots=2") of the MPI mpi4py loads here (the mpich wheel, or
+    MPI4PY_LIBMPI's), read from the library itself."""
+    library = _launch.mpi4py_library()
+    if "Open MPI" in library:
+        return "openmpi", "a slots=2\n"
+    assert "MPICH" in library or "MPI Library" in library, library
+    return "mpich", "a:2\n"
+
+
+def test_hostfile_writes_the_spelling_of_mpi4pys_mpi_by_default(capsys):
+    flavor, line = _mpi4py_spelling()
+    assert cli.main(["hostfile", "a", "--slots", "2"]) is ExitCode.OK
+    assert capsys.readouterr().out == line
+    other = "openmpi" if flavor == "mpich" else "mpich"
+    assert cli.main(["hostfile", "a", "--slots", "2", "--flavor", other]) is ExitCode.OK
+    assert capsys.readouterr().out != line
+
+
+def test_hostfile_merges_a_host_named_twice(capsys):
+    assert cli.main(["hostfile", "a", "b", "a", "--slots", "2", "--flavor", "openmpi"]) == 0
+    assert capsys.readouterr().out == "a slots=4\nb slots=2\n"
+
+
+@pytest.mark.parametrize(
+    "flavor, out", [("mpich", "n1:6\nn2:1\n"), ("openmpi", "n1 slots=6\nn2 slots=1\n")]
+)
+def test_hostfile_from_converts_either_spelling(tmp_path, capsys, flavor, out):
+    for text in (
+        "# RL slides\nn1 slots=4\nn2 slots=1 # login\nn1 slots=2\n",
+        "n1:4\nn2:1\n\nn1:2\n",
+    ):
+        (tmp_path / "in").write_text(text)
+        assert cli.main(["hostfile", "--from", str(tmp_path / "in"), "--flavor", flavor]) == 0
+        assert capsys.readouterr().out == out
+
+
+def test_hostfile_from_stdin(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("x slots=3\n"))
+    assert cli.main(["hostfile", "--from", "-", "--flavor", "mpich"]) == 0
+    assert capsys.readouterr().out == "x:3\n"
+
+
+def test_hostfile_check_says_it_fits(tmp_path, capsys):
+    _, line = _mpi4py_spelling()
+    (tmp_path / "h").write_text("# two of them\n" + line + line.replace("a", "b"))
+    assert cli.main(["hostfile", "--check", str(tmp_path / "h")]) is ExitCode.OK
+    mpi = _launch.short_library(_launch.mpi4py_library())
+    assert capsys.readouterr().out == f"{tmp_path / 'h'} fits {mpi}'s mpiexec: 2 hosts, 4 slots\n"
+
+
+@pytest.mark.parametrize(
+    "text, flavor, words",
+    [
+        ("n1 slots=4\n", "mpich", "line 1 'n1 slots=4' is the Open MPI spelling"),
+        ("n1:4\n", "openmpi", "line 1 'n1:4' is the MPICH (Hydra) spelling"),
+        ("n1:4 # big\n", "mpich", "line 1 has '#' after a host"),
+        ("n1 slots=2\nn1 slots=2\n", "openmpi", "host 'n1' is on 2 lines"),
+        ("n1:4\nn2 = 4\n", "mpich", "line 2: expected HOST, HOST:N (MPICH) or HOST slots=N"),
+    ],
+)
+def test_hostfile_check_refuses_in_one_line(tmp_path, capsys, text, flavor, words):
+    path = tmp_path / "hosts"
+    path.write_text(text)
+    assert cli.main(["hostfile", "--check", str(path), "--flavor", flavor]) is ExitCode.USAGE
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("mpibatch: error: ") and err.count("\n") == 1
+    assert words in err
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["hostfile", "a", "--from", "h"], "expected --from/--check FILE or HOST names"),
+        (["hostfile", "--slots", "2", "--check", "h"], "got both; drop --slots"),
+        (["hostfile", "--from", "/no/such/file"], "expected a readable host file"),
+    ],
+)
+def test_hostfile_bad_sources_are_one_line(argv, words, capsys):
+    assert cli.main([*argv, "--flavor", "mpich"]) is ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err

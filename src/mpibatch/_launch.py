@@ -9,9 +9,24 @@ they are in environment variables; a world of 1 while they say more is this mist
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Mapping
 
+from . import _hostfile
 from .errors import UsageError
+
+# MPI_Get_library_version's first words -> the host file spelling its launcher reads
+_FAMILIES = (
+    ("Open MPI", _hostfile.OPENMPI),
+    ("MPICH", _hostfile.MPICH),  # also CRAY MPICH, MVAPICH's "MVAPICH2 ... MPICH"
+    ("MVAPICH", _hostfile.MPICH),
+    ("Intel(R) MPI", _hostfile.MPICH),
+)
+_PROBE = (
+    "import mpi4py; mpi4py.rc.initialize = False; from mpi4py import MPI; "
+    "print(MPI.Get_library_version().replace(chr(0), '').strip())"
+)
 
 # (variable, what it means, the launcher that sets it): the world size the launcher started
 _SIZE_VARS = (
@@ -80,3 +95,56 @@ def check(world_size: int, library: str, env: Mapping[str, str] | None = None) -
     problem = mismatch(world_size, library, env)
     if problem:
         raise UsageError(problem)
+
+
+def family(library: str) -> str | None:
+    """'mpich' (Hydra's HOST:N) or 'openmpi' (HOST slots=N) from the library's version
+    text; None for an MPI of neither family."""
+    for words, flavor in _FAMILIES:
+        if words.lower() in library.lower():
+            return flavor
+    return None
+
+
+def mpi4py_library(timeout: float = 60) -> str:
+    """MPI_Get_library_version of the MPI mpi4py loads here (``MPI4PY_LIBMPI`` included),
+    asked in a child Python that does not initialize MPI, so this process stays MPI-free."""
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+    else:
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+        why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+    raise UsageError(
+        f"cannot tell which MPI mpi4py runs on ({why}); pass --flavor mpich or --flavor openmpi"
+    )
+
+
+def hostfile_flavor(library: str) -> str:
+    """The host file spelling of the MPI mpi4py runs on; UsageError if neither family."""
+    flavor = family(library)
+    if flavor is None:
+        raise UsageError(
+            f"expected mpi4py on an MPICH-family MPI or Open MPI, got {short_library(library)}; "
+            "pass --flavor mpich or --flavor openmpi"
+        )
+    return flavor
+
+
+def hostfile_mismatch(source: str, text: str, flavor: str, library: str = "") -> str | None:
+    """One line when the host file ``text`` does not fit ``flavor``'s launcher: what is
+    wrong, the line to write instead, and the command that converts it; else None."""
+    problem = _hostfile.problem(_hostfile.parse(text, source), flavor)
+    if problem is None:
+        return None
+    mpi = (
+        f"{short_library(library)}'s mpiexec" if library else f"{_hostfile.NAMES[flavor]}'s mpiexec"
+    )
+    return (
+        f"{source} does not fit {mpi}: {problem}; or convert the whole file: "
+        f"mpibatch hostfile --from {source} --flavor {flavor} > {source}.{flavor}"
+    )

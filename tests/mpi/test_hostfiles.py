@@ -137,3 +137,104 @@ def test_open_mpi_runs_four_ranks_from_the_openmpi_hostfile(tmp_path, n):
         pytest.fail(f"timed out after 120s (a hang): {' '.join(cmd)}\n{exc.stderr}")
     assert r.returncode == 0, r.stdout + r.stderr
     assert _n_ranks(out) == 4
+
+
+# -- mpibatch hostfile: either spelling converted, and checked, against the real launchers --
+RL_SLIDES = "# RL slides: Open MPI spelling\nlocalhost slots=2   # first half\nlocalhost slots=2\n"
+
+
+def _hostfile(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [MPIBATCH, "hostfile", *map(str, args)]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
+
+
+def test_an_open_mpi_hostfile_converted_runs_under_hydra(tmp_path):
+    """The RL slides' file (repeated host, '#' after a host) fails under the bundled
+    Hydra; converted by ``mpibatch hostfile --from`` it is one merged line, and Hydra
+    starts a rank per slot from it."""
+    slides = tmp_path / "rl.hostfile"
+    slides.write_text(RL_SLIDES)
+    refused = mpirun(None, MPIEXEC, "-f", slides, "-n", 1, "true", timeout=30)
+    assert refused.returncode != 0, "Hydra read slots= lines; hostfiles/README.md says it cannot"
+    r = _hostfile("--from", slides, "--flavor", "mpich")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "localhost:4\n"
+    converted = tmp_path / "hosts"
+    converted.write_text(r.stdout)
+    out = tmp_path / "mixed.h5"
+    run = mpirun(None, MPIEXEC, "-f", converted, MPIBATCH, "run", TASKS / "mixed.py", "--reps", 2,
+                 "--out", out, "--quiet")  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert _n_ranks(out) == 4  # no -n: one rank per slot, so the merge counted both lines
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["localhost slots=2\n", "localhost:2 # login\n", "# ok\nlocalhost:1\n\nlocalhost:1\n",
+     "localhost\nlocalhost\n", "localhost:2\n"],
+    ids=["openmpi", "trailing-comment", "repeated", "bare", "mpich"],
+)  # fmt: skip
+def test_check_says_exactly_when_hydra_refuses_a_file(tmp_path, text):
+    """``--check FILE --flavor mpich`` against what the real Hydra does with FILE."""
+    path = tmp_path / "hosts"
+    path.write_text(text)
+    hydra = mpirun(None, MPIEXEC, "-f", path, "-n", 1, "true", timeout=30)
+    r = _hostfile("--check", path, "--flavor", "mpich")
+    assert (r.returncode == 0) == (hydra.returncode == 0), (text, r.stderr, hydra.stderr)
+    if r.returncode:
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert f"mpibatch hostfile --from {path} --flavor mpich" in r.stderr
+
+
+def _openmpi_env(libmpi: Path) -> dict:
+    return {
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        "MPI4PY_LIBMPI": str(libmpi),  # mpi4py loads Open MPI instead of the mpich wheel
+    }
+
+
+def _open_mpi_run(launcher: Path, env: dict, hosts: Path, *args, timeout: float = 120):
+    cmd = [str(launcher), "--hostfile", str(hosts), "--bind-to", "none", *map(str, args)]
+    try:
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env}
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"timed out after {timeout}s (a hang): {' '.join(cmd)}\n{exc.stderr}")
+
+
+def test_mpibatch_hostfile_writes_open_mpis_spelling_when_mpi4py_runs_on_it(tmp_path):
+    """With mpi4py on Open MPI, the default spelling is ``slots=``; an MPICH file with a
+    repeated host, converted, launches under ``mpirun`` a rank per slot."""
+    launcher, libmpi = _openmpi()
+    env = _openmpi_env(libmpi)
+    r = _hostfile("localhost", "--slots", 2, env=env)
+    assert (r.returncode, r.stdout) == (0, "localhost slots=2\n"), r.stderr
+    mpich_file = tmp_path / "mpich.hosts"
+    mpich_file.write_text("localhost:2\nlocalhost:2\n")
+    check = _hostfile("--check", mpich_file, env=env)
+    assert check.returncode == 2 and "is the MPICH (Hydra) spelling" in check.stderr
+    r = _hostfile("--from", mpich_file, env=env)
+    assert (r.returncode, r.stdout) == (0, "localhost slots=4\n"), r.stderr
+    hosts = tmp_path / "hosts"
+    hosts.write_text(r.stdout)
+    out = tmp_path / "mixed.h5"
+    run = _open_mpi_run(launcher, env, hosts, MPIBATCH, "run", TASKS / "mixed.py", "--reps", 2,
+                        "--out", out, "--quiet")  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert _n_ranks(out) == 4
+
+
+def test_check_says_when_open_mpi_refuses_a_repeated_host(tmp_path):
+    """Open MPI refuses a host given slots= on two lines; ``--check`` says so first."""
+    launcher, libmpi = _openmpi()
+    env = _openmpi_env(libmpi)
+    path = tmp_path / "hosts"
+    path.write_text("localhost slots=1\nlocalhost slots=1\n")
+    refused = _open_mpi_run(launcher, env, path, "-n", 1, "true", timeout=60)
+    assert refused.returncode != 0 or "multiple definitions" in refused.stdout + refused.stderr
+    r = _hostfile("--check", path, "--flavor", "openmpi")
+    assert r.returncode == 2 and "'localhost slots=2'" in r.stderr, r.stderr

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from pathlib import Path
 
-from .._say import say
+from .. import _hostfile, _launch
+from .._say import plural, say
 from ..errors import ExitCode, UsageError
 from .jobs import job_hostfile, submit
 from .options import KINDS, SlurmOptions
@@ -81,29 +83,75 @@ def cmd_slurm(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+HOSTFILE_EPILOG = """examples:
+  mpibatch hostfile n01 n02 --slots 64 > hosts      # the spelling of mpi4py's MPI
+  mpibatch hostfile --from rl-slides.hostfile > hosts   # convert either spelling, merge
+  mpibatch hostfile --check hosts                   # does it fit mpi4py's mpiexec?
+"""
+
+
 def add_hostfile(sub: argparse._SubParsersAction) -> None:
-    """The ``mpibatch hostfile [HOST ...]`` subcommand."""
+    """The ``mpibatch hostfile [HOST ...] | --from FILE | --check FILE`` subcommand."""
     p = sub.add_parser(
         "hostfile",
-        help="print a host file for mpiexec (default: this Slurm job's nodes)",
-        description="Print 'HOST slots=N' lines (Open MPI) or 'HOST:N' (MPICH/Hydra). Hosts "
-        "default to the job's SLURM_JOB_NODELIST, slots to SLURM_TASKS_PER_NODE, else this "
-        "machine's CPU count.",
+        help="print a host file for mpiexec (default: this Slurm job's nodes), or convert one",
+        description="Print a host file in the spelling of the MPI mpi4py runs on: 'HOST:N'\n"
+        "for MPICH/Hydra (Intel MPI, MVAPICH), 'HOST slots=N' for Open MPI. Hosts default\n"
+        "to the job's SLURM_JOB_NODELIST, slots to SLURM_TASKS_PER_NODE, else this\n"
+        "machine's CPU count. --from reads a file in either spelling; a host named twice\n"
+        "is merged into one line.",
+        epilog=HOSTFILE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("hosts", nargs="*", metavar="HOST", help="host names (default: the job's)")
     p.add_argument(
         "--flavor",
-        choices=("openmpi", "mpich"),
-        default="openmpi",
-        help="openmpi (default): HOST slots=N; mpich: HOST:N",
+        choices=("auto", *_hostfile.FLAVORS),
+        default="auto",
+        help="auto (default): that of mpi4py's MPI; mpich: HOST:N; openmpi: HOST slots=N",
     )
     p.add_argument("--slots", type=int, metavar="N", help="ranks per host")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--from", dest="source", metavar="FILE", help="convert FILE ('-': stdin)")
+    source.add_argument("--check", metavar="FILE", help="say whether FILE fits, exit 2 if not")
     p.set_defaults(func=cmd_hostfile, debug=False, file=None)
 
 
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"expected a readable host file, got {path!r} ({exc})") from None
+
+
 def cmd_hostfile(args: argparse.Namespace) -> int:
-    """Print a host file for this job's nodes (or the hosts given)."""
-    sys.stdout.write(job_hostfile(args.flavor, args.slots, args.hosts or None))
+    """Print a host file for this job's nodes (or the hosts given, or FILE converted), or
+    check FILE against the MPI mpi4py runs on."""
+    given = args.source or args.check
+    if given and (args.hosts or args.slots is not None):
+        raise UsageError(
+            f"expected --from/--check FILE or HOST names and --slots, got both; "
+            f"drop {' '.join(args.hosts) or '--slots'}"
+        )
+    library = _launch.mpi4py_library() if args.flavor == "auto" else ""
+    flavor = _launch.hostfile_flavor(library) if library else args.flavor
+    if args.check:
+        text = _read(args.check)
+        problem = _launch.hostfile_mismatch(args.check, text, flavor, library)
+        if problem:
+            raise UsageError(problem)
+        hosts = _hostfile.parse(text, args.check).hosts
+        slots = sum(h.slots or 1 for h in hosts)
+        mpi = _launch.short_library(library) if library else _hostfile.NAMES[flavor]
+        say(f"{args.check} fits {mpi}'s mpiexec: {plural(len(hosts), 'host')}, {slots} slots")
+        return ExitCode.OK
+    if args.source:
+        hosts = _hostfile.parse(_read(args.source), args.source).hosts
+        sys.stdout.write(_hostfile.render(hosts, flavor))
+        return ExitCode.OK
+    sys.stdout.write(job_hostfile(flavor, args.slots, args.hosts or None))
     return ExitCode.OK
 
 

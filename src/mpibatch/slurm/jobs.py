@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .. import _hostfile
 from .._say import plural
 from ..errors import UsageError
 from .options import positive
@@ -193,8 +194,9 @@ def array_slice(n_tasks: int, env: Mapping[str, str] | None = None) -> range:
 
 
 def hostfile(hosts: list[str], slots: int | list[int], flavor: str = "openmpi") -> str:
-    """A host file: ``host slots=N`` lines (Open MPI) or ``host:N`` (MPICH/Hydra)."""
-    if flavor not in ("openmpi", "mpich"):
+    """A host file: ``host slots=N`` lines (Open MPI) or ``host:N`` (MPICH/Hydra); a host
+    named twice is one line with the slots added (Open MPI refuses it twice)."""
+    if flavor not in _hostfile.FLAVORS:
         raise UsageError(f"--flavor: expected openmpi or mpich, got {flavor!r}")
     if not hosts:
         raise UsageError("expected at least one host, got none; pass host names or run in a job")
@@ -203,8 +205,8 @@ def hostfile(hosts: list[str], slots: int | list[int], flavor: str = "openmpi") 
         raise UsageError(f"expected {len(hosts)} slot counts (one per host), got {len(counts)}")
     for n in counts:
         positive("--slots", n)
-    fmt = "{} slots={}" if flavor == "openmpi" else "{}:{}"
-    return "".join(fmt.format(h, n) + "\n" for h, n in zip(hosts, counts, strict=True))
+    rows = [_hostfile.Host(h, n) for h, n in zip(hosts, counts, strict=True)]
+    return _hostfile.render(rows, flavor)
 
 
 def job_hostfile(
