@@ -18,6 +18,11 @@
    while tasks run: only moving the other keys' values in at close grows it more). The table
    counts where the kills landed, from the state they left.
    ``--ragged-kills K`` alone skips 1. and 2.
+4. ``--task-kills K``: K trials of the same study at np=3 in which 3 task processes
+   (the children of the ranks, where tasks run) are SIGKILLed at random moments. Each
+   killed task must fail alone, every row marked done must equal the uninterrupted
+   run's, and a resume must complete the file identically. ``--task-kills K`` alone
+   skips 1. and 2.
 """
 
 from __future__ import annotations
@@ -209,6 +214,62 @@ def ragged_kills(tmp: Path, trials: int, seed: int = 0, at_close: bool = False) 
     return [[ph, str(n), f"{d:,}", str(b), str(r)] for ph, (n, d, b, r) in counts.items()]
 
 
+def _task_processes(launcher: int) -> list[int]:
+    """The task processes under ``launcher``: children of a rank (a PMI_RANK process)."""
+    ranks, found = set(), []
+    for pid in _descendants(launcher):
+        try:
+            if b"PMI_RANK=" not in Path(f"/proc/{pid}/environ").read_bytes():
+                continue
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent in ranks:
+            found.append(pid)
+        ranks.add(pid)
+    return found
+
+
+def task_kills(tmp: Path, trials: int, seed: int = 2) -> list[str]:
+    import random
+
+    env = {**os.environ, **RAGGED_ENV}
+    ref_path = tmp / "ref.h5"
+    t = time.perf_counter()
+    subprocess.run(_ragged_cmd(2, ref_path), env=env, capture_output=True, timeout=TIMEOUT)
+    took = time.perf_counter() - t
+    ref, ref_status, _ = _ragged_read(ref_path)
+    rng, kills, failed, done, bad, differ = random.Random(seed), 0, 0, 0, 0, 0
+    for _ in range(trials):
+        out = tmp / "t.h5"
+        for old in (out, tmp / "t.h5.failures"):
+            old.unlink(missing_ok=True)
+        cmd = _ragged_cmd(3, out, "--flush-seconds", "0.1", "--block-size", "3")
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started = time.perf_counter()
+        for at in sorted(rng.uniform(0.3, took) for _ in range(3)):
+            time.sleep(max(0.0, started + at - time.perf_counter()))
+            victims = _task_processes(p.pid)
+            if victims:
+                try:
+                    os.kill(rng.choice(victims), signal.SIGKILL)
+                    kills += 1
+                except OSError:
+                    pass
+        p.wait(timeout=300)
+        got, status, _ = _ragged_read(out)
+        rows = np.flatnonzero(status == 1)
+        done += len(rows)
+        failed += int((status == 2).sum() - (ref_status == 2).sum())  # beyond the reference's
+        bad += sum(got[k][i] != ref[k][i] for k in got for i in rows)
+        subprocess.run(
+            _ragged_cmd(2, out, "--resume"), env=env, capture_output=True, timeout=TIMEOUT
+        )
+        got, status, _ = _ragged_read(out)
+        differ += not (bool((status == ref_status).all()) and got == ref)
+    return [str(trials), str(kills), str(failed), f"{done:,}", str(bad), str(differ)]
+
+
 def _rank0_pid(launcher: int) -> int | None:
     """The rank-0 process under ``launcher`` (found by PMI_RANK=0), waiting up to 30 s."""
     for _ in range(3000):
@@ -256,7 +317,18 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     ap.add_argument("--ragged-kills", type=int, default=0, help="kill trials (3. above) only")
+    ap.add_argument("--task-kills", type=int, default=0, help="task process kills (4.) only")
     args = ap.parse_args()
+    if args.task_kills:
+        begin(f"faults: {args.task_kills} trials killing task processes, np=3")
+        with tempfile.TemporaryDirectory() as d:
+            cells = [task_kills(Path(d), args.task_kills)]
+        header = ["trials", "task processes killed", "more tasks failed than the reference"]
+        header += ["rows done"]
+        header += ["wrong done rows", "resume differs"]
+        notes = ["target: failed <= killed, 0 wrong done rows, 0 resumes that differ"]
+        print_table(header, cells, args.markdown, notes)
+        return
     if args.ragged_kills:
         begin(f"faults: {args.ragged_kills} kill trials with ragged and string results")
         with tempfile.TemporaryDirectory() as d:

@@ -157,13 +157,22 @@ class TaskProcess:
 
     # ---- the child's lifecycle ----
     def _send_run(self, first: int, skip: tuple) -> None:
-        if self.conn is None:
-            self._start()
+        """Ask the child to run the block from row ``first`` (a fresh child if it ended
+        while it waited: killed from outside, no task of it lost)."""
         block = self.block
-        assert block is not None and self.conn is not None
-        header = self.arena.header  # as the child will set it (it may not have yet when read)
-        header[COUNT], header[ROW] = first, -1
-        self.conn.send(("run", block.ids, block.at, block.schema, first, skip))
+        assert block is not None
+        for _ in range(2):
+            if self.conn is None:
+                self._start()
+            assert self.conn is not None
+            header = self.arena.header  # as the child will set it (it may not have yet)
+            header[COUNT], header[ROW] = first, -1
+            try:
+                self.conn.send(("run", block.ids, block.at, block.schema, first, skip))
+                return
+            except OSError:  # its pipe is closed: it ended between blocks
+                self._reap(wait=_KILL_AFTER)
+        raise RuntimeError("a fresh task process could not be started")
 
     def _start(self) -> None:
         mine, theirs = mpc.Pipe(duplex=True)

@@ -236,3 +236,31 @@ def test_root_tasks_is_accepted_with_one_warning_and_ignored(tmp_path):
     assert r.stderr.count("warning: --root-tasks is ignored") == 1
     with h5py.File(out, "r") as f:
         assert f.attrs["root_tasks"] == "process"
+
+
+def test_a_task_process_killed_from_outside_fails_only_its_task(tmp_path):
+    # SIGKILL from another process (as the OOM killer would) while a task runs
+    task = tmp_path / "between.py"
+    task.write_text(
+        "import os, signal, time\n"
+        "def task(params, rng):\n"
+        "    if params['rep'] == 3:\n"
+        "        pid = os.getpid()\n"
+        "        if os.fork() == 0:  # kill this task process once it has reported the task\n"
+        "            time.sleep(0.5)\n"
+        "            os.kill(pid, signal.SIGKILL)\n"
+        "            os._exit(0)\n"
+        "    if params['rep'] == 4:\n"
+        "        time.sleep(1.0)\n"
+        "    return float(rng.random())\n"
+    )
+    out = tmp_path / "b.h5"
+    r = mpibatch(
+        1, "run", task, "--reps", 8, "--seed", 1, "--schedule", "dynamic", "--block-size", 1,
+        "--out", out, "--quiet",
+    )  # fmt: skip
+    assert r.returncode in (0, 1), r.stderr
+    assert "Traceback" not in r.stderr
+    with h5py.File(out, "r") as f:
+        status = f["tasks/status"][()]
+    assert (status != 0).all()  # nothing left pending
