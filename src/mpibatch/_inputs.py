@@ -46,6 +46,10 @@ class Inputs:
 
     shared: Mapping[str, np.ndarray] | None = None
     state: Any = None
+    teardown: Any = None  # the task file's teardown(state), run where the tasks ran
+    # set once the rank's task process ran teardown on its state: None (fine) or the
+    # (type, message) it raised; left NOT_RUN, the rank runs it on its own state
+    torn: Any = "not run"
 
     def for_tasks(self) -> dict:
         return {"shared": self.shared, "state": self.state}
@@ -144,15 +148,20 @@ def setup(h: Hooks, ctx: TaskContext, threads: int) -> Any:
         raise _failed(h, "setup(ctx)", ctx.rank, exc, "fix setup() in the task file") from None
 
 
-def teardown(h: Hooks, state: Any, rank: int) -> TaskFileError | None:
+def teardown(h: Hooks, inputs: Inputs, rank: int) -> TaskFileError | None:
+    """Run ``teardown(state)`` here, unless the rank's task process ran it on its state."""
+    fix = "fix teardown() (the results file is complete)"
     if h.teardown is None:
         return None
+    if inputs.torn != "not run":  # (type, message) it raised there, or None
+        if inputs.torn is None:
+            return None
+        kind, message = inputs.torn
+        return _failed(h, "teardown(state)", rank, type(kind, (Exception,), {})(message), fix)
     try:
-        h.teardown(state)
+        h.teardown(inputs.state)
     except Exception as exc:
-        return _failed(
-            h, "teardown(state)", rank, exc, "fix teardown() (the results file is complete)"
-        )
+        return _failed(h, "teardown(state)", rank, exc, fix)
     return None
 
 

@@ -191,17 +191,18 @@ def session(comm, options, module, plan, store, device, local: int) -> Iterator[
         if nodes is not None:
             nodes.free()
         raise
+    inputs = _inputs.Inputs(views, state, h.teardown)
     try:
-        yield _inputs.Inputs(views, state)
+        yield inputs
     except MpibatchError:  # raised on every rank: free together
-        _inputs.teardown(h, state, rank)
+        _inputs.teardown(h, inputs, rank)
         if nodes is not None:
             nodes.free()
         raise
     except BaseException:  # this rank alone, ending: no collective call
-        _inputs.teardown(h, state, rank)
+        _inputs.teardown(h, inputs, rank)
         raise
-    error = _inputs.teardown(h, state, rank)
+    error = _inputs.teardown(h, inputs, rank)
     if nodes is not None:
         nodes.free()
     _comm.agree(comm, error)

@@ -23,7 +23,9 @@ from .layout import Status
 from .runner import Runner
 
 
-def child(runner: Runner, conn, arena: Arena, err_w: int, in_child, memory: int | None) -> None:
+def child(
+    runner: Runner, conn, arena: Arena, err_w: int, in_child, memory: int | None, teardown
+) -> None:
     """The task process: run blocks as the rank asks, until it closes the pipe."""
     code = 0
     try:
@@ -42,6 +44,9 @@ def child(runner: Runner, conn, arena: Arena, err_w: int, in_child, memory: int 
                         msg = conn.recv()
                     except EOFError:
                         break
+                    if msg[0] == "teardown":
+                        conn.send(("torn", _teardown(teardown, runner.info.get("state"))))
+                        break
                     _run_block(runner, conn, arena, restore, *msg[1:])
     except BaseException:  # noqa: BLE001  (a bug here: say it, end this process only)
         import traceback
@@ -50,6 +55,15 @@ def child(runner: Runner, conn, arena: Arena, err_w: int, in_child, memory: int 
         code = 70
     finally:
         os._exit(code)
+
+
+def _teardown(hook, state) -> tuple[str, str] | None:
+    """The task file's teardown(state), on this process's state: None or what it raised."""
+    try:
+        hook(state)
+    except Exception as exc:  # noqa: BLE001  (reported by the rank, as a teardown failure)
+        return type(exc).__name__, str(exc)
+    return None
 
 
 def _run_block(runner, conn, arena: Arena, restore, ids, at, schema, first, skip) -> None:

@@ -46,6 +46,7 @@ from .runner import RowsDone, Runner, TaskFailure
 _KILL_AFTER = 5.0  # seconds a child that closed its pipe gets to be reaped before SIGKILL
 _OVERDUE = 1.0  # seconds past --task-timeout before the rank kills a task's process
 _TAIL_BYTES = 4096  # of a child's stderr kept, for a failure's account
+_TEARDOWN_WAIT = 600.0  # seconds a task process's teardown(state) may take
 
 
 @dataclass
@@ -72,10 +73,13 @@ class TaskProcess:
         arena_bytes: int,
         in_child: Callable[[Callable], None],
         memory: int | None = None,
+        teardown: Callable | None = None,
     ) -> None:
         """``in_child(current_task)`` runs first in each task process (the MPI guard);
-        ``memory``: the bytes each task process may grow by (``--task-memory``)."""
+        ``memory``: the bytes each task process may grow by (``--task-memory``);
+        ``teardown``: the task file's ``teardown(state)``, run in the last task process."""
         self.runner, self.in_child, self.memory = runner, in_child, memory
+        self.teardown = teardown
         self.rss_limit_kib = 0  # the resident private memory at which the child is killed
         self.rss_checked = 0.0
         self.stopper: Stopper = runner.stopper  # the rank's: its signals, its stop
@@ -143,12 +147,25 @@ class TaskProcess:
         self.block = None
         return block.result
 
-    def close(self) -> None:
-        """End the task process (it waits for a message: none means done)."""
+    def close(self) -> object:
+        """End the task process (it waits for a message: none means done), first running
+        ``teardown(state)`` there, on the state its tasks saw: returns None, the
+        (type, message) it raised, or "not run" (no task process: the rank runs it)."""
+        torn: object = "not run"
+        if self.conn is not None and self.teardown is not None:
+            try:
+                self.conn.send(("teardown",))
+                if self.conn.poll(_TEARDOWN_WAIT):
+                    torn = self.conn.recv()[1]
+                else:
+                    torn = ("TimeoutError", f"did not return within {_TEARDOWN_WAIT:g} s")
+            except (OSError, EOFError):
+                pass  # it had ended: the rank runs teardown on its own state
         if self.conn is not None:
             self.conn.close()
             self._reap(wait=_KILL_AFTER)
         os.close(self._err_w)
+        return torn
 
     def kill(self) -> None:
         """End the task process now (a stop's grace period is long over)."""
@@ -184,7 +201,8 @@ class TaskProcess:
         pid = os.fork()
         if pid == 0:  # the task process: never returns
             mine.close()
-            child(self.runner, theirs, self.arena, self._err_w, self.in_child, self.memory)
+            hooks = (self.in_child, self.memory, self.teardown)
+            child(self.runner, theirs, self.arena, self._err_w, *hooks)
         theirs.close()
         self.pid, self.conn = pid, mine
         if self.memory is not None:  # the child starts sharing the rank's pages: its baseline

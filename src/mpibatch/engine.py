@@ -267,7 +267,7 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int, inpu
         runner = Runner(fn, grid, stream, info, offset, stopper, plan.retries, buffers)
         if plan.results is not None:
             runner.declare(plan.results)  # run(results=...) wins over the task file's
-        tasks = _tasks(plan, runner)
+        tasks = _tasks(plan, runner, inputs.teardown if inputs else None)
         tiers, why, up, down = _leaders(comm, plan)
         if rank == 0:
             assert store is not None and infos is not None  # rank 0 made the file
@@ -280,24 +280,24 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int, inpu
             transport.gather_int(_inputs.peak_rss())  # rank 0 records it in /ranks
             transport.gather_int(0)
         else:
-            try:
-                _dispatch.work(down or up or transport, tasks, plan.ids[0])
-            finally:
-                tasks.close()
+            _dispatch.work(down or up or transport, tasks, plan.ids[0])
             transport.gather_int(_inputs.peak_rss())  # rank 0 records it in /ranks
             transport.gather_int(getattr(tasks, "starts", 0))
+        torn = tasks.close()  # teardown(state) runs in the task process, if there was one
+        if inputs is not None:
+            inputs.torn = torn
     _dispatch.finish(transport, fatal)
     for link in (up, down):
         _comm.free(link.comm if link is not None else None)
     return summary
 
 
-def _tasks(plan: Plan, runner: Runner) -> RunsBlocks:
+def _tasks(plan: Plan, runner: Runner, teardown=None) -> RunsBlocks:
     """What runs this rank's blocks: its task process (``--isolation on``) or the rank."""
     if plan.isolation == "off":
         return runner
     arena = max(4 * plan.gather_bytes, 64 << 20)
-    return TaskProcess(runner, arena, _comm.in_task_process, plan.task_memory)
+    return TaskProcess(runner, arena, _comm.in_task_process, plan.task_memory, teardown)
 
 
 def _leaders(comm, plan: Plan):

@@ -87,7 +87,7 @@ class RunsBlocks(Protocol):
         self, ids: range, poll: Callable[[], None] | None = None, poll_every: float = 0.002
     ) -> tuple[Columns, RowsDone]: ...
 
-    def close(self) -> None: ...
+    def close(self) -> object: ...
 
 
 class Runner:
@@ -124,8 +124,10 @@ class Runner:
         schema = declared_schema(self.declared)
         self.packer = Packer(schema, -1) if schema is not None else None
 
-    def close(self) -> None:
-        """Nothing to end: the tasks ran in this process (``--isolation off``)."""
+    def close(self) -> object:
+        """Nothing to end: the tasks ran in this process (``--isolation off``); the rank
+        runs ``teardown(state)`` itself ("not run" here)."""
+        return "not run"
 
     def _call(self, i: int, params: dict):
         rng = self.streams.for_task(i)

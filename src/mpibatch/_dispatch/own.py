@@ -85,6 +85,4 @@ class OwnBlocks:
 
     def close(self) -> None:
         if self.thread is not None:
-            self.thread.close()
-        if self.process is not None:
-            self.process.close()
+            self.thread.close()  # (a task process is closed by the engine: teardown there)
