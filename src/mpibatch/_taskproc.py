@@ -24,6 +24,7 @@ the rank ends the child (its task stays pending). The child's side is _taskchild
 from __future__ import annotations
 
 import collections
+import gc
 import multiprocessing.connection as mpc
 import os
 import signal
@@ -45,6 +46,7 @@ from .runner import RowsDone, Runner, TaskFailure
 
 _KILL_AFTER = 5.0  # seconds a child that closed its pipe gets to be reaped before SIGKILL
 _OVERDUE = 1.0  # seconds past --task-timeout before the rank kills a task's process
+_WORKER_POLL = 0.01  # seconds between a worker rank's looks at rank 0 while its block runs
 _TAIL_BYTES = 4096  # of a child's stderr kept, for a failure's account
 _TEARDOWN_WAIT = 600.0  # seconds a task process's teardown(state) may take
 
@@ -107,8 +109,11 @@ class TaskProcess:
     def run(
         self, ids: range, poll: Callable[[], None] | None = None, poll_every: float = 0.002
     ) -> tuple[Columns, RowsDone]:
+        """Run block ``ids``, calling ``poll`` (stops from rank 0, sends) meanwhile, at
+        least every 10 ms: this rank serves no one, and its wake-ups take CPU from its
+        task process."""
         self.submit(ids)
-        while not self.finished(poll_every):
+        while not self.finished(max(poll_every, _WORKER_POLL)):
             if poll is not None:
                 poll()
         return self.take()
@@ -198,11 +203,13 @@ class TaskProcess:
         self.arena.header[STOP] = int(self.stopper.requested)
         sys.stdout.flush()  # else the child prints the rank's unflushed text again
         sys.stderr.flush()
+        gc.freeze()  # the child's collections then never touch (and copy) the rank's objects
         pid = os.fork()
         if pid == 0:  # the task process: never returns
             mine.close()
             hooks = (self.in_child, self.memory, self.teardown)
             child(self.runner, theirs, self.arena, self._err_w, *hooks)
+        gc.unfreeze()
         theirs.close()
         self.pid, self.conn = pid, mine
         if self.memory is not None:  # the child starts sharing the rank's pages: its baseline
