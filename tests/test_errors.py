@@ -17,6 +17,7 @@ def test_exit_codes_are_the_documented_ones():
         "STOPPED": 3,
         "STUCK": 4,
         "BUG": 70,
+        "NO_SPACE": 74,
         "INTERRUPTED": 130,
     }
     table = ExitCode.__doc__ or ""
