@@ -159,7 +159,7 @@ def parse_spec(spec: Any) -> tuple[str | tuple[str, ...], list, dict[str, list[s
             if not it[1] and _is_range(it[0]):
                 values = _parse_range(spec, it[0])
                 out.extend(values)
-                texts.extend(map(default_spelling, values))
+                texts.extend(map(repr, values))  # numbers: default_spelling is repr
             else:
                 out.append(_value(it))
                 texts.append(it[0])  # as typed: 1e-3 stays 1e-3
@@ -192,3 +192,16 @@ def spell(value: Any, typed: str | None = None) -> str:
             "the file's 'grid' attribute holds the exact grid (JSON)",
         )
     return quote + value + quote
+
+
+def default_spellings(kind: str, col: list) -> list[str]:
+    """:func:`default_spelling` of each value of an axis of ``kind``."""
+    return list(map(repr, col)) if kind in ("int", "float") else list(map(default_spelling, col))
+
+
+def spelled_column(kind: str, col: list, typed: list[str]) -> list[str]:
+    """Each value as a ``--grid`` item (:func:`spell`); a number typed as repr writes it
+    (every value of a range) is its own spelling, without parsing it back."""
+    if kind not in ("int", "float"):
+        return list(map(spell, col, typed))
+    return [t if t == repr(v) else spell(v, t) for v, t in zip(col, typed, strict=True)]
