@@ -18,7 +18,13 @@ from functools import cached_property
 from typing import Any
 
 from ._gridkinds import DTYPE, check_distinct, normalize, same_values
-from ._gridspec import default_spellings, parse_spec, spelled_column
+from ._gridspec import (
+    default_spelling,
+    default_spellings,
+    is_default_spelling,
+    parse_spec,
+    spelled_column,
+)
 from ._say import plural
 from .errors import GridError
 
@@ -79,9 +85,28 @@ class _Dim:
         self.kinds, self.cols = tuple(k for k, _ in pairs), tuple(c for _, c in pairs)
         self.size = len(cols[0])
         check_distinct(names, self.kinds, self.cols)
-        self.spellings = tuple(
-            default_spellings(k, c) for k, c in zip(self.kinds, self.cols, strict=True)
-        )
+        self.typed: list[list[str] | None] = [None] * len(names)  # spell_as sets them
+
+    @property
+    def spellings(self) -> tuple[list[str], ...]:
+        """Each axis's values as text: as typed (:meth:`spell_as`), else as repr writes them
+        (built at each use, not kept: an axis may have a million values)."""
+        return tuple(map(self.texts, range(len(self.names))))
+
+    def texts(self, k: int) -> list[str]:
+        """Axis ``k``'s values as text (see :attr:`spellings`)."""
+        typed = self.typed[k]
+        return default_spellings(self.kinds[k], self.cols[k]) if typed is None else typed
+
+    def text(self, k: int, j: int) -> str:
+        """Value ``j`` of axis ``k`` as text (see :attr:`spellings`)."""
+        typed = self.typed[k]
+        return default_spelling(self.cols[k][j]) if typed is None else typed[j]
+
+    def spelled_as_default(self) -> bool:
+        """Whether every value's text is the one repr (or a str itself) gives."""
+        pairs = zip(self.typed, self.kinds, self.cols, strict=True)
+        return all(t is None or is_default_spelling(k, c, t) for t, k, c in pairs)
 
     @cached_property
     def frags(self) -> list[dict]:
@@ -95,15 +120,14 @@ class _Dim:
 
     def spell_as(self, typed: Mapping[str, list]) -> None:
         """Keep the values of axes in ``typed`` as they were typed (``1e-3``, not 0.001)."""
-        texts = list(self.spellings)
         for k, name in enumerate(self.names):
             if name in typed:
                 given = list(map(str, typed[name]))
                 if len(given) != self.size:
                     got = f"{plural(len(given), 'spelling')} for {plural(self.size, 'value')}"
                     raise _fail(f"grid axis {name!r}", "one spelling per value", got, _SPELL_FIX)
-                texts[k] = given
-        self.spellings = tuple(texts)
+                if not is_default_spelling(self.kinds[k], self.cols[k], given):
+                    self.typed[k] = given  # else kept as None: built again when needed
 
 
 def _make_dim(key: Any, values: Any, seen: set[str]) -> _Dim:
@@ -315,7 +339,7 @@ class Grid:
         out: dict[str, str] = {}
         for d in reversed(self._dims):
             cell, j = divmod(cell, d.size)
-            out.update((n, t[j]) for n, t in zip(d.names, d.spellings, strict=True))
+            out.update((n, d.text(k, j)) for k, n in enumerate(d.names))
         return out
 
     def to_json(self) -> str:
@@ -328,8 +352,7 @@ class Grid:
         dims = []
         for d in self._dims:
             dim: dict = {"names": d.names, "kinds": d.kinds, "values": d.cols}
-            default = tuple(default_spellings(k, c) for k, c in zip(d.kinds, d.cols, strict=True))
-            if d.spellings != default:
+            if not d.spelled_as_default():
                 dim["spellings"] = d.spellings
             dims.append(dim)
         text = json.dumps({"format": "mpibatch.grid/1", "reps": self._reps, "dims": dims})
@@ -369,10 +392,7 @@ class Grid:
         """
         specs = []
         for d in self._dims:
-            texts = [
-                spelled_column(k, c, t)
-                for k, c, t in zip(d.kinds, d.cols, d.spellings, strict=True)
-            ]
+            texts = list(map(spelled_column, d.kinds, d.cols, d.typed))
             items = texts[0] if len(texts) == 1 else map("/".join, zip(*texts, strict=True))
             specs.append("+".join(d.names) + "=" + ",".join(items))
         return specs
