@@ -271,9 +271,10 @@ class Grid:
         for d in reversed(dims):
             rest, j = divmod(rest, d.size)
             digits.insert(0, j)
+        frags, sizes = [d.frags for d in dims], self.sizes
         cur = dict.fromkeys(self.names)
-        for d, j in zip(dims, digits, strict=True):
-            cur.update(d.frags[j])
+        for rows, j in zip(frags, digits, strict=True):
+            cur.update(rows[j])
         cur["rep"] = 0
         for cell in range(first, last + (last_r > 0)):
             copy = cur.copy
@@ -283,8 +284,8 @@ class Grid:
                 yield p
             r, k = 0, len(dims) - 1
             while k >= 0:  # advance the odometer by one cell
-                digits[k] = (digits[k] + 1) % dims[k].size
-                cur.update(dims[k].frags[digits[k]])
+                digits[k] = (digits[k] + 1) % sizes[k]
+                cur.update(frags[k][digits[k]])
                 k = k - 1 if digits[k] == 0 else -1
 
     def columns(self, start: int, stop: int) -> dict[str, Any]:
