@@ -3,7 +3,8 @@
 Each task runs the template with its fields filled in: ``{name}`` a grid value as typed
 (``--grid lr=1e-3`` gives ``1e-3``; ``{lr:.2e}`` formats the number), ``{rep}``,
 ``{task}``, ``{seed}`` (an integer drawn from the task's stream, so -np never changes it)
-and ``{out_dir}`` (the task's own folder, ``RESULTS.tasks/000017``). Without ``shell``
+and ``{out_dir}`` (the task's own folder, ``RESULTS.tasks/000017``; see :func:`task_path`
+for the folders of a study of more than :data:`SHARD_ABOVE` tasks). Without ``shell``
 the template is split as the shell would (``shlex.split``) and each word filled in alone:
 no shell runs, and a value with spaces stays one argument. With ``shell`` the whole line
 runs under ``/bin/sh -c``, each value quoted.
@@ -36,7 +37,39 @@ FIELDS = ("rep", "task", "seed", "out_dir")  # besides the grid's axes
 TAIL_LINES = 20  # lines of stderr kept as a failed task's error
 _TAIL_BYTES = 64 << 10  # read at most this much of the end of an output file
 _TERM_WAIT = 1.0  # seconds between SIGTERM and SIGKILL to an interrupted command's group
+SHARD_ABOVE = 5000  # a study of more tasks puts each task's folder and output in subfolders
+_SHARD_VAR = "MPIBATCH_SHARD_ABOVE"  # for tests of the layout with few tasks (every rank reads it)
 _EG = "e.g. --command './my_experiment --size {size} --lr {lr} --seed {seed}'"
+
+
+def shard_above() -> int:
+    """:data:`SHARD_ABOVE`, or the test override in ``MPIBATCH_SHARD_ABOVE`` (the one place
+    it is read; a bad value is a UsageError)."""
+    text = os.environ.get(_SHARD_VAR, "").strip()
+    if not text:
+        return SHARD_ABOVE
+    if not text.isdigit():
+        raise UsageError(f"{_SHARD_VAR}: expected a number of tasks >= 0, got {text!r}; unset it")
+    return int(text)
+
+
+def task_path(i: int, n_tasks: int, above: int | None = None) -> str:
+    """Task ``i``'s name under ``RESULTS.tasks/`` and ``RESULTS.output/``, relative, ``/``-joined.
+
+    The name is the task id, zero-padded to ``max(6, digits of n_tasks - 1)``. A study of up
+    to ``above`` (:data:`SHARD_ABOVE`) tasks keeps it flat: ``017017``. A bigger one puts it
+    in folders named by its leading digits, three at a time, so none holds over 1,000 names:
+    ``017/017017`` (6 digits), ``000/017/0017017`` (7 to 9 digits). It depends on the task id
+    and the grid's size alone, so it is the same for any -np, schedule, resume or rerun.
+    """
+    width = max(6, len(str(n_tasks - 1)))
+    name = f"{i:0{width}d}"
+    if n_tasks <= (shard_above() if above is None else above):
+        return name
+    prefix = name[:-3]
+    prefix = prefix.zfill(-(-len(prefix) // 3) * 3)  # whole groups of three digits
+    return "/".join([prefix[k : k + 3] for k in range(0, len(prefix), 3)] + [name])
+
 
 Word = list[tuple]  # pieces: (literal text, field name or None, format spec, conversion)
 
@@ -164,11 +197,11 @@ class CommandTask:
         self.folders = Path(spec.results + ".tasks").absolute()
         self.outputs = Path(spec.results + ".output").absolute()
         self.grid: Grid | None = None
-        self.width = 6
+        self.above = SHARD_ABOVE
 
     def bind(self, grid: Grid) -> None:
         self.grid = grid
-        self.width = max(6, len(str(grid.n_tasks - 1)))
+        self.above = shard_above()  # read once, before any task
 
     def argv(self, values: dict, spelled: dict) -> list[str]:
         """The command's words with ``values`` filled in (``spelled``: grid values as typed)."""
@@ -186,7 +219,7 @@ class CommandTask:
     def __call__(self, params: dict, rng: Any, ctx: Any) -> dict:
         assert self.grid is not None, "the engine binds the grid before any task"
         i = ctx.task_id
-        name = f"{i:0{self.width}d}"
+        name = task_path(i, self.grid.n_tasks, self.above)
         folder = self.folders / name
         values = {**params, "task": i, "out_dir": str(folder), "seed": None}
         if self.uses_seed:
@@ -196,8 +229,9 @@ class CommandTask:
             folder.mkdir(parents=True, exist_ok=True)
         files = None
         if self.spec.keep_output:
-            self.outputs.mkdir(parents=True, exist_ok=True)
-            files = (self.outputs / f"{name}.out", self.outputs / f"{name}.err")
+            out = self.outputs / f"{name}.out"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            files = (out, self.outputs / f"{name}.err")
         cwd = folder if self.spec.task_dir else None
         return execute(argv, self.spec.shell, cwd, files)
 

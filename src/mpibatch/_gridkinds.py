@@ -9,8 +9,11 @@ computed otherwise). numpy is not imported: grid.py must not load it early.
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import numbers
+import operator
 from typing import Any
 
 from .errors import GridError
@@ -43,6 +46,11 @@ def _number(v: Any) -> bool:
 
 def normalize(name: str, values: list) -> tuple[str, list]:
     """Check one axis's values; return its kind and the values as plain bool/int/float/str."""
+    types = set(map(type, values))
+    if types == {float}:
+        return "float", list(values)  # the common cases, checked without a loop in Python
+    if types == {int} and -(2**63) <= min(values) and max(values) < 2**63:
+        return "int", list(values)
     if all(isinstance(v, str) for v in values):
         return "str", [str(v) for v in values]
     if all(is_bool(v) for v in values):
@@ -114,3 +122,31 @@ def same_values(kind_a: str, a: list, kind_b: str, b: list) -> bool:
             return False
         return [str(x) for x in a] == [str(y) for y in b]
     return all(_same(kind_a, x, y) for x, y in zip(a, b, strict=True))
+
+
+def _rising(col: list) -> bool:
+    """Strictly increasing (so distinct; -0.0 before 0.0 and NaN are not)."""
+    return all(map(operator.lt, col, itertools.islice(col, 1, None)))
+
+
+def check_distinct(names: tuple[str, ...], kinds: tuple[str, ...], cols: tuple[list, ...]) -> None:
+    """Two equal values (rows of a zipped group) would be two identical grid points: equal
+    as JSON (0.0 and -0.0 are two values, two NaNs one)."""
+    if len(cols) == 1 and kinds[0] in ("int", "float") and _rising(cols[0]):
+        return  # a range: distinct without a set of a million values
+    rows = cols[0] if len(cols) == 1 else list(zip(*cols, strict=True))
+    nan = any(k == "float" and any(v != v for v in c) for k, c in zip(kinds, cols, strict=True))
+    if not nan and len(set(rows)) == len(rows):
+        return  # distinct as Python values, so as JSON too (NaN and -0.0 go the long way)
+    seen: set[str] = set()
+    for row in zip(*cols, strict=True):
+        key = json.dumps(row)
+        if key in seen:
+            what = row[0] if len(row) == 1 else row
+            raise _fail(
+                f"grid axis {'+'.join(names)!r}",
+                "distinct values",
+                f"{_short(what)} twice",
+                "drop the repeat (replicates come from --reps)",
+            )
+        seen.add(key)

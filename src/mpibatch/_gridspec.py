@@ -153,13 +153,16 @@ def parse_spec(spec: Any) -> tuple[str | tuple[str, ...], list, dict[str, list[s
     if not all(text or quoted for row in rows for text, quoted in row):
         raise _fail(where, "a value between commas and after '='", "an empty one", _SPEC_EG)
     if len(names) == 1:
+        ranges = [not q and _is_range(text) for text, q in items]
+        if all(ranges):  # spelled as repr writes them: no texts to keep (a range may be huge)
+            return names[0], [v for text, _ in items for v in _parse_range(spec, text)], {}
         out: list = []
         texts: list[str] = []
-        for it in items:
-            if not it[1] and _is_range(it[0]):
+        for it, is_range in zip(items, ranges, strict=True):
+            if is_range:
                 values = _parse_range(spec, it[0])
                 out.extend(values)
-                texts.extend(map(default_spelling, values))
+                texts.extend(map(repr, values))  # numbers: default_spelling is repr
             else:
                 out.append(_value(it))
                 texts.append(it[0])  # as typed: 1e-3 stays 1e-3
@@ -192,3 +195,24 @@ def spell(value: Any, typed: str | None = None) -> str:
             "the file's 'grid' attribute holds the exact grid (JSON)",
         )
     return quote + value + quote
+
+
+def default_spellings(kind: str, col: list) -> list[str]:
+    """:func:`default_spelling` of each value of an axis of ``kind``."""
+    return list(map(repr, col)) if kind in ("int", "float") else list(map(default_spelling, col))
+
+
+def is_default_spelling(kind: str, col: list, texts: list[str]) -> bool:
+    """Whether ``texts`` are :func:`default_spellings` of ``col`` (without building them)."""
+    spelled = map(repr, col) if kind in ("int", "float") else map(default_spelling, col)
+    return len(texts) == len(col) and all(map(str.__eq__, texts, spelled))
+
+
+def spelled_column(kind: str, col: list, typed: list[str] | None) -> list[str]:
+    """Each value as a ``--grid`` item (:func:`spell`) from its text as typed (None: as
+    repr writes it); a number spelled as repr writes it is its own item, not parsed back."""
+    if kind not in ("int", "float"):
+        return list(map(spell, col)) if typed is None else list(map(spell, col, typed))
+    if typed is None:
+        return list(map(repr, col))
+    return [t if t == repr(v) else spell(v, t) for v, t in zip(col, typed, strict=True)]

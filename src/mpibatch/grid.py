@@ -12,11 +12,19 @@ import keyword
 import math
 import numbers
 import operator
+import weakref
 from collections.abc import Iterator, Mapping
+from functools import cached_property
 from typing import Any
 
-from ._gridkinds import DTYPE, normalize, same_values
-from ._gridspec import default_spelling, parse_spec, spell
+from ._gridkinds import DTYPE, check_distinct, normalize, same_values
+from ._gridspec import (
+    default_spelling,
+    default_spellings,
+    is_default_spelling,
+    parse_spec,
+    spelled_column,
+)
 from ._say import plural
 from .errors import GridError
 
@@ -76,37 +84,50 @@ class _Dim:
         pairs = [normalize(n, c) for n, c in zip(names, cols, strict=True)]
         self.kinds, self.cols = tuple(k for k, _ in pairs), tuple(c for _, c in pairs)
         self.size = len(cols[0])
-        _check_distinct(names, self.cols)
-        self.frags = [dict(zip(names, row, strict=True)) for row in zip(*self.cols, strict=True)]
-        self.spellings = tuple([default_spelling(v) for v in c] for c in self.cols)
+        check_distinct(names, self.kinds, self.cols)
+        self.typed: list[list[str] | None] = [None] * len(names)  # spell_as sets them
+
+    @property
+    def spellings(self) -> tuple[list[str], ...]:
+        """Each axis's values as text: as typed (:meth:`spell_as`), else as repr writes them
+        (built at each use, not kept: an axis may have a million values)."""
+        return tuple(map(self.texts, range(len(self.names))))
+
+    def texts(self, k: int) -> list[str]:
+        """Axis ``k``'s values as text (see :attr:`spellings`)."""
+        typed = self.typed[k]
+        return default_spellings(self.kinds[k], self.cols[k]) if typed is None else typed
+
+    def text(self, k: int, j: int) -> str:
+        """Value ``j`` of axis ``k`` as text (see :attr:`spellings`)."""
+        typed = self.typed[k]
+        return default_spelling(self.cols[k][j]) if typed is None else typed[j]
+
+    def spelled_as_default(self) -> bool:
+        """Whether every value's text is the one repr (or a str itself) gives."""
+        pairs = zip(self.typed, self.kinds, self.cols, strict=True)
+        return all(t is None or is_default_spelling(k, c, t) for t, k, c in pairs)
+
+    @cached_property
+    def frags(self) -> list[dict]:
+        """``{name: value}`` of each row: built when tasks are first iterated, not before
+        (a dry run of a grid with a million values never needs them)."""
+        return [dict(zip(self.names, row, strict=True)) for row in zip(*self.cols, strict=True)]
+
+    def frag(self, j: int) -> dict:
+        """Row ``j``'s ``{name: value}``, without building :attr:`frags`."""
+        return {n: c[j] for n, c in zip(self.names, self.cols, strict=True)}
 
     def spell_as(self, typed: Mapping[str, list]) -> None:
         """Keep the values of axes in ``typed`` as they were typed (``1e-3``, not 0.001)."""
-        texts = list(self.spellings)
         for k, name in enumerate(self.names):
             if name in typed:
-                given = [str(t) for t in typed[name]]
+                given = list(map(str, typed[name]))
                 if len(given) != self.size:
                     got = f"{plural(len(given), 'spelling')} for {plural(self.size, 'value')}"
                     raise _fail(f"grid axis {name!r}", "one spelling per value", got, _SPELL_FIX)
-                texts[k] = given
-        self.spellings = tuple(texts)
-
-
-def _check_distinct(names: tuple[str, ...], cols: tuple[list, ...]) -> None:
-    """Two equal values (rows of a zipped group) would be two identical grid points."""
-    seen: set[str] = set()
-    for row in zip(*cols, strict=True):
-        key = json.dumps(row)
-        if key in seen:
-            what = row[0] if len(row) == 1 else row
-            raise _fail(
-                f"grid axis {'+'.join(names)!r}",
-                "distinct values",
-                f"{_short(what)} twice",
-                "drop the repeat (replicates come from --reps)",
-            )
-        seen.add(key)
+                if not is_default_spelling(self.kinds[k], self.cols[k], given):
+                    self.typed[k] = given  # else kept as None: built again when needed
 
 
 def _make_dim(key: Any, values: Any, seen: set[str]) -> _Dim:
@@ -232,7 +253,7 @@ class Grid:
         out = dict.fromkeys(self.names)
         for d in reversed(self._dims):
             cell, j = divmod(cell, d.size)
-            out.update(d.frags[j])
+            out.update(d.frag(j))
         out["rep"] = rep
         return out
 
@@ -250,9 +271,10 @@ class Grid:
         for d in reversed(dims):
             rest, j = divmod(rest, d.size)
             digits.insert(0, j)
+        frags, sizes = [d.frags for d in dims], self.sizes
         cur = dict.fromkeys(self.names)
-        for d, j in zip(dims, digits, strict=True):
-            cur.update(d.frags[j])
+        for rows, j in zip(frags, digits, strict=True):
+            cur.update(rows[j])
         cur["rep"] = 0
         for cell in range(first, last + (last_r > 0)):
             copy = cur.copy
@@ -262,8 +284,8 @@ class Grid:
                 yield p
             r, k = 0, len(dims) - 1
             while k >= 0:  # advance the odometer by one cell
-                digits[k] = (digits[k] + 1) % dims[k].size
-                cur.update(dims[k].frags[digits[k]])
+                digits[k] = (digits[k] + 1) % sizes[k]
+                cur.update(frags[k][digits[k]])
                 k = k - 1 if digits[k] == 0 else -1
 
     def columns(self, start: int, stop: int) -> dict[str, Any]:
@@ -282,9 +304,14 @@ class Grid:
         out["rep"] = rep
         return out
 
-    def axis_values(self) -> dict[str, list]:
-        """Each axis's values as given (a zipped axis lists its column, repeats included)."""
-        return {n: list(c) for d in self._dims for n, c in zip(d.names, d.cols, strict=True)}
+    def axis_values(self, first: int | None = None) -> dict[str, list]:
+        """Each axis's values as given (a zipped axis lists its column, repeats included);
+        ``first``: only the first that many of each."""
+        return {n: c[:first] for d in self._dims for n, c in zip(d.names, d.cols, strict=True)}
+
+    def axis_sizes(self) -> dict[str, int]:
+        """Each axis's number of values (a zipped axis: its group's)."""
+        return {n: d.size for d in self._dims for n in d.names}
 
     def kinds(self) -> dict[str, str]:
         """Each axis's kind: ``bool``, ``int``, ``float`` or ``str``."""
@@ -313,24 +340,34 @@ class Grid:
         out: dict[str, str] = {}
         for d in reversed(self._dims):
             cell, j = divmod(cell, d.size)
-            out.update((n, t[j]) for n, t in zip(d.names, d.spellings, strict=True))
+            out.update((n, d.text(k, j)) for k, n in enumerate(d.names))
         return out
 
     def to_json(self) -> str:
         """A lossless JSON form: dims in order, zipped groups, value kinds, reps; the
         spellings of values typed otherwise than repr writes them (``1e-3``)."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
         dims = []
         for d in self._dims:
             dim: dict = {"names": d.names, "kinds": d.kinds, "values": d.cols}
-            default = tuple([default_spelling(v) for v in c] for c in d.cols)
-            if d.spellings != default:
+            if not d.spelled_as_default():
                 dim["spellings"] = d.spellings
             dims.append(dim)
-        return json.dumps({"format": "mpibatch.grid/1", "reps": self._reps, "dims": dims})
+        text = json.dumps({"format": "mpibatch.grid/1", "reps": self._reps, "dims": dims})
+        _BUILT[text] = self  # from_json(text) gives this grid back while it lives
+        return text
 
     @classmethod
     def from_json(cls, s: str) -> Grid:
-        """Rebuild a grid from :meth:`to_json` output."""
+        """Rebuild a grid from :meth:`to_json` output (a grid still alive that wrote or
+        read this very text is given back: a grid never changes, and a big one is slow
+        to rebuild)."""
+        known = _BUILT.get(s) if isinstance(s, str) else None
+        if known is not None:
+            return known
         try:
             data = json.loads(s)
             typed = {
@@ -344,6 +381,7 @@ class Grid:
             ok = False
         if not ok:
             raise _fail("stored grid", "JSON from Grid.to_json", _short(s), "re-create the grid")
+        _BUILT[s] = grid
         return grid
 
     def to_specs(self) -> list[str]:
@@ -355,8 +393,8 @@ class Grid:
         """
         specs = []
         for d in self._dims:
-            pairs = list(zip(d.cols, d.spellings, strict=True))
-            items = ["/".join(spell(c[j], t[j]) for c, t in pairs) for j in range(d.size)]
+            texts = list(map(spelled_column, d.kinds, d.cols, d.typed))
+            items = texts[0] if len(texts) == 1 else map("/".join, zip(*texts, strict=True))
             specs.append("+".join(d.names) + "=" + ",".join(items))
         return specs
 
@@ -378,3 +416,6 @@ class Grid:
 
     def __repr__(self) -> str:
         return f"<Grid {self.describe()}>"
+
+
+_BUILT: weakref.WeakValueDictionary[str, Grid] = weakref.WeakValueDictionary()

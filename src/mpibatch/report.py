@@ -42,10 +42,11 @@ def format_plan(plan: Plan, task_file: str, function: str) -> str:
         f"running tasks {ids.start}:{ids.stop} ({plural(len(ids), 'task')}); seed {plan.seed}, "
         f"streams {plan.streams}, schedule {plan.schedule}, {plan.threads} thread(s) per rank",
     ]
-    for name, values in grid.axis_values().items():
+    sizes = grid.axis_sizes()
+    for name, values in grid.axis_values(first=8).items():
         lines.append(
-            f"  axis {name}: {plural(len(values), 'value')} {values[:8]}"
-            f"{' ...' if len(values) > 8 else ''}"
+            f"  axis {name}: {plural(sizes[name], 'value')} {values}"
+            f"{' ...' if sizes[name] > 8 else ''}"
         )
     shown = list(ids[:_SHOW]) + ([None] if len(ids) > 2 * _SHOW else [])
     shown += [i for i in ids[-_SHOW:] if i not in ids[:_SHOW]]
