@@ -12,8 +12,8 @@ import mmap
 import numpy as np
 
 _HEADER = 64  # bytes at the arena's start: the counters below, int64 each
-COUNT, ROW = 0, 1  # rows of the block finished (in order); the row running (-1: none)
-STOP = 2  # 1: the rank was asked to stop (the child runs no further task)
+COUNT = 0  # rows of the block finished (in order, the skipped ones included)
+STOP = 2  # 1: the rank was asked to stop before the child started
 _PAGE = mmap.PAGESIZE
 
 

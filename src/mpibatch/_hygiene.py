@@ -174,6 +174,19 @@ class Restore:
         self._wrapped.append((owner, name, original))
         setattr(owner, name, self._noting(original))
 
+    def changed(self) -> bool:
+        """Did the last task change anything :meth:`after_task` puts back? (cheap)"""
+        stdin, stdout, stderr = self.stdio
+        return (
+            self.dirty
+            or sys.stdout is not stdout
+            or sys.stderr is not stderr
+            or sys.stdin is not stdin
+            or stdout.closed
+            or stderr.closed
+            or len(_ACTIVE) != self.threads
+        )
+
     def after_task(self) -> None:
         """Between tasks: undo what the last task changed (cheap when it changed nothing)."""
         stdin, stdout, stderr = self.stdio

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _hygiene
-from ._arena import COUNT, ROW, STOP, Arena
+from ._arena import COUNT, STOP, Arena
 from ._dtypes import LossyResult
 from ._packer import infer_schema
 from ._records import BARE, Columns, Packer, columns_bytes
@@ -69,28 +69,30 @@ def _teardown(hook, state) -> tuple[str, str] | None:
 def _run_block(runner, conn, arena: Arena, restore, ids, at, schema, first, skip) -> None:
     """Run rows ``first..`` of block ``ids`` (but ``skip``) into the arena at ``at``.
 
-    The hot loop: per task, its start is written, then the header's ROW; once the task
-    is done its time, status and result, then COUNT (a row is in flight while ROW >= COUNT).
+    The hot loop: per task its start is written; once the task is done its result, time
+    and status, then the header's COUNT (the rank's :meth:`TaskProcess._progress`).
     """
     rows, hdr, skip = len(ids), arena.header, frozenset(skip)
-    hdr[COUNT], hdr[ROW] = first, -1
+    hdr[COUNT] = first
     cols = _open_columns(arena, at, schema, rows, first, skip)
     fn, for_task, stopper = runner.fn, runner.streams.for_task, runner.stopper
     context = runner._context if runner.with_context else None
     timed, clock, offset = stopper.task_timeout is not None, time.perf_counter, runner.clock_offset
     start, elapsed, status, fast = _views(cols, runner.packer)
     fatal, ran, base = None, 0, ids.start
+    if hdr[STOP]:  # the rank was asked to stop before this child started (else: SIGUSR1)
+        stopper.request("asked by its rank")
+    check = restore.changed
     params_of = runner.grid.iter_params(base + first, ids.stop)
     for row, params in zip(range(first, rows), params_of, strict=True):
-        if row in skip:
+        if skip and row in skip:
             continue
-        if stopper.requested or hdr[STOP]:
+        if stopper.requested:
             break
         i = base + row
         rng = for_task(i)
         t = clock()
-        start[row] = t + offset  # before ROW: the rank reads it
-        hdr[ROW] = row
+        start[row] = t + offset  # the rank reads it: this task began
         stopper.task_id, stopper.task_started = i, t
         try:
             if timed:
@@ -102,11 +104,15 @@ def _run_block(runner, conn, arena: Arena, restore, ids, at, schema, first, skip
         except BaseException as exc:  # noqa: BLE001  (anything a task raises fails it)
             stopper.end()
             ok, out = _failed(runner, i, params, exc)
-        stopper.end()
+        if timed:
+            stopper.end()
+        else:
+            stopper.task_id = None
         if ok is None:  # the stop's grace period ran out: this task stays pending
             start[row] = 0.0
             break
-        restore.after_task()
+        if check():
+            restore.after_task()
         end = clock()
         if ok and fast is not None and type(out) in _FLOATS:
             fast[row], failure = out, None
@@ -126,7 +132,6 @@ def _run_block(runner, conn, arena: Arena, restore, ids, at, schema, first, skip
         hdr[COUNT] = row + 1
         if restore.retire and not cols.tails:  # (ragged values stay here: at the block's end)
             break
-    hdr[ROW] = -1
     _done(conn, arena, cols, ran, fatal, restore.retire)
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _hygiene
-from ._arena import COUNT, ROW, STOP, Arena, ArenaBuffers
+from ._arena import COUNT, STOP, Arena, ArenaBuffers
 from ._records import Columns, Packer, columns_bytes
 from ._stop import EXIT_STUCK, Stopper
 from ._taskchild import child
@@ -62,6 +62,8 @@ class _Block:
     started: float
     failures: dict
     deaths: dict = field(default_factory=dict)  # rows at which it died between tasks
+    skip: frozenset = frozenset()  # rows the child does not run (failed already)
+    sealed: tuple | None = None  # (offset, bytes, old offset): where the sealed block goes
     fatal: str | None = None
     result: tuple | None = None  # (Columns, RowsDone) once done
 
@@ -187,14 +189,32 @@ class TaskProcess:
             if self.conn is None:
                 self._start()
             assert self.conn is not None
-            header = self.arena.header  # as the child will set it (it may not have yet)
-            header[COUNT], header[ROW] = first, -1
+            self._unstarted(first, skip)  # as the child will set it (it may not have yet)
             try:
                 self.conn.send(("run", block.ids, block.at, block.schema, first, skip))
                 return
             except OSError:  # its pipe is closed: it ended between blocks
                 self._reap(wait=_KILL_AFTER)
         raise RuntimeError("a fresh task process could not be started")
+
+    def _unstarted(self, first: int, skip: tuple) -> None:
+        """Rows ``first..`` (but ``skip``) marked not started: a start time there later
+        means the child began that task (see :meth:`_progress`)."""
+        block = self.block
+        assert block is not None
+        self.arena.header[COUNT] = first
+        block.skip = frozenset(skip)
+        self._zero_meta(first, skip)
+
+    def _zero_meta(self, first: int, skip: tuple) -> None:
+        block = self.block
+        assert block is not None
+        if block.at is not None:
+            cols = Columns(block.schema, len(block.ids), self._columns(block))
+            todo = np.ones(len(block.ids), bool)
+            todo[:first] = False
+            todo[list(skip)] = False
+            cols.start[todo], cols.status[todo] = 0.0, Status.PENDING
 
     def _start(self) -> None:
         mine, theirs = mpc.Pipe(duplex=True)
@@ -265,9 +285,25 @@ class TaskProcess:
                 self.kill()
 
     def _progress(self) -> tuple[int, int]:
-        """(rows of the block finished in order, the row in flight or -1)."""
-        count, row = int(self.arena.header[COUNT]), int(self.arena.header[ROW])
-        return count, row if row >= count else -1
+        """(rows of the block finished in order, the row in flight or -1).
+
+        The child raises COUNT after each task; the task after it is in flight once its
+        start is written and until its status is (no header write per task for that).
+        """
+        block, count = self.block, int(self.arena.header[COUNT])
+        if block is None or block.at is None:
+            return count, -1
+        row = count
+        while row in block.skip:
+            row += 1
+        if row >= len(block.ids):
+            return count, -1
+        cols = Columns(block.schema, len(block.ids), self._columns(block))
+        if cols.start[row] == 0.0:
+            return count, -1  # between tasks
+        if cols.status[row] != Status.PENDING:
+            return row + 1, -1  # done; it had not raised COUNT yet
+        return count, row
 
     def _overdue(self) -> bool:
         """A task past ``--task-timeout`` that never came back to Python: kill its process.
@@ -313,13 +349,15 @@ class TaskProcess:
             block.failures[msg[1]] = msg[2]
         elif kind == "alloc":  # new columns (a schema set) or a sealed block
             _, nbytes, schema, schema_task, old = msg
-            if schema is not None:
-                self.runner.packer = Packer(schema, schema_task)  # later forks start with it
-                block.schema = schema
-            if old is not None:
-                self.arena.give(old)
             at = self.arena.take(nbytes)
-            block.at, block.nbytes = at, nbytes
+            if schema is None:  # the sealed block goes there; until done, the columns count
+                block.sealed = (at, nbytes, old)
+            else:  # columns of the schema just set, meta copied over by the child
+                self.runner.packer = Packer(schema, schema_task)  # later forks start with it
+                if old is not None:
+                    self.arena.give(old)
+                block.schema, block.at, block.nbytes = schema, at, nbytes
+                self._zero_meta(0, ())  # (then the child copies the rows so far over)
             self.conn.send(at)
         elif kind == "done":
             _, ran, fatal, sealed, payload, retire = msg
@@ -335,6 +373,11 @@ class TaskProcess:
         block = self.block
         assert block is not None
         rows, schema = len(block.ids), block.schema
+        if block.sealed is not None:  # the block moved to its sealed place
+            at, nbytes, old = block.sealed
+            if old is not None:
+                self.arena.give(old)
+            block.at, block.nbytes, block.sealed = at, nbytes, None
         if payload is not None:  # the child kept its columns: they came as bytes
             buf = np.frombuffer(bytearray(payload), np.uint8)
         else:
@@ -355,6 +398,10 @@ class TaskProcess:
         block = self.block
         assert block is not None
         status = self._reap(wait=_KILL_AFTER)
+        if block.sealed is not None:  # it died sealing: the columns are still where they were
+            if block.sealed[0] is not None:
+                self.arena.give(block.sealed[0])
+            block.sealed = None
         count, row = self._progress()
         rows, stopping = len(block.ids), self.stopper.requested
         cols = Columns(block.schema, rows, self._columns(block))
