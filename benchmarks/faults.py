@@ -168,15 +168,18 @@ def _wait_for_growth(out: Path, p: subprocess.Popen, then: float, tail: int) -> 
         time.sleep(0.001)
 
 
+def _reference(path: Path, env: dict) -> tuple[float, tuple]:
+    """An uninterrupted run of the ragged study: (its seconds, what ``_ragged_read`` reads)."""
+    t = time.perf_counter()
+    subprocess.run(_ragged_cmd(2, path), env=env, capture_output=True, timeout=TIMEOUT)
+    return time.perf_counter() - t, _ragged_read(path)
+
+
 def ragged_kills(tmp: Path, trials: int, seed: int = 0, at_close: bool = False) -> list:
     import random
 
-    env = {**os.environ, **RAGGED_ENV}
-    ref_path = tmp / "ref.h5"
-    t = time.perf_counter()
-    subprocess.run(_ragged_cmd(2, ref_path), env=env, capture_output=True, timeout=TIMEOUT)
-    took = time.perf_counter() - t
-    ref, ref_status, _ = _ragged_read(ref_path)
+    env, ref_path = {**os.environ, **RAGGED_ENV}, tmp / "ref.h5"
+    took, (ref, ref_status, _) = _reference(ref_path, env)
     with h5py.File(ref_path, "r") as f:  # the tail: the first key's values, past a MiB or so
         tail = f["results/rewards/values"].nbytes + (3 << 19)
     rng, counts = random.Random(seed), {}
@@ -233,12 +236,8 @@ def _task_processes(launcher: int) -> list[int]:
 def task_kills(tmp: Path, trials: int, seed: int = 2) -> list[str]:
     import random
 
-    env = {**os.environ, **RAGGED_ENV}
-    ref_path = tmp / "ref.h5"
-    t = time.perf_counter()
-    subprocess.run(_ragged_cmd(2, ref_path), env=env, capture_output=True, timeout=TIMEOUT)
-    took = time.perf_counter() - t
-    ref, ref_status, _ = _ragged_read(ref_path)
+    env, ref_path = {**os.environ, **RAGGED_ENV}, tmp / "ref.h5"
+    took, (ref, ref_status, _) = _reference(ref_path, env)
     rng, kills, failed, done, bad, differ = random.Random(seed), 0, 0, 0, 0, 0
     for _ in range(trials):
         out = tmp / "t.h5"

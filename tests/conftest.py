@@ -121,3 +121,44 @@ def openmpi_launcher() -> tuple[Path, Path]:
     if not mpirun_.exists() or not libs:
         pytest.skip(f"MPIBATCH_OPENMPI={prefix} holds no bin/mpirun and lib/libmpi.so*")
     return mpirun_, libs[-1]
+
+
+# ---- in-process CLI runs (tests/test_usage_errors.py, test_usage_edges.py) ----
+
+
+@pytest.fixture(name="main")
+def cli_main(monkeypatch, tmp_path, capsys):
+    """``mpibatch ARGS...`` in this process, in tmp_path -> (exit code, stdout, stderr);
+    os.environ restored."""
+    from mpibatch import cli
+    from mpibatch._config import SETTINGS, env_name
+
+    monkeypatch.chdir(tmp_path)
+    for var in cli.THREAD_VARS:  # mpibatch run sets them: monkeypatch puts them back
+        monkeypatch.setenv(var, "1")
+    for name in SETTINGS:
+        monkeypatch.delenv(env_name(name), raising=False)
+
+    def call(*args, env: dict | None = None):
+        for var, value in (env or {}).items():
+            monkeypatch.setenv(var, value)
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exc:  # argparse
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def one_line(result, words, code=2) -> str:
+    """The one error line of an in-process ``main(...)`` result (exit ``code``, no traceback)."""
+    rc, out, err = result
+    assert rc == code, (rc, out, err)
+    lines = [ln for ln in err.splitlines() if ln.startswith("mpibatch: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]

@@ -9,48 +9,14 @@ from pathlib import Path
 
 import h5py
 import pytest
+from conftest import one_line as _check
 
 import mpibatch
-from mpibatch import cli
-from mpibatch._config import SETTINGS, env_name
 from mpibatch.errors import TaskFileError, UsageError
 from mpibatch.layout import ROW_COLUMNS, NotResultsFile, result_key_problem
 
 TASKS = Path(__file__).parent / "mpi" / "tasks"
 BOOT = TASKS / "mixed.py"
-
-
-@pytest.fixture
-def main(monkeypatch, tmp_path, capsys):
-    """``mpibatch ARGS...`` in tmp_path -> (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-    for var in cli.THREAD_VARS:
-        monkeypatch.setenv(var, "1")
-    for name in SETTINGS:
-        monkeypatch.delenv(env_name(name), raising=False)
-
-    def call(*args, env: dict | None = None):
-        for var, value in (env or {}).items():
-            monkeypatch.setenv(var, value)
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
-def _check(result, words, code=2) -> str:
-    rc, out, err = result
-    assert rc == code, (rc, out, err)
-    lines = [ln for ln in err.splitlines() if ln.startswith("mpibatch: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err and len(lines[0]) < 600, err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 def _task_file(tmp_path, body: str, name="study.py") -> Path:

@@ -10,47 +10,13 @@ from pathlib import Path
 
 import h5py
 import pytest
+from conftest import one_line as _check
 
-from mpibatch import cli
-from mpibatch._config import SETTINGS, env_name
 from mpibatch.errors import TaskFileError
 
 TASKS = Path(__file__).parent / "mpi" / "tasks"  # not from conftest: tests/slurm has one too
 
 BOOT = TASKS / "mixed.py"
-
-
-@pytest.fixture
-def main(monkeypatch, tmp_path, capsys):
-    """``mpibatch ARGS...`` in tmp_path -> (exit code, stdout, stderr); os.environ restored."""
-    monkeypatch.chdir(tmp_path)
-    for var in cli.THREAD_VARS:  # mpibatch run sets them: monkeypatch puts them back
-        monkeypatch.setenv(var, "1")
-    for name in SETTINGS:
-        monkeypatch.delenv(env_name(name), raising=False)
-
-    def call(*args, env: dict | None = None):
-        for var, value in (env or {}).items():
-            monkeypatch.setenv(var, value)
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as exc:  # argparse
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
-def _check(result, words, code=2) -> str:
-    rc, out, err = result
-    assert rc == code, (rc, out, err)
-    lines = [ln for ln in err.splitlines() if ln.startswith("mpibatch: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 CASES = {

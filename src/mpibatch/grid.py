@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import Any
 
-from ._gridkinds import DTYPE, check_distinct, normalize, same_values
+from ._gridkinds import DTYPE, _fail, _short, check_distinct, normalize, same_values
 from ._gridspec import (
     default_spelling,
     default_spellings,
@@ -26,18 +26,8 @@ from ._gridspec import (
     spelled_column,
 )
 from ._say import plural
-from .errors import GridError
 
 _MAX_TASKS = 2**62  # task ids and /params columns are int64
-
-
-def _fail(where: str, expected: str, got: Any, fix: str) -> GridError:
-    return GridError(f"{where}: expected {expected}, got {got}; {fix}")
-
-
-def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_reps(reps: Any) -> int:

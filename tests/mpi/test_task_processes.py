@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import subprocess
 
 import h5py
@@ -20,15 +21,7 @@ from conftest import MPIBATCH, TASKS, file_columns, mpibatch, openmpi_launcher
 from mpibatch.streams import task_generator
 
 UNRULY = TASKS / "unruly.py"
-ENDS = {
-    "segv": "SIGSEGV",
-    "abort": "SIGABRT",
-    "exit0": "exit status 0 without returning",
-    "exit3": "exit status 3 without returning",
-    "sigkill": "SIGKILL",
-    "c_exit": "exit status 7 without returning",
-    "mpi_abort": "exit status 5 without returning",
-}
+ENDS = runpy.run_path(str(UNRULY))["ENDS"]  # kind -> what its failure's message names
 KINDS = ["ok", *ENDS, "chdir", "environ", "close_stdout", "seterr", "signal", "thread"]
 KINDS += ["breakpoint", "base"]
 REPS = 3
