@@ -43,6 +43,7 @@ def enter_child(keep: tuple[int, ...], stderr: int) -> None:
     os.dup2(null, 0)
     os.dup2(stderr, 2)
     os.close(null)
+    _fresh_stdio()
     # its own process group: what its tasks leave running (a pool's workers) is ended
     # with it, and holds no launcher's pipe open past the run
     os.setpgid(0, 0)
@@ -101,6 +102,29 @@ def stops_reach(rank: int, stopper) -> None:
 
     for name in STOP_SIGNALS:
         signal.signal(getattr(signal, name), on_signal)
+
+
+def _fresh_stdio() -> None:
+    """New ``sys.stdin/stdout/stderr`` objects over fds 0-2, as the old ones were set up:
+    a rank's thread (its progress line) may have held one's lock at the fork, and the
+    child's copy of that lock would never be released."""
+    import io
+
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        old = getattr(sys, name)
+        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+        setattr(
+            sys,
+            name,
+            io.TextIOWrapper(
+                buffered,
+                encoding=getattr(old, "encoding", None),
+                errors=getattr(old, "errors", None),
+                line_buffering=bool(getattr(old, "line_buffering", fd == 2)),
+                write_through=fd == 2,
+            ),
+        )
 
 
 def _die_with_parent() -> None:
