@@ -150,15 +150,3 @@ def cli_main(monkeypatch, tmp_path, capsys):
         return code, out, err
 
     return call
-
-
-def one_line(result, words, code=2) -> str:
-    """The one error line of an in-process ``main(...)`` result (exit ``code``, no traceback)."""
-    rc, out, err = result
-    assert rc == code, (rc, out, err)
-    lines = [ln for ln in err.splitlines() if ln.startswith("mpibatch: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]

@@ -82,7 +82,7 @@ def test_several_flags_sharing_the_start_are_all_named(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "study.py", "--re", "2"])
     err = capsys.readouterr().err
-    assert "got the start of --reps or --resume or --retries" in err
+    assert "got the start of --reps or --results or --resume or --retries" in err
 
 
 def test_full_flags_and_the_words_after_double_dash_still_pass(capsys):

@@ -230,3 +230,19 @@ def test_ranks_whose_first_tasks_returned_a_str_and_a_number_stop_the_run():
     line = gate.check(infer_schema({"x": "a"}, 3), 3)
     assert line is not None and "task 3 returned {x: str}; expected {x: float64}" in line
     assert gate.check(infer_schema({"x": 2.5}, 4), 4) is None
+
+
+def test_the_results_flag_reads_types_and_shapes_and_says_what_is_wrong():
+    from mpibatch._dtypes import parse_results_flag
+    from mpibatch.errors import UsageError
+
+    got = parse_results_flag("v=float64, trace=ragged float32[2], img=uint8[4,4], name=str")
+    assert got == {
+        "v": "float64",
+        "trace": ("ragged float32", (2,)),
+        "img": ("uint8", (4, 4)),
+        "name": "str",
+    }
+    for bad in ("v", "=float64", "v=float64,,w=int8", "v=floot", "status=float64"):
+        with pytest.raises(UsageError):
+            parse_results_flag(bad)

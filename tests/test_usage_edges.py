@@ -9,7 +9,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from conftest import one_line as _check
+from usage import one_line as _check
 
 import mpibatch
 from mpibatch.errors import TaskFileError, UsageError

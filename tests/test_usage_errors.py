@@ -10,7 +10,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from conftest import one_line as _check
+from usage import one_line as _check
 
 from mpibatch.errors import TaskFileError
 

@@ -42,13 +42,14 @@ is a loss). A value that does not convert fails its task with a clear message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .errors import ResultError, TaskFileError
+from .errors import ResultError, TaskFileError, UsageError
 from .layout import result_key_problem
 
 # kind of number -> the dtype results of that kind are stored with, unless declared
@@ -172,13 +173,35 @@ def _float_loss(arr: np.ndarray, out: np.ndarray) -> str:
 def mixed_kinds(key: str, got: np.dtype, want: np.dtype, task_id: int, first: int) -> str:
     """One line: a key returned as two kinds of number (a schema error, whatever the order)."""
     hint = _HINT if kind(want) == "float" or kind(got) == "float" else "one kind"
+    decl = want if kind(want) == "float" else got
     return (
         f"task {task_id} returned {key!r} as {kind(got)} ({got}); expected {kind(want)} as "
         f"task {first} returned - a result keeps one kind of number in every task (any width: "
         f"integers store as int64, floats as float64); return {hint} in every task, or "
-        f"declare results = {{{key!r}: '{want if kind(want) == 'float' else got}'}} "
-        "in the task file"
+        f"declare results = {{{key!r}: '{decl}'}} in the task file, or --results {key}={decl}"
     )
+
+
+_FLAG_ITEM = re.compile(r"^\s*([^=\s]+)\s*=\s*([^\[\]]+?)\s*(?:\[([\d,\s]*)\])?\s*$")
+
+
+def parse_results_flag(text: str) -> dict[str, Any]:
+    """``--results 'v=float64,trace=ragged float32[2]'`` as a ``results = {...}`` dict
+    (``{"v": "float64", "trace": ("ragged float32", (2,))}``); one line if it is bad."""
+    items = re.split(r",(?![^\[]*\])", text)  # commas outside [..]
+    out: dict[str, Any] = {}
+    for item in items:
+        match = _FLAG_ITEM.match(item)
+        if match is None or not item.strip():
+            raise UsageError(
+                f"--results: expected KEY=TYPE items separated by commas, such as "
+                f"'v=float64,trace=ragged float32[2]', got {item.strip()!r} in {text!r}"
+            )
+        key, kind, dims = match.groups()
+        shape = tuple(int(d) for d in dims.split(",") if d.strip()) if dims is not None else None
+        out[key] = kind if shape is None else (kind, shape)
+    parse_declarations(out, "--results")  # each type checked now, in one line
+    return out
 
 
 def parse_declarations(spec: object, where: str = "the task file") -> dict[str, Declared]:

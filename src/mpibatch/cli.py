@@ -61,6 +61,11 @@ _RUN_FLAGS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
             "zipped axes A+B=a1/b1,a2/b2. Overrides the file's grid()",
         ),
         "--reps": ({"type": int}, "replicates per grid point (default 1)"),
+        "--results": (
+            {"metavar": "KEY=TYPE,..."},
+            "declare the results' types, as a task file's results = {...} (and for "
+            "--command runs): v=float64,trace=ragged float32, shapes as v=float64[3]",
+        ),
         "--seed": ({"type": int}, "root seed (default: MPIBATCH_SEED, else drawn and recorded)"),
         "--streams": (
             {},
@@ -228,6 +233,10 @@ def _run_options(args) -> RunOptions:
     flags: dict[str, Any] = {
         n: getattr(args, n) for n in names if n not in ("grid", "out", "debug")
     }
+    if args.results is not None:
+        from ._dtypes import parse_results_flag
+
+        flags["results"] = parse_results_flag(args.results)
     argv = ("mpibatch", *getattr(args, "argv", sys.argv[1:]))
     return RunOptions(task=args.file, grid=grid, out=out, argv=argv, **flags)
 

@@ -155,3 +155,15 @@ def test_the_param_sweep_example_runs_as_its_header_says(tmp_path):
         # the smallest lr learns slowest: its final loss is the highest at every size
         assert (loss[:, 2, :] > loss[:, 0, :]).all()
     assert "lowest mean loss" in r.stdout
+
+
+def test_results_declared_on_the_command_line_let_a_command_print_1_for_1_0(tmp_path):
+    # printf "%g" writes 1 for 1.0: undeclared, int then float stops the run
+    cmd = "printf '{{\"v\": %g}}\\n' {x}"
+    args = ("run", "--shell", "--command", cmd, "--grid", "x=1.0,0.5,2.0", "--quiet")
+    r = mpibatch(2, *args, "--out", tmp_path / "a.h5")
+    assert r.returncode == 2 and "--results v=float64" in r.stderr, r.stderr
+    r = mpibatch(2, *args, "--results", "v=float64", "--out", tmp_path / "b.h5")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        assert f["results/v"][()].tolist() == [1.0, 0.5, 2.0]
