@@ -39,6 +39,7 @@ def child(
         with stopper.installed():
             _hygiene.stops_reach(os.getppid(), stopper)  # before Restore: its baseline
             with _hygiene.Restore() as restore:
+                restore.randoms = _hygiene.GlobalRandom()  # type: ignore[attr-defined]
                 while True:
                     try:
                         msg = conn.recv()
@@ -132,7 +133,7 @@ def _run_block(runner, conn, arena: Arena, restore, ids, at, schema, first, skip
         hdr[COUNT] = row + 1
         if restore.retire and not cols.tails:  # (ragged values stay here: at the block's end)
             break
-    _done(conn, arena, cols, ran, fatal, restore.retire)
+    _done(conn, arena, cols, ran, fatal, restore)
 
 
 _FLOATS = frozenset((float, np.float64))
@@ -221,7 +222,7 @@ def _put(runner, cols, row, out, i):
     return None
 
 
-def _done(conn, arena, cols: Columns, ran: int, fatal, retire: bool) -> None:
+def _done(conn, arena, cols: Columns, ran: int, fatal, restore) -> None:
     """Seal the block; its bytes go where the rank can read them; say done."""
     cols.clear_unfinished()
     at = arena.offset_of(cols.storage, allocated=False)
@@ -234,6 +235,8 @@ def _done(conn, arena, cols: Columns, ran: int, fatal, retire: bool) -> None:
             payload = sealed.buffer.tobytes()
         else:
             arena.view(at, sealed.nbytes)[:] = sealed.buffer
-    conn.send(("done", ran, fatal, sealed.nbytes, payload, retire))
+    retire, randoms = restore.retire, getattr(restore, "randoms", None)
+    used = randoms is not None and randoms.check()
+    conn.send(("done", ran, fatal, sealed.nbytes, payload, retire, used))
     if retire:
         os._exit(0)

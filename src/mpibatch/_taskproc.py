@@ -96,6 +96,7 @@ class TaskProcess:
         self.starts = 0  # task processes started (setup() ran in each; recorded)
         self.stopped_child = False  # the child was told of the rank's stop
         self.killed_for = ""  # why the rank killed the task process, if it did
+        self.global_random = False  # its tasks drew from numpy's or Python's global state
         self.stderr_tail: collections.deque = collections.deque()
         self._err_r, self._err_w = os.pipe()
         threading.Thread(target=self._pump, daemon=True, name="mpibatch-stderr").start()
@@ -360,7 +361,8 @@ class TaskProcess:
                 self._zero_meta(0, ())  # (then the child copies the rows so far over)
             self.conn.send(at)
         elif kind == "done":
-            _, ran, fatal, sealed, payload, retire = msg
+            _, ran, fatal, sealed, payload, retire, randoms = msg
+            self.global_random = self.global_random or randoms
             if retire:  # a task left threads running: that process ends; a fresh one next
                 self._reap(wait=_KILL_AFTER)
                 count = int(self.arena.header[COUNT])

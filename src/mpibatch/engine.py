@@ -225,6 +225,11 @@ def _run(comm, requested: RunOptions) -> Summary | Plan | None:
                 store.lock.release()  # done already when the store closed; not on errors
 
 
+_GLOBAL_RANDOM = (
+    "mpibatch: warning: tasks drew from numpy's or Python's global random state "
+    "(np.random.*, random.*) on {ranks}: their results depend on -np and the schedule, "
+    "and a rerun differs; draw from the task's rng instead\n"
+)
 _ROOT_TASKS_IGNORED = (
     "mpibatch: warning: --root-tasks is ignored: rank 0 runs its tasks in its task process "
     "and serves the other ranks meanwhile (it applies with --isolation off)"
@@ -279,10 +284,12 @@ def _execute(comm, fn, plan: Plan, store: Store | None, device, local: int, inpu
             _dispatch.Leader(up, down, tiers.origins, stopper, buffers).run()
             transport.gather_int(_inputs.peak_rss())  # rank 0 records it in /ranks
             transport.gather_int(0)
+            transport.gather_int(0)
         else:
             _dispatch.work(down or up or transport, tasks, plan.ids[0])
             transport.gather_int(_inputs.peak_rss())  # rank 0 records it in /ranks
             transport.gather_int(getattr(tasks, "starts", 0))
+            transport.gather_int(int(getattr(tasks, "global_random", False)))
         torn = tasks.close()  # teardown(state) runs in the task process, if there was one
         if inputs is not None:
             inputs.torn = torn
@@ -346,9 +353,13 @@ def _serve(
     done, failed = store.counts()
     store.peaks = (world or transport).gather_int(_inputs.peak_rss())  # each rank's VmHWM
     starts = (world or transport).gather_int(getattr(runner, "starts", 0))
+    randoms = (world or transport).gather_int(int(getattr(runner, "global_random", False)))
     leaders: dict = {"leaders": "on" if tiers is not None else "off", "leaders_reason": why}
     leaders["isolation"] = plan.isolation  # and how often a task process (and setup) started:
     leaders["task_processes_started"] = int(starts.sum()) if starts is not None else 0
+    leaders["global_random_ranks"] = n_random = int(randoms.sum()) if randoms is not None else 0
+    if n_random:
+        sys.stderr.write(_GLOBAL_RANDOM.format(ranks=plural(n_random, "rank")))
     if root.error is None:
         try:
             attrs = {**plan.attrs, **_session_attrs(plan, store, root, queue, size, now)}

@@ -202,7 +202,15 @@ def format_info(res: Results) -> str:
     lines += timeline.format_stats(timeline.stats(res)) + _slowest_lines(res)
     if failed:
         lines.append(f"failed tasks: mpibatch errors {res.path}")
-    lines.append(f"reproduce: {a.get('command', '?')}")
+    if a.get("global_random_ranks"):
+        lines.append(
+            f"warning: tasks drew from the global random state (np.random.*, random.*) on "
+            f"{plural(int(a['global_random_ranks']), 'rank')}: results depend on -np and "
+            "the schedule, so this command does not reproduce them exactly"
+        )
+        lines.append(f"command: {a.get('command', '?')}")
+    else:
+        lines.append(f"reproduce: {a.get('command', '?')}")
     if pending + failed:
         lines.append(f"{plural(pending + failed, 'task')} left (pending or failed); run them with:")
         lines.append(f"  {a.get('command', '?')} --resume")

@@ -288,3 +288,21 @@ def test_under_open_mpi_a_task_that_ends_its_process_fails_alone(tmp_path, sched
     for i, (ty, msg, _) in errors.items():
         if kind[i] in ENDS:
             assert ty == "TaskProcessDied" and ENDS[kind[i]] in msg, (kind[i], msg)
+
+
+@pytest.mark.parametrize("draw", ["np.random.random()", "random.random()", "rng.random()"])
+def test_tasks_drawing_from_the_global_random_state_are_named_once(tmp_path, draw):
+    task = tmp_path / "g.py"
+    task.write_text(
+        f"import random\nimport numpy as np\ndef task(params, rng):\n    return float({draw})\n"
+    )
+    out = tmp_path / "g.h5"
+    r = mpibatch(2, "run", task, "--reps", 6, "--seed", 1, "--out", out)
+    assert r.returncode == 0, r.stderr
+    said = r.stderr.count("warning: tasks drew from numpy's or Python's global random state")
+    info = mpibatch(None, "info", out).stdout
+    if draw.startswith("rng"):
+        assert said == 0 and "reproduce:" in info
+        return
+    assert said == 1, r.stderr  # once per run, from rank 0
+    assert "does not reproduce them exactly" in info and "reproduce:" not in info
