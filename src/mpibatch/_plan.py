@@ -36,6 +36,7 @@ class Plan:
     dedicated_root: bool = False
     root_tasks: str = "thread"  # where rank 0 runs its own tasks: a helper thread or main
     isolation: str = "on"  # on: tasks run in a task process beside each rank
+    schedule_reason: str = ""  # why, when not this run's own choice (kept from the file)
     task_memory: int | None = None  # bytes a task process may grow by (--task-memory)
     leaders: str = "auto"  # node leaders: auto, on or off (see _dispatch/leader.py)
     node_size: int | None = None  # ranks per pretend node (testing); None: by host
@@ -136,6 +137,13 @@ def _check_out(options: RunOptions) -> None:
         check_output(options.out, options.overwrite)
 
 
+def _kept_reason(requested: str, stored: dict) -> str:
+    """A resumed auto run keeps the file's schedule: say so, and why it was chosen."""
+    if schedule.resumed_schedule(requested, stored) == requested:
+        return ""
+    return f"auto, kept from the file ({stored.get('schedule_reason', '')})"
+
+
 def make(grid: Grid, options: RunOptions, size: int, stored: dict | None = None) -> Plan:
     """The plan for this run from resolved ``options``; ``stored``: the resumed file's attrs.
 
@@ -157,6 +165,7 @@ def make(grid: Grid, options: RunOptions, size: int, stored: dict | None = None)
             options.streams or stored.get("streams") or _config.DEFAULT_STREAMS
         ),
         schedule=schedule.resumed_schedule(str(options.schedule), stored),  # auto's, kept
+        schedule_reason=_kept_reason(str(options.schedule), stored),
         ids=(ids.start, ids.stop),
         threads=int(options.threads_per_rank or 1),
         gather_bytes=int(options.gather_mb or 0) << 20,

@@ -418,7 +418,7 @@ def _root_tasks(own) -> str:
 
 
 def _session_attrs(plan: Plan, store: Store, root, queue, size: int, now: float) -> dict:
-    reason = queue.reason or f"requested with --schedule {plan.schedule}"
+    reason = queue.reason or plan.schedule_reason or f"requested with --schedule {plan.schedule}"
     wall, ledger = now - plan.session_t0, root.ledger
     sessions = json.loads(store.f.attrs.get("sessions", "[]")) + [
         {

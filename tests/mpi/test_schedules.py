@@ -230,6 +230,7 @@ def test_a_resume_keeps_the_schedule_auto_chose_instead_of_probing_again(tmp_pat
         assert (f["tasks/status"][()] == 1).all()
         assert f.attrs["schedule_used"] == "static"  # kept: probing again would say dynamic
         assert "--schedule static" in f.attrs["command"]
+        assert f.attrs["schedule_reason"].startswith("auto, kept from the file (probe of")
     fresh = tmp_path / "fresh.h5"
     r = mpibatch(2, "run", TASKS / "skewed_flaky.py", "--reps", 24, "--seed", 3, "--out", fresh)
     assert r.returncode == 0, r.stderr
