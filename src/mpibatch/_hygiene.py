@@ -15,6 +15,7 @@ process after the block's row is saved (``retire``): the next task gets a fresh 
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import sys
@@ -280,6 +281,50 @@ class GlobalRandom:
         self.used = self.used or now != self.last
         self.last = now
         return self.used
+
+
+class StderrTail:
+    """A pipe for task processes' stderr: forwarded to the rank's by a thread, which keeps
+    the last ``keep`` bytes or so for a failure's account."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep, self.chunks = keep, collections.deque()  # type: ignore[var-annotated]
+        self._read, self.write_fd = os.pipe()
+        threading.Thread(target=self._pump, daemon=True, name="mpibatch-stderr").start()
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """The rank's end of writing (the thread ends once the children's ends close too)."""
+        os.close(self.write_fd)
+
+    def _pump(self) -> None:
+        chunks, kept = self.chunks, 0
+        while chunk := os.read(self._read, 65536):
+            os.write(2, chunk)
+            chunks.append(chunk)
+            kept += len(chunk)
+            while len(chunks) > 1 and kept - len(chunks[0]) >= self.keep:
+                kept -= len(chunks.popleft())
+        os.close(self._read)
+
+
+def death(status: int) -> str:
+    """Why a task process with wait status ``status`` ended, for its task's failure."""
+    from ._stop import EXIT_STUCK
+
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+        why = f"its process was killed by {name} (signal {sig})"
+        if sig == signal.SIGKILL:
+            why += "; the OOM killer sends it when memory runs out"
+        return why
+    code = os.WEXITSTATUS(status)
+    if code == EXIT_STUCK:
+        return "it did not return after it was interrupted (--task-timeout); killed"
+    return f"its process ended with exit status {code} without returning"
 
 
 def _signals() -> list[signal.Signals]:

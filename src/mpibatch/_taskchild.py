@@ -75,7 +75,7 @@ def _run_block(runner, conn, arena: Arena, restore, ids, at, schema, first, skip
     """
     rows, hdr, skip = len(ids), arena.header, frozenset(skip)
     hdr[COUNT] = first
-    cols = _open_columns(arena, at, schema, rows, first, skip)
+    cols = _open_columns(arena, at, schema, rows)
     fn, for_task, stopper = runner.fn, runner.streams.for_task, runner.stopper
     context = runner._context if runner.with_context else None
     timed, clock, offset = stopper.task_timeout is not None, time.perf_counter, runner.clock_offset
@@ -175,18 +175,13 @@ def _views(cols: Columns, packer) -> tuple[Any, Any, Any, Any]:
     )
 
 
-def _open_columns(arena, at, schema, rows, first, skip) -> Columns:
-    """The block's columns in the arena at ``at``: rows before ``first`` and ``skip`` kept."""
+def _open_columns(arena, at, schema, rows) -> Columns:
+    """The block's columns in the arena at ``at`` (the rank zeroed the rows to run), or
+    fresh ones here if the arena had no room."""
     if at is None:
-        cols = Columns(schema, rows)
-    else:
-        cols = Columns(schema, rows, arena.view(at, columns_bytes(schema, rows)))
-        cols.stale = True
-    keep = np.zeros(rows, bool)
-    keep[:first] = True
-    keep[list(skip)] = True
-    for name in ("start", "elapsed", "status"):
-        cols.arrays[name][~keep] = 0
+        return Columns(schema, rows)
+    cols = Columns(schema, rows, arena.view(at, columns_bytes(schema, rows)))
+    cols.stale = True
     return cols
 
 
@@ -205,7 +200,7 @@ def _reshape(runner, conn, arena, cols, out, i):
     old = arena.offset_of(cols.storage, allocated=False)
     conn.send(("alloc", nbytes, packer.schema, packer.schema_task, old))
     at = conn.recv()
-    new = _open_columns(arena, at, packer.schema, cols.rows, cols.rows, ())
+    new = _open_columns(arena, at, packer.schema, cols.rows)
     for name in ("start", "elapsed", "status"):
         new.arrays[name][:] = cols.arrays[name]
     return new, None

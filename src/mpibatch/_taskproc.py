@@ -23,13 +23,11 @@ the rank ends the child (its task stays pending). The child's side is _taskchild
 
 from __future__ import annotations
 
-import collections
 import gc
 import multiprocessing.connection as mpc
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,8 +37,9 @@ import numpy as np
 from . import _hygiene
 from ._arena import COUNT, STOP, Arena, ArenaBuffers
 from ._records import Columns, Packer, columns_bytes
-from ._stop import EXIT_STUCK, Stopper
+from ._stop import Stopper
 from ._taskchild import child
+from .errors import ResultError
 from .layout import Status
 from .runner import RowsDone, Runner, TaskFailure
 
@@ -59,12 +58,10 @@ class _Block:
     at: int | None  # its columns' arena offset (None: the child keeps them)
     nbytes: int
     schema: tuple
-    started: float
     failures: dict
-    deaths: dict = field(default_factory=dict)  # rows at which it died between tasks
+    deaths: set = field(default_factory=set)  # rows at which it died between tasks
     skip: frozenset = frozenset()  # rows the child does not run (failed already)
     sealed: tuple | None = None  # (offset, bytes, old offset): where the sealed block goes
-    fatal: str | None = None
     result: tuple | None = None  # (Columns, RowsDone) once done
 
 
@@ -97,16 +94,11 @@ class TaskProcess:
         self.stopped_child = False  # the child was told of the rank's stop
         self.killed_for = ""  # why the rank killed the task process, if it did
         self.global_random = False  # its tasks drew from numpy's or Python's global state
-        self.stderr_tail: collections.deque = collections.deque()
-        self._err_r, self._err_w = os.pipe()
-        threading.Thread(target=self._pump, daemon=True, name="mpibatch-stderr").start()
+        self.stderr = _hygiene.StderrTail(_TAIL_BYTES)  # the children's, kept for failures
 
     @property
     def packer(self) -> Packer | None:
         return self.runner.packer
-
-    def declare(self, spec: object) -> None:
-        self.runner.declare(spec)
 
     # ---- the blocking form (ranks other than 0) ----
     def run(
@@ -126,7 +118,7 @@ class TaskProcess:
         schema = self.packer.schema if self.packer is not None else ()
         nbytes = columns_bytes(schema, len(ids))
         at = self.arena.take(nbytes)
-        self.block = _Block(ids, at, nbytes, schema, time.perf_counter(), {})
+        self.block = _Block(ids, at, nbytes, schema, {})
         self._send_run(0, ())
 
     def finished(self, timeout: float) -> bool:
@@ -172,7 +164,7 @@ class TaskProcess:
         if self.conn is not None:
             self.conn.close()
             self._reap(wait=_KILL_AFTER)
-        os.close(self._err_w)
+        self.stderr.close()
         return torn
 
     def kill(self) -> None:
@@ -208,6 +200,8 @@ class TaskProcess:
         self._zero_meta(first, skip)
 
     def _zero_meta(self, first: int, skip: tuple) -> None:
+        """Start, time and status of rows ``first..`` (but ``skip``) zeroed, in the arena:
+        the child writes only what it runs (this is reused memory)."""
         block = self.block
         assert block is not None
         if block.at is not None:
@@ -215,7 +209,7 @@ class TaskProcess:
             todo = np.ones(len(block.ids), bool)
             todo[:first] = False
             todo[list(skip)] = False
-            cols.start[todo], cols.status[todo] = 0.0, Status.PENDING
+            cols.start[todo], cols.elapsed[todo], cols.status[todo] = 0.0, 0.0, Status.PENDING
 
     def _start(self) -> None:
         mine, theirs = mpc.Pipe(duplex=True)
@@ -229,7 +223,7 @@ class TaskProcess:
         if pid == 0:  # the task process: never returns
             mine.close()
             hooks = (self.in_child, self.memory, self.teardown)
-            child(self.runner, theirs, self.arena, self._err_w, *hooks)
+            child(self.runner, theirs, self.arena, self.stderr.write_fd, *hooks)
         gc.unfreeze()
         theirs.close()
         self.pid, self.conn = pid, mine
@@ -390,8 +384,6 @@ class TaskProcess:
         ran = int((cols.status != Status.PENDING).sum())
         done = RowsDone([block.failures[r] for r in sorted(block.failures)], ran)
         if fatal is not None:
-            from .errors import ResultError
-
             done.fatal = ResultError(fatal)
         block.result = (cols, done)
 
@@ -414,8 +406,8 @@ class TaskProcess:
             cols.elapsed[row] = time.perf_counter() + self.runner.clock_offset - cols.start[row]
             cols.clear_row(row)
             count = row + 1
-        elif row < 0 and not stopping and block.deaths.get(count, 0) == 0:
-            block.deaths[count] = 1  # it died between tasks: once more from there
+        elif row < 0 and not stopping and count not in block.deaths:
+            block.deaths.add(count)  # it died between tasks: once more from there
         else:
             self._end_early(cols, count)
             return
@@ -455,35 +447,11 @@ class TaskProcess:
     def _failure(self, i: int, status: int) -> TaskFailure:
         """The failure of task ``i``, whose process ended with wait status ``status``."""
         host, rank = self.runner.host, self.runner.rank
-        why, self.killed_for = self.killed_for, ""
-        if why:
-            pass
-        elif os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
-            why = f"its process was killed by {name} (signal {sig})"
-            if sig == signal.SIGKILL:
-                why += "; the OOM killer sends it when memory runs out"
-        else:
-            code = os.WEXITSTATUS(status)
-            why = f"its process ended with exit status {code} without returning"
-            if code == EXIT_STUCK:
-                why = "it did not return after it was interrupted (--task-timeout); killed"
-        tail = bytes(b"".join(self.stderr_tail)).decode("utf-8", "replace")
+        why, self.killed_for = self.killed_for or _hygiene.death(status), ""
+        tail = self.stderr.text()
         head = f"rank {rank} on {host}, task {i}: {why}\n"
         account = head + ("last lines of its stderr:\n" + tail if tail.strip() else "")
         return TaskFailure(i, rank, host, "TaskProcessDied", why, account)
-
-    def _pump(self) -> None:
-        """Forward the children's stderr to the rank's, keeping its last bytes."""
-        tail, kept = self.stderr_tail, 0
-        while chunk := os.read(self._err_r, 65536):
-            os.write(2, chunk)
-            tail.append(chunk)
-            kept += len(chunk)
-            while kept - len(tail[0]) >= _TAIL_BYTES and len(tail) > 1:
-                kept -= len(tail.popleft())
-        os.close(self._err_r)
 
 
 def _end_group(pid: int) -> None:
